@@ -1,0 +1,71 @@
+# Every entry point of ModelFleet. `make help` lists them.
+#
+# Tests and tools run in the release profile only: the engine is too slow unoptimised, and
+# building the workspace in two profiles doubles the build on small machines.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+CARGO ?= cargo
+TOOLS := scripts/tools.sh
+export MODELFLEET_CACHE ?= $(HOME)/.cache/modelfleet
+export MODELFLEET_TOOLS_BIN ?= $(MODELFLEET_CACHE)/bin
+
+.PHONY: help
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{ printf "  make %-18s %s\n", $$1, $$2 }'
+
+.PHONY: tools
+tools: ## Provision pinned kube-apiserver/controller-manager/scheduler, etcd, kubectl, helm, Prometheus, the demo model
+	@bash $(TOOLS) all
+
+.PHONY: build
+build: ## Build every binary (release)
+	$(CARGO) build --release --workspace --locked
+
+.PHONY: test
+test: tools ## Run every test tier that runs without a GPU (release profile)
+	$(CARGO) test --release --workspace --locked
+
+.PHONY: e2e
+e2e: tools ## Run the control-plane tests only
+	$(CARGO) test --release --locked -p modelfleet-e2e
+
+.PHONY: cluster
+cluster: tools ## Start a local control plane in the foreground (Ctrl-C tears it down)
+	$(CARGO) run --release --locked -p modelfleet-e2e --bin modelfleet-dev -- cluster up
+
+.PHONY: demo
+demo: tools ## Run a local fleet on the CPU backend with the demo model
+	@echo "make demo: not yet available: the local fleet (node agent, Prometheus, autoscaler) is not built yet" >&2
+	@exit 2
+
+.PHONY: bench
+bench: ## Benchmarks (figures, not tests)
+	@echo "make bench: not yet available: no benchmarks are built yet" >&2
+	@exit 2
+
+.PHONY: crds
+crds: ## Regenerate crds/ from the Rust API types
+	@echo "make crds: not yet available: the ModelDeployment API types are not built yet" >&2
+	@exit 2
+
+.PHONY: lint
+lint: ## rustfmt check + clippy with warnings denied
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --release --workspace --all-targets --locked -- -D warnings
+
+.PHONY: print-kubectl
+print-kubectl: ## Print the absolute path of the provisioned kubectl
+	@bash $(TOOLS) kubectl >/dev/null 2>&1 || bash $(TOOLS) kubectl
+	@bash $(TOOLS) print-bin kubectl
+
+.PHONY: print-helm
+print-helm: ## Print the absolute path of the provisioned helm
+	@bash $(TOOLS) kubectl >/dev/null 2>&1 || bash $(TOOLS) kubectl
+	@bash $(TOOLS) print-bin helm
+
+.PHONY: print-demo-model
+print-demo-model: ## Print the absolute path of the demo model directory (fetching it if needed)
+	@bash $(TOOLS) print-model 2>/dev/null || bash $(TOOLS) print-model

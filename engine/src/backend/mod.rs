@@ -1,0 +1,85 @@
+//! The contract between a step plan and whatever executes it on hardware.
+//!
+//! The scheduler decides *what* runs in a step (which sequences, which tokens, which KV
+//! blocks); a backend only executes that plan: it runs the model over every chunk, writes
+//! the chunk's keys and values into the paged cache at the positions the block table
+//! names, and returns logits for the chunks that asked for them. Backends never allocate
+//! or free blocks: block accounting belongs to the KV cache manager.
+
+use thiserror::Error;
+
+/// Index of a physical block in the paged KV cache, shared by every layer.
+pub type BlockId = u32;
+
+/// Shape of the paged KV cache a backend owns: `num_blocks` blocks of `block_size` tokens,
+/// each holding keys and values for every layer and KV head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KvCacheShape {
+    pub num_blocks: usize,
+    pub block_size: usize,
+}
+
+/// One sequence's share of a step: the tokens to run through the model now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SequenceChunk {
+    /// Tokens fed this step: a prefill chunk, or one token when decoding.
+    pub token_ids: Vec<u32>,
+    /// Absolute position of `token_ids[0]`; tokens before it are already in the cache.
+    pub start_position: usize,
+    /// Physical blocks for positions `0..start_position + token_ids.len()`; entry `i` holds
+    /// positions `i * block_size .. (i + 1) * block_size`.
+    pub block_table: Vec<BlockId>,
+    /// Whether the logits of the chunk's last token are wanted (the chunk ends the prompt,
+    /// or it is a decode step). Middle chunks of a long prompt only fill the cache.
+    pub needs_logits: bool,
+}
+
+/// Everything one forward pass executes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ForwardBatch {
+    pub chunks: Vec<SequenceChunk>,
+}
+
+/// Logits for the chunks with `needs_logits`, one row of `vocab_size` values each, in the
+/// order those chunks appear in the batch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Logits {
+    pub vocab_size: usize,
+    pub values: Vec<f32>,
+}
+
+impl Logits {
+    pub fn num_rows(&self) -> usize {
+        self.values.len().checked_div(self.vocab_size).unwrap_or(0)
+    }
+
+    pub fn row(&self, index: usize) -> &[f32] {
+        &self.values[index * self.vocab_size..(index + 1) * self.vocab_size]
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum BackendError {
+    #[error("backend '{backend}' is not available: {reason}")]
+    Unavailable { backend: &'static str, reason: String },
+    #[error("invalid step plan: {0}")]
+    InvalidPlan(String),
+    #[error("backend failure: {0}")]
+    Execution(String),
+}
+
+/// Executes step plans for one loaded model over one paged KV cache.
+pub trait Backend: Send {
+    /// Short name for logs and metrics (`cpu`, `cuda`).
+    fn name(&self) -> &'static str;
+
+    /// The paged KV cache this backend allocated.
+    fn kv_cache_shape(&self) -> KvCacheShape;
+
+    /// Runs the model over every chunk of the batch, writing their keys and values into the
+    /// cache, and returns the logits the chunks asked for.
+    fn forward(&mut self, batch: &ForwardBatch) -> Result<Logits, BackendError>;
+
+    /// Copies whole blocks (`(source, destination)` pairs): copy-on-write of shared blocks.
+    fn copy_blocks(&mut self, copies: &[(BlockId, BlockId)]) -> Result<(), BackendError>;
+}

@@ -1,0 +1,1 @@
+//! The ModelFleet operator: the `ModelDeployment` API and the controller that reconciles it.

