@@ -85,7 +85,9 @@ EOF
         # `go get` of the three commands resolves only what they import. (`go mod tidy` would
         # also resolve the test imports of every package, and not every version of every
         # staging module that only tests import is served by the module proxy.)
-        (cd "$mod" && go get "${components[@]/#/k8s.io/kubernetes/cmd/}" > "$mod/get.log" 2>&1) \
+        local packages=()
+        for c in "${components[@]}"; do packages+=("k8s.io/kubernetes/cmd/$c@$KUBERNETES_VERSION"); done
+        (cd "$mod" && go get "${packages[@]}" > "$mod/get.log" 2>&1) \
             || { tail -20 "$mod/get.log" >&2; die "kubernetes $KUBERNETES_VERSION: resolving modules failed in $mod (see get.log)"; }
         local pkg=k8s.io/component-base/version
         local ldflags="-s -w -X $pkg.gitVersion=$KUBERNETES_VERSION -X $pkg.gitTreeState=clean"

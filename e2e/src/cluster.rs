@@ -1,0 +1,441 @@
+//! A real Kubernetes control plane on free local ports: etcd, kube-apiserver and,
+//! optionally, kube-controller-manager and kube-scheduler.
+//!
+//! The apiserver serves TLS with a certificate from a fresh CA, authenticates clients by
+//! certificate or service-account token, and authorizes with RBAC, so what passes here passes
+//! on a real cluster. Everything lives in one temporary directory; dropping the [`Cluster`]
+//! stops every process. If the drop happens while a test is panicking, the directory is kept
+//! and the tail of every component's log is printed.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use kube::api::{Api, ObjectMeta, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+
+use crate::Error;
+use crate::kubeconfig;
+use crate::pki::{ClientIdentity, Pki};
+use crate::ports::free_ports;
+use crate::process::ManagedProcess;
+use crate::tools::tool;
+
+/// The range Services get their cluster IPs from; its first address is the apiserver's.
+const SERVICE_CLUSTER_IP_RANGE: &str = "10.96.0.0/16";
+/// How many times start-up is tried with fresh ports when a component dies early (another
+/// process may grab a port between choosing it and binding it).
+const START_ATTEMPTS: usize = 3;
+/// Bytes of each component log printed when something fails.
+const LOG_TAIL_BYTES: u64 = 4000;
+
+/// What to run besides etcd and the apiserver.
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    /// Run kube-controller-manager (Deployments get ReplicaSets and Pods, garbage
+    /// collection, namespace default service accounts, …).
+    pub controller_manager: bool,
+    /// Run kube-scheduler (Pods get bound to Nodes).
+    pub scheduler: bool,
+    /// Extra `--flag=value` arguments for kube-apiserver.
+    pub extra_apiserver_args: Vec<String>,
+    /// How long to wait for the apiserver's `/readyz`.
+    pub ready_timeout: Duration,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        Self {
+            controller_manager: false,
+            scheduler: false,
+            extra_apiserver_args: Vec::new(),
+            ready_timeout: Duration::from_secs(180),
+        }
+    }
+}
+
+impl ClusterOptions {
+    /// Every control-plane component: etcd, apiserver, controller-manager and scheduler.
+    pub fn full() -> Self {
+        Self { controller_manager: true, scheduler: true, ..Self::default() }
+    }
+}
+
+/// A running control plane. Dropping it stops every component.
+pub struct Cluster {
+    /// Components in start order; stopped in reverse.
+    processes: Vec<ManagedProcess>,
+    server: String,
+    kubeconfig_path: PathBuf,
+    client: Client,
+    pki: Pki,
+    options: ClusterOptions,
+    /// `None` once the directory has been kept for inspection.
+    dir: Option<tempfile::TempDir>,
+    dir_path: PathBuf,
+}
+
+impl Cluster {
+    /// Starts the control plane and waits until the apiserver is ready (and, with a
+    /// controller-manager, until it has created the `default` namespace's service account).
+    pub async fn start(options: ClusterOptions) -> Result<Self, Error> {
+        let mut last_error = None;
+        for attempt in 1..=START_ATTEMPTS {
+            match Self::start_once(options.clone()).await {
+                Ok(cluster) => return Ok(cluster),
+                Err(err @ (Error::ComponentExited { .. } | Error::NotReady { .. }))
+                    if attempt < START_ATTEMPTS =>
+                {
+                    tracing::warn!(attempt, error = %err, "control plane failed to start; retrying");
+                    last_error = Some(err);
+                }
+                Err(err) => return Err(err),
+            }
+        }
+        Err(last_error.unwrap_or_else(|| Error::NotReady {
+            what: "control plane".into(),
+            seconds: 0,
+            log_tail: String::new(),
+        }))
+    }
+
+    async fn start_once(options: ClusterOptions) -> Result<Self, Error> {
+        let dir = tempfile::Builder::new()
+            .prefix("modelfleet-cluster-")
+            .tempdir()
+            .map_err(|e| Error::io("creating the cluster directory", e))?;
+        let dir_path = dir.path().to_path_buf();
+        let ports = free_ports(5)?;
+        let (etcd_port, etcd_peer_port, apiserver_port, cm_port, scheduler_port) =
+            (ports[0], ports[1], ports[2], ports[3], ports[4]);
+        let server = format!("https://127.0.0.1:{apiserver_port}");
+
+        let pki = Pki::create(&dir_path.join("pki"), &serving_names())?;
+        let admin = pki.issue_client(&ClientIdentity::admin(), "admin")?;
+        let kubeconfig_path = dir_path.join("kubeconfig");
+        kubeconfig::write_for_client_cert(&kubeconfig_path, &server, pki.ca_pem(), &admin)?;
+
+        let mut cluster_processes = Vec::new();
+        let logs = dir_path.join("logs");
+        std::fs::create_dir_all(&logs).map_err(|e| Error::io("creating the log directory", e))?;
+
+        cluster_processes.push(ManagedProcess::spawn(
+            "etcd",
+            &tool("etcd")?,
+            &etcd_args(&dir_path.join("etcd"), etcd_port, etcd_peer_port),
+            &logs.join("etcd.log"),
+        )?);
+        cluster_processes.push(ManagedProcess::spawn(
+            "kube-apiserver",
+            &tool("kube-apiserver")?,
+            &apiserver_args(&pki, apiserver_port, etcd_port, &options.extra_apiserver_args),
+            &logs.join("kube-apiserver.log"),
+        )?);
+
+        let client = client_from_kubeconfig(&kubeconfig_path).await?;
+        wait_ready(&client, &mut cluster_processes, options.ready_timeout).await?;
+
+        if options.controller_manager {
+            let identity = ClientIdentity::new("system:kube-controller-manager", &[]);
+            let creds = pki.issue_client(&identity, "controller-manager")?;
+            let config = dir_path.join("controller-manager.kubeconfig");
+            kubeconfig::write_for_client_cert(&config, &server, pki.ca_pem(), &creds)?;
+            cluster_processes.push(ManagedProcess::spawn(
+                "kube-controller-manager",
+                &tool("kube-controller-manager")?,
+                &controller_manager_args(&pki, &config, cm_port),
+                &logs.join("kube-controller-manager.log"),
+            )?);
+        }
+        if options.scheduler {
+            let identity = ClientIdentity::new("system:kube-scheduler", &[]);
+            let creds = pki.issue_client(&identity, "scheduler")?;
+            let config = dir_path.join("scheduler.kubeconfig");
+            kubeconfig::write_for_client_cert(&config, &server, pki.ca_pem(), &creds)?;
+            cluster_processes.push(ManagedProcess::spawn(
+                "kube-scheduler",
+                &tool("kube-scheduler")?,
+                &scheduler_args(&config, scheduler_port),
+                &logs.join("kube-scheduler.log"),
+            )?);
+        }
+
+        let cluster = Self {
+            processes: cluster_processes,
+            server,
+            kubeconfig_path,
+            client,
+            pki,
+            options,
+            dir: Some(dir),
+            dir_path,
+        };
+        if cluster.options.controller_manager {
+            cluster.wait_for_default_service_account("default").await?;
+        }
+        tracing::info!(server = %cluster.server, dir = %cluster.dir_path.display(), "control plane ready");
+        Ok(cluster)
+    }
+
+    /// A client acting as the cluster administrator (`system:masters`).
+    pub fn client(&self) -> Client {
+        self.client.clone()
+    }
+
+    /// The administrator's kubeconfig (certificates embedded).
+    pub fn kubeconfig_path(&self) -> &Path {
+        &self.kubeconfig_path
+    }
+
+    /// The apiserver's URL, `https://127.0.0.1:<port>`.
+    pub fn server_url(&self) -> &str {
+        &self.server
+    }
+
+    /// The CA certificate the apiserver's serving certificate chains to, PEM encoded.
+    pub fn ca_pem(&self) -> &str {
+        self.pki.ca_pem()
+    }
+
+    /// The cluster's directory: PKI, kubeconfigs, etcd data and `logs/`.
+    pub fn dir(&self) -> &Path {
+        &self.dir_path
+    }
+
+    /// Whether a controller-manager runs (and so service accounts get created).
+    pub fn has_controller_manager(&self) -> bool {
+        self.options.controller_manager
+    }
+
+    /// A client that authenticates with a bearer token (e.g. a service account's).
+    pub async fn client_for_token(&self, token: &str) -> Result<Client, Error> {
+        let mut config = Config::new(self.server.parse().map_err(|e: http::uri::InvalidUri| {
+            Error::Kubeconfig(format!("bad server URL {}: {e}", self.server))
+        })?);
+        config.root_cert = Some(vec![pem_to_der(self.pki.ca_pem())?]);
+        config.auth_info.token = Some(token.to_string().into());
+        Ok(Client::try_from(config)?)
+    }
+
+    /// Creates a namespace and, when a controller-manager runs, waits for its `default`
+    /// service account (pods are refused until it exists).
+    pub async fn create_namespace(&self, name: &str) -> Result<Namespace, Error> {
+        let namespaces: Api<Namespace> = Api::all(self.client());
+        let namespace = Namespace {
+            metadata: ObjectMeta { name: Some(name.to_string()), ..ObjectMeta::default() },
+            ..Namespace::default()
+        };
+        let created = namespaces.create(&PostParams::default(), &namespace).await?;
+        if self.options.controller_manager {
+            self.wait_for_default_service_account(name).await?;
+        }
+        Ok(created)
+    }
+
+    async fn wait_for_default_service_account(&self, namespace: &str) -> Result<(), Error> {
+        let accounts: Api<ServiceAccount> = Api::namespaced(self.client(), namespace);
+        let timeout = self.options.ready_timeout;
+        let started = Instant::now();
+        while started.elapsed() < timeout {
+            if accounts.get_opt("default").await?.is_some() {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Err(Error::NotReady {
+            what: format!("the default service account of namespace {namespace}"),
+            seconds: timeout.as_secs(),
+            log_tail: self.log_tails(),
+        })
+    }
+
+    /// Name and process id of every running component, in start order.
+    pub fn component_pids(&self) -> Vec<(String, u32)> {
+        self.processes.iter().map(|p| (p.name().to_string(), p.pid())).collect()
+    }
+
+    /// The tail of every component's log, each under a header naming it.
+    pub fn log_tails(&self) -> String {
+        log_tails(&self.processes)
+    }
+
+    /// Stops every component now (also what dropping does).
+    pub fn stop(mut self) {
+        self.stop_processes();
+    }
+
+    fn stop_processes(&mut self) {
+        while let Some(mut process) = self.processes.pop() {
+            process.stop();
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() && !self.processes.is_empty() {
+            let kept = self.dir.take().map(tempfile::TempDir::keep);
+            eprintln!(
+                "--- control plane logs (kept in {}) ---\n{}",
+                kept.as_deref().unwrap_or(&self.dir_path).display(),
+                self.log_tails()
+            );
+        }
+        self.stop_processes();
+    }
+}
+
+fn log_tails(processes: &[ManagedProcess]) -> String {
+    processes
+        .iter()
+        .map(|p| format!("==> {} ({}) <==\n{}", p.name(), p.log_path().display(), p.log_tail(LOG_TAIL_BYTES)))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Names the apiserver's serving certificate is valid for: loopback and the in-cluster names.
+fn serving_names() -> Vec<String> {
+    [
+        "127.0.0.1",
+        "localhost",
+        "10.96.0.1",
+        "kubernetes",
+        "kubernetes.default",
+        "kubernetes.default.svc",
+        "kubernetes.default.svc.cluster.local",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+fn etcd_args(data_dir: &Path, client_port: u16, peer_port: u16) -> Vec<String> {
+    let client = format!("http://127.0.0.1:{client_port}");
+    let peer = format!("http://127.0.0.1:{peer_port}");
+    vec![
+        "--name=default".into(),
+        format!("--data-dir={}", data_dir.display()),
+        format!("--listen-client-urls={client}"),
+        format!("--advertise-client-urls={client}"),
+        format!("--listen-peer-urls={peer}"),
+        format!("--initial-advertise-peer-urls={peer}"),
+        format!("--initial-cluster=default={peer}"),
+        // A throwaway cluster: durability across power loss buys nothing and fsync is slow.
+        "--unsafe-no-fsync=true".into(),
+        "--log-level=warn".into(),
+    ]
+}
+
+fn apiserver_args(pki: &Pki, port: u16, etcd_port: u16, extra: &[String]) -> Vec<String> {
+    let path = |p: &Path| p.display().to_string();
+    let mut args = vec![
+        format!("--etcd-servers=http://127.0.0.1:{etcd_port}"),
+        format!("--secure-port={port}"),
+        "--bind-address=127.0.0.1".into(),
+        "--advertise-address=127.0.0.1".into(),
+        // The `kubernetes` Service would point at 127.0.0.1, which the endpoints reconciler
+        // refuses; nothing here needs that Service's endpoints.
+        "--endpoint-reconciler-type=none".into(),
+        format!("--tls-cert-file={}", path(&pki.serving_cert)),
+        format!("--tls-private-key-file={}", path(&pki.serving_key)),
+        format!("--client-ca-file={}", path(&pki.ca_cert)),
+        // Controller-manager and scheduler delegate authentication to the apiserver and
+        // expect this bundle to be published; there is no front proxy, so reuse the CA.
+        format!("--requestheader-client-ca-file={}", path(&pki.ca_cert)),
+        format!("--service-account-key-file={}", path(&pki.service_account_pub)),
+        format!("--service-account-signing-key-file={}", path(&pki.service_account_key)),
+        "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
+        format!("--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}"),
+        "--authorization-mode=RBAC".into(),
+        "--allow-privileged=true".into(),
+        "--v=1".into(),
+    ];
+    args.extend(extra.iter().cloned());
+    args
+}
+
+fn controller_manager_args(pki: &Pki, kubeconfig: &Path, port: u16) -> Vec<String> {
+    let kubeconfig = kubeconfig.display().to_string();
+    vec![
+        format!("--kubeconfig={kubeconfig}"),
+        format!("--authentication-kubeconfig={kubeconfig}"),
+        format!("--authorization-kubeconfig={kubeconfig}"),
+        format!("--secure-port={port}"),
+        "--bind-address=127.0.0.1".into(),
+        "--leader-elect=false".into(),
+        // Each controller acts as its own service account, so RBAC applies to them too.
+        "--use-service-account-credentials=true".into(),
+        format!("--service-account-private-key-file={}", pki.service_account_key.display()),
+        format!("--root-ca-file={}", pki.ca_cert.display()),
+        format!("--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}"),
+        // Faster reaction in tests than the production defaults, same behaviour.
+        "--concurrent-gc-syncs=5".into(),
+        "--v=1".into(),
+    ]
+}
+
+fn scheduler_args(kubeconfig: &Path, port: u16) -> Vec<String> {
+    let kubeconfig = kubeconfig.display().to_string();
+    vec![
+        format!("--kubeconfig={kubeconfig}"),
+        format!("--authentication-kubeconfig={kubeconfig}"),
+        format!("--authorization-kubeconfig={kubeconfig}"),
+        format!("--secure-port={port}"),
+        "--bind-address=127.0.0.1".into(),
+        "--leader-elect=false".into(),
+        "--v=1".into(),
+    ]
+}
+
+async fn client_from_kubeconfig(path: &Path) -> Result<Client, Error> {
+    let kubeconfig = Kubeconfig::read_from(path)
+        .map_err(|e| Error::Kubeconfig(format!("reading {}: {e}", path.display())))?;
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .map_err(|e| Error::Kubeconfig(format!("loading {}: {e}", path.display())))?;
+    Ok(Client::try_from(config)?)
+}
+
+/// Polls `/readyz` until the apiserver answers `ok`, failing early if a component exits.
+async fn wait_ready(
+    client: &Client,
+    processes: &mut [ManagedProcess],
+    timeout: Duration,
+) -> Result<(), Error> {
+    let started = Instant::now();
+    loop {
+        for process in processes.iter_mut() {
+            if let Some(status) = process.exit_status() {
+                return Err(Error::ComponentExited {
+                    name: process.name().to_string(),
+                    status: status.to_string(),
+                    log_tail: process.log_tail(LOG_TAIL_BYTES),
+                });
+            }
+        }
+        let request = http::Request::get("/readyz").body(Vec::new()).map_err(|e| {
+            Error::Kubeconfig(format!("building the readiness request: {e}"))
+        })?;
+        if let Ok(body) = client.request_text(request).await
+            && body.trim() == "ok"
+        {
+            return Ok(());
+        }
+        if started.elapsed() > timeout {
+            return Err(Error::NotReady {
+                what: "kube-apiserver /readyz".into(),
+                seconds: timeout.as_secs(),
+                log_tail: log_tails(processes),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn pem_to_der(pem: &str) -> Result<Vec<u8>, Error> {
+    use base64::Engine as _;
+    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(body)
+        .map_err(|e| Error::Kubeconfig(format!("decoding the CA certificate: {e}")))
+}

@@ -1,0 +1,121 @@
+//! A child process the harness owns: output to a log file, stopped for sure.
+//!
+//! Each child gets its own process group (so a stop reaches anything it forked) and asks the
+//! kernel to kill it when the harness process dies, so even a test binary killed with SIGKILL
+//! leaves no control plane behind.
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::Error;
+
+/// How long a process gets between SIGTERM and SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+pub struct ManagedProcess {
+    name: String,
+    child: Child,
+    log: PathBuf,
+}
+
+impl ManagedProcess {
+    /// Starts `program args…` with stdout and stderr appended to `log`.
+    pub fn spawn(
+        name: &str,
+        program: &Path,
+        args: &[String],
+        log: &Path,
+    ) -> Result<Self, Error> {
+        let out = File::options()
+            .create(true)
+            .append(true)
+            .open(log)
+            .map_err(|e| Error::io(&format!("opening the log of {name}"), e))?;
+        let err = out.try_clone().map_err(|e| Error::io("duplicating a log handle", e))?;
+        let mut command = Command::new(program);
+        command.args(args).stdin(Stdio::null()).stdout(out).stderr(err);
+        // SAFETY: the closure runs in the child between fork and exec and only makes two
+        // async-signal-safe system calls.
+        unsafe {
+            command.pre_exec(|| {
+                libc::setpgid(0, 0);
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child = command.spawn().map_err(|source| Error::Spawn {
+            name: name.to_string(),
+            program: program.to_path_buf(),
+            source,
+        })?;
+        Ok(Self { name: name.to_string(), child, log: log.to_path_buf() })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
+    /// `Some(status)` if the process has exited.
+    pub fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// The last `max_bytes` of the process's log.
+    pub fn log_tail(&self, max_bytes: u64) -> String {
+        tail(&self.log, max_bytes)
+    }
+
+    /// SIGTERM to the process group, then SIGKILL after a grace period. Idempotent.
+    pub fn stop(&mut self) {
+        if self.exit_status().is_some() {
+            return;
+        }
+        let group = -(self.child.id() as i32);
+        // SAFETY: kill(2) has no memory-safety preconditions.
+        unsafe { libc::kill(group, libc::SIGTERM) };
+        let deadline = Instant::now() + STOP_GRACE;
+        while Instant::now() < deadline {
+            if self.exit_status().is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // SAFETY: as above.
+        unsafe { libc::kill(group, libc::SIGKILL) };
+        let _ = self.child.wait();
+    }
+
+    /// SIGKILL to the process alone, as a crash would; for failure tests.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ManagedProcess {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The last `max_bytes` of a file, lossily decoded; empty if it cannot be read.
+pub fn tail(path: &Path, max_bytes: u64) -> String {
+    let Ok(mut file) = File::open(path) else { return String::new() };
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let _ = file.seek(SeekFrom::Start(len.saturating_sub(max_bytes)));
+    let mut bytes = Vec::new();
+    let _ = file.read_to_end(&mut bytes);
+    String::from_utf8_lossy(&bytes).into_owned()
+}
