@@ -1,0 +1,396 @@
+//! `ModelDeployment.spec`: what the user asks for.
+//!
+//! Every field but `model.source` and `model.revision` has a default, so a minimal manifest
+//! (name, source, revision) is enough. Defaults are written into the schema, so the API server
+//! fills them in and `kubectl get -o yaml` shows what will run.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Affinity, Toleration};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::ModelDeploymentStatus;
+
+/// The image the engine containers run when `spec.engine.image` is not set.
+pub const DEFAULT_ENGINE_IMAGE: &str =
+    concat!("ghcr.io/modelfleet/engine:", env!("CARGO_PKG_VERSION"));
+
+/// A ModelDeployment runs a fleet of inference engines serving one model at one revision.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "modelfleet.dev",
+    version = "v1alpha1",
+    kind = "ModelDeployment",
+    plural = "modeldeployments",
+    singular = "modeldeployment",
+    shortname = "md",
+    category = "modelfleet",
+    namespaced,
+    status = "ModelDeploymentStatus",
+    derive = "PartialEq",
+    doc = "A ModelDeployment runs a fleet of ModelFleet inference engines serving one model at one revision.",
+    scale(
+        spec_replicas_path = ".spec.replicas.count",
+        status_replicas_path = ".status.replicas",
+        label_selector_path = ".status.selector"
+    ),
+    printcolumn(name = "Ready", type_ = "integer", json_path = ".status.readyReplicas", description = "Replicas that passed their readiness probe"),
+    printcolumn(name = "Desired", type_ = "integer", json_path = ".status.desiredReplicas", description = "Replicas the operator asks for"),
+    printcolumn(name = "Revision", type_ = "string", json_path = ".status.updatedRevision", description = "Model revision the pod template carries"),
+    printcolumn(name = "Queue", type_ = "number", json_path = ".status.queueDepth", description = "Waiting requests across all replicas"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    // The name also names the Service, so it must be a DNS-1035 label.
+    validation = Rule::new("self.metadata.name.size() <= 63 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')")
+        .message("metadata.name must be a DNS-1035 label (lower-case letters, digits and '-', starting with a letter, at most 63 characters) because it also names the Service")
+        .field_path(".metadata.name")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelDeploymentSpec {
+    /// Which weights to serve.
+    pub model: ModelSpec,
+    /// How the engine runs them.
+    #[serde(default)]
+    pub engine: EngineSpec,
+    /// What each replica gets from its node.
+    #[serde(default)]
+    pub resources: ResourcesSpec,
+    /// How many replicas may run.
+    #[serde(default)]
+    pub replicas: ReplicasSpec,
+    /// Queue-depth autoscaling between `replicas.min` and `replicas.max`.
+    #[serde(default)]
+    pub autoscaling: AutoscalingSpec,
+    /// How a change of revision or engine settings rolls out.
+    #[serde(default)]
+    pub rollout: RolloutSpec,
+    /// Where replicas may be placed.
+    #[serde(default)]
+    pub scheduling: SchedulingSpec,
+}
+
+/// The model's weights and the name clients use for it.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelSpec {
+    /// Where the weights live: hf://org/name, s3://bucket/prefix, https://host/path,
+    /// pvc://claim/path or file:///node/path.
+    #[schemars(length(min = 1, max = 2048))]
+    #[x_kube(validation = Rule::new("self.matches('^(hf|s3|https|pvc|file)://.+$')").message("spec.model.source must be a URI with scheme hf://, s3://, https://, pvc:// or file://"))]
+    pub source: String,
+    /// An immutable pin of the weights (commit, ETag or digest). Changing it rolls out the
+    /// new weights.
+    #[schemars(length(min = 1, max = 256))]
+    pub revision: String,
+    /// The model name clients ask for; defaults to the ModelDeployment's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
+    pub served_name: Option<String>,
+}
+
+/// Numeric precision the engine computes in.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Dtype {
+    /// The engine picks from the weights and the device.
+    #[default]
+    Auto,
+    Float32,
+    Float16,
+    Bfloat16,
+}
+
+impl Dtype {
+    /// The value the engine's `--dtype` flag takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Float32 => "float32",
+            Self::Float16 => "float16",
+            Self::Bfloat16 => "bfloat16",
+        }
+    }
+}
+
+/// Engine settings; each maps to a `modelfleet-engine serve` flag.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct EngineSpec {
+    /// The engine image.
+    #[serde(default = "default_image")]
+    #[schemars(length(min = 1))]
+    pub image: String,
+    /// Numeric precision.
+    #[serde(default)]
+    pub dtype: Dtype,
+    /// Longest sequence (prompt + generated tokens); unset means the model's own limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_model_len: Option<i32>,
+    /// Tokens per KV-cache block.
+    #[serde(default = "default_block_size")]
+    #[x_kube(validation = Rule::new("self in [8, 16, 32, 64, 128]").message("spec.engine.blockSize must be one of 8, 16, 32, 64, 128"))]
+    pub block_size: i32,
+    /// Most sequences in one batch.
+    #[serde(default = "default_max_num_seqs")]
+    #[schemars(range(min = 1, max = 4096))]
+    pub max_num_seqs: i32,
+    /// Share of GPU memory the engine may use for weights and KV cache, in (0, 1].
+    #[serde(default = "default_gpu_memory_utilization")]
+    #[x_kube(validation = Rule::new("self > 0.0 && self <= 1.0").message("spec.engine.gpuMemoryUtilization must be greater than 0 and at most 1"))]
+    pub gpu_memory_utilization: f64,
+    /// Further `serve` flags, appended after the ones the operator sets.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub extra_args: Vec<String>,
+}
+
+impl Default for EngineSpec {
+    fn default() -> Self {
+        Self {
+            image: default_image(),
+            dtype: Dtype::default(),
+            max_model_len: None,
+            block_size: default_block_size(),
+            max_num_seqs: default_max_num_seqs(),
+            gpu_memory_utilization: default_gpu_memory_utilization(),
+            extra_args: Vec::new(),
+        }
+    }
+}
+
+fn default_image() -> String {
+    DEFAULT_ENGINE_IMAGE.to_string()
+}
+fn default_block_size() -> i32 {
+    16
+}
+fn default_max_num_seqs() -> i32 {
+    256
+}
+fn default_gpu_memory_utilization() -> f64 {
+    0.9
+}
+
+/// What each replica requests from its node.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ResourcesSpec {
+    /// `nvidia.com/gpu` per replica; 0 runs the engine on CPU.
+    #[serde(default = "default_gpus")]
+    #[schemars(range(min = 0, max = 16))]
+    pub gpus: i32,
+    /// The GPU model to schedule on, matched against the node label `nvidia.com/gpu.product`
+    /// (e.g. NVIDIA-H100-80GB-HBM3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$"), length(max = 63))]
+    pub gpu_product: Option<String>,
+    /// CPU request per replica.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<Quantity>,
+    /// Memory request and limit per replica.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<Quantity>,
+}
+
+impl Default for ResourcesSpec {
+    fn default() -> Self {
+        Self { gpus: default_gpus(), gpu_product: None, cpu: None, memory: None }
+    }
+}
+
+fn default_gpus() -> i32 {
+    1
+}
+
+/// Bounds on the replica count, and an optional count that overrides the autoscaler.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.min <= self.max").message("spec.replicas.min must be less than or equal to spec.replicas.max"))]
+pub struct ReplicasSpec {
+    /// Fewest replicas (0 allows scaling to zero).
+    #[serde(default = "default_min_replicas")]
+    #[schemars(range(min = 0, max = 1000))]
+    pub min: i32,
+    /// Most replicas; `min == max` means a fixed size.
+    #[serde(default = "default_max_replicas")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub max: i32,
+    /// A fixed count, set by the `scale` subresource (HPA, KEDA, `kubectl scale`) to drive
+    /// the fleet instead of the built-in autoscaler; kept within `[min, max]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 1000))]
+    pub count: Option<i32>,
+}
+
+impl Default for ReplicasSpec {
+    fn default() -> Self {
+        Self { min: default_min_replicas(), max: default_max_replicas(), count: None }
+    }
+}
+
+fn default_min_replicas() -> i32 {
+    1
+}
+fn default_max_replicas() -> i32 {
+    1
+}
+
+/// A Go-style duration such as `30s`, `5m` or `1h30m`.
+const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$";
+
+/// Queue-depth autoscaling.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AutoscalingSpec {
+    /// Waiting requests per replica the autoscaler aims for.
+    #[serde(default = "default_target_queue_depth")]
+    #[schemars(range(min = 1, max = 100000))]
+    pub target_queue_depth: i32,
+    /// Over how long the queue depth is averaged.
+    #[serde(default = "default_window")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub window: String,
+    /// How long a higher recommendation must hold before scaling up.
+    #[serde(default = "default_scale_up_stabilization")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub scale_up_stabilization: String,
+    /// How long a lower recommendation must hold before scaling down.
+    #[serde(default = "default_scale_down_stabilization")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub scale_down_stabilization: String,
+    /// Scale to zero after this long with no requests (needs `replicas.min: 0`); unset never
+    /// scales to zero.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub scale_to_zero_after: Option<String>,
+}
+
+impl Default for AutoscalingSpec {
+    fn default() -> Self {
+        Self {
+            target_queue_depth: default_target_queue_depth(),
+            window: default_window(),
+            scale_up_stabilization: default_scale_up_stabilization(),
+            scale_down_stabilization: default_scale_down_stabilization(),
+            scale_to_zero_after: None,
+        }
+    }
+}
+
+fn default_target_queue_depth() -> i32 {
+    4
+}
+fn default_window() -> String {
+    "1m".into()
+}
+fn default_scale_up_stabilization() -> String {
+    "0s".into()
+}
+fn default_scale_down_stabilization() -> String {
+    "5m".into()
+}
+
+/// How new pods replace old ones.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutSpec {
+    /// Extra pods allowed during a rollout (count or percentage).
+    #[serde(default = "default_max_surge")]
+    pub max_surge: IntOrString,
+    /// Pods that may be unavailable during a rollout; 0 keeps full capacity while new
+    /// weights load.
+    #[serde(default = "default_max_unavailable")]
+    pub max_unavailable: IntOrString,
+    /// How long a rollout may make no progress before it counts as failed (Degraded).
+    #[serde(default = "default_progress_deadline")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub progress_deadline: String,
+}
+
+impl Default for RolloutSpec {
+    fn default() -> Self {
+        Self {
+            max_surge: default_max_surge(),
+            max_unavailable: default_max_unavailable(),
+            progress_deadline: default_progress_deadline(),
+        }
+    }
+}
+
+fn default_max_surge() -> IntOrString {
+    IntOrString::Int(1)
+}
+fn default_max_unavailable() -> IntOrString {
+    IntOrString::Int(0)
+}
+fn default_progress_deadline() -> String {
+    "15m".into()
+}
+
+/// Placement constraints, passed to the pods.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct SchedulingSpec {
+    /// Node labels a node must carry.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    /// Taints the pods tolerate (the `nvidia.com/gpu` taint is tolerated already when
+    /// `resources.gpus > 0`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+    /// Node and pod affinity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+    /// The pods' PriorityClass.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub priority_class_name: Option<String>,
+    /// Spread replicas across topology domains (zones, nodes); the label selector is filled
+    /// in by the operator.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    pub topology_spread: Vec<TopologySpread>,
+}
+
+/// One topology spread constraint over this ModelDeployment's pods.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TopologySpread {
+    /// The node label that defines a domain, e.g. `topology.kubernetes.io/zone`.
+    #[schemars(length(min = 1, max = 316))]
+    pub topology_key: String,
+    /// Largest allowed difference in replica count between two domains.
+    #[serde(default = "default_max_skew")]
+    #[schemars(range(min = 1))]
+    pub max_skew: i32,
+    /// What to do when the constraint cannot be met.
+    #[serde(default)]
+    pub when_unsatisfiable: WhenUnsatisfiable,
+}
+
+fn default_max_skew() -> i32 {
+    1
+}
+
+/// Whether an unsatisfiable spread blocks scheduling.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum WhenUnsatisfiable {
+    /// Schedule anyway, preferring the least loaded domain.
+    #[default]
+    ScheduleAnyway,
+    /// Leave the pod pending.
+    DoNotSchedule,
+}
+
+impl WhenUnsatisfiable {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ScheduleAnyway => "ScheduleAnyway",
+            Self::DoNotSchedule => "DoNotSchedule",
+        }
+    }
+}

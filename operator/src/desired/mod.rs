@@ -1,0 +1,94 @@
+//! Desired state: pure functions from a ModelDeployment to the objects that run it.
+//!
+//! Nothing here talks to the cluster. The reconciler calls [`desired_state`] and applies
+//! what comes back, so every field the operator owns is decided (and unit-tested) here.
+
+mod deployment;
+mod labels;
+mod pdb;
+mod replicas;
+mod service;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::{Resource, ResourceExt};
+
+pub use deployment::{
+    GRPC_PORT, HTTP_PORT, MODEL_DIR, REVISION_ANNOTATION, build_deployment, engine_container_name,
+};
+pub use labels::{DEPLOYMENT_LABEL, selector_labels, selector_string};
+pub use pdb::build_pdb;
+pub use replicas::desired_replicas;
+pub use service::{build_service, endpoint};
+
+use crate::api::ModelDeployment;
+use crate::{Error, Result};
+
+/// Every object one ModelDeployment owns, as the operator wants it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DesiredState {
+    pub deployment: Deployment,
+    pub service: Service,
+    pub pdb: PodDisruptionBudget,
+}
+
+/// Builds everything `md` owns, running `replicas` engine pods.
+pub fn desired_state(md: &ModelDeployment, replicas: i32) -> Result<DesiredState> {
+    Ok(DesiredState {
+        deployment: build_deployment(md, replicas)?,
+        service: build_service(md)?,
+        pdb: build_pdb(md)?,
+    })
+}
+
+/// Metadata shared by every owned object: same name and namespace as the ModelDeployment,
+/// its labels, and a controller owner reference so Kubernetes' garbage collector deletes the
+/// object with its owner.
+fn owned_metadata(md: &ModelDeployment) -> Result<ObjectMeta> {
+    Ok(ObjectMeta {
+        name: Some(md.name_any()),
+        namespace: md.namespace(),
+        labels: Some(labels::common_labels(md)),
+        owner_references: Some(vec![owner_reference(md)?]),
+        ..ObjectMeta::default()
+    })
+}
+
+fn owner_reference(md: &ModelDeployment) -> Result<OwnerReference> {
+    md.controller_owner_ref(&()).ok_or(Error::MissingField { what: "metadata.uid of the ModelDeployment" })
+}
+
+#[cfg(test)]
+pub(crate) mod test_support {
+    use kube::api::ObjectMeta;
+
+    use crate::api::{ModelDeployment, ModelDeploymentSpec, ModelSpec};
+
+    /// A ModelDeployment as the API server would return it for a minimal manifest.
+    pub fn minimal(name: &str) -> ModelDeployment {
+        let spec = ModelDeploymentSpec {
+            model: ModelSpec {
+                source: "hf://HuggingFaceTB/SmolLM2-135M-Instruct".into(),
+                revision: "12fd25f77366fa6b3b4b768ec3050bf629380bac".into(),
+                served_name: None,
+            },
+            engine: Default::default(),
+            resources: Default::default(),
+            replicas: Default::default(),
+            autoscaling: Default::default(),
+            rollout: Default::default(),
+            scheduling: Default::default(),
+        };
+        let mut md = ModelDeployment::new(name, spec);
+        md.metadata = ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some("ml".into()),
+            uid: Some("0b8e6a4c-4f57-4a5e-9d1e-2d7d3b1f7a10".into()),
+            generation: Some(1),
+            ..ObjectMeta::default()
+        };
+        md
+    }
+}
