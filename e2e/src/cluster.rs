@@ -64,7 +64,7 @@ impl ClusterOptions {
 
 /// A running control plane. Dropping it stops every component.
 pub struct Cluster {
-    /// Components in start order; stopped in reverse.
+    /// Components in start order.
     processes: Vec<ManagedProcess>,
     server: String,
     kubeconfig_path: PathBuf,
@@ -266,9 +266,8 @@ impl Cluster {
     }
 
     fn stop_processes(&mut self) {
-        while let Some(mut process) = self.processes.pop() {
-            process.stop();
-        }
+        crate::process::stop_all(&mut self.processes);
+        self.processes.clear();
     }
 }
 

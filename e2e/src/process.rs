@@ -79,22 +79,24 @@ impl ManagedProcess {
 
     /// SIGTERM to the process group, then SIGKILL after a grace period. Idempotent.
     pub fn stop(&mut self) {
-        if self.exit_status().is_some() {
-            return;
+        stop_all(std::slice::from_mut(self));
+    }
+
+    /// Sends SIGTERM to the process group unless the process already exited.
+    fn terminate(&mut self) {
+        if self.exit_status().is_none() {
+            // SAFETY: kill(2) has no memory-safety preconditions.
+            unsafe { libc::kill(-(self.child.id() as i32), libc::SIGTERM) };
         }
-        let group = -(self.child.id() as i32);
-        // SAFETY: kill(2) has no memory-safety preconditions.
-        unsafe { libc::kill(group, libc::SIGTERM) };
-        let deadline = Instant::now() + STOP_GRACE;
-        while Instant::now() < deadline {
-            if self.exit_status().is_some() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
+    }
+
+    /// SIGKILL to the process group, then reap the process.
+    fn kill_group(&mut self) {
+        if self.exit_status().is_none() {
+            // SAFETY: as above.
+            unsafe { libc::kill(-(self.child.id() as i32), libc::SIGKILL) };
+            let _ = self.child.wait();
         }
-        // SAFETY: as above.
-        unsafe { libc::kill(group, libc::SIGKILL) };
-        let _ = self.child.wait();
     }
 
     /// SIGKILL to the process alone, as a crash would; for failure tests.
@@ -107,6 +109,21 @@ impl ManagedProcess {
 impl Drop for ManagedProcess {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// Stops processes together: SIGTERM to all, one shared grace period, then SIGKILL to
+/// whatever is left. Stopping them one by one would add up the grace periods.
+pub fn stop_all(processes: &mut [ManagedProcess]) {
+    for process in processes.iter_mut() {
+        process.terminate();
+    }
+    let deadline = Instant::now() + STOP_GRACE;
+    while Instant::now() < deadline && processes.iter_mut().any(|p| p.exit_status().is_none()) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for process in processes.iter_mut() {
+        process.kill_group();
     }
 }
 
