@@ -58,7 +58,11 @@ impl Default for ClusterOptions {
 impl ClusterOptions {
     /// Every control-plane component: etcd, apiserver, controller-manager and scheduler.
     pub fn full() -> Self {
-        Self { controller_manager: true, scheduler: true, ..Self::default() }
+        Self {
+            controller_manager: true,
+            scheduler: true,
+            ..Self::default()
+        }
     }
 }
 
@@ -129,7 +133,12 @@ impl Cluster {
         cluster_processes.push(ManagedProcess::spawn(
             "kube-apiserver",
             &tool("kube-apiserver")?,
-            &apiserver_args(&pki, apiserver_port, etcd_port, &options.extra_apiserver_args),
+            &apiserver_args(
+                &pki,
+                apiserver_port,
+                etcd_port,
+                &options.extra_apiserver_args,
+            ),
             &logs.join("kube-apiserver.log"),
         )?);
 
@@ -223,10 +232,15 @@ impl Cluster {
     pub async fn create_namespace(&self, name: &str) -> Result<Namespace, Error> {
         let namespaces: Api<Namespace> = Api::all(self.client());
         let namespace = Namespace {
-            metadata: ObjectMeta { name: Some(name.to_string()), ..ObjectMeta::default() },
+            metadata: ObjectMeta {
+                name: Some(name.to_string()),
+                ..ObjectMeta::default()
+            },
             ..Namespace::default()
         };
-        let created = namespaces.create(&PostParams::default(), &namespace).await?;
+        let created = namespaces
+            .create(&PostParams::default(), &namespace)
+            .await?;
         if self.options.controller_manager {
             self.wait_for_default_service_account(name).await?;
         }
@@ -252,7 +266,10 @@ impl Cluster {
 
     /// Name and process id of every running component, in start order.
     pub fn component_pids(&self) -> Vec<(String, u32)> {
-        self.processes.iter().map(|p| (p.name().to_string(), p.pid())).collect()
+        self.processes
+            .iter()
+            .map(|p| (p.name().to_string(), p.pid()))
+            .collect()
     }
 
     /// The tail of every component's log, each under a header naming it.
@@ -288,7 +305,14 @@ impl Drop for Cluster {
 fn log_tails(processes: &[ManagedProcess]) -> String {
     processes
         .iter()
-        .map(|p| format!("==> {} ({}) <==\n{}", p.name(), p.log_path().display(), p.log_tail(LOG_TAIL_BYTES)))
+        .map(|p| {
+            format!(
+                "==> {} ({}) <==\n{}",
+                p.name(),
+                p.log_path().display(),
+                p.log_tail(LOG_TAIL_BYTES)
+            )
+        })
         .collect::<Vec<_>>()
         .join("\n")
 }
@@ -341,8 +365,14 @@ fn apiserver_args(pki: &Pki, port: u16, etcd_port: u16, extra: &[String]) -> Vec
         // Controller-manager and scheduler delegate authentication to the apiserver and
         // expect this bundle to be published; there is no front proxy, so reuse the CA.
         format!("--requestheader-client-ca-file={}", path(&pki.ca_cert)),
-        format!("--service-account-key-file={}", path(&pki.service_account_pub)),
-        format!("--service-account-signing-key-file={}", path(&pki.service_account_key)),
+        format!(
+            "--service-account-key-file={}",
+            path(&pki.service_account_pub)
+        ),
+        format!(
+            "--service-account-signing-key-file={}",
+            path(&pki.service_account_key)
+        ),
         "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
         format!("--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}"),
         "--authorization-mode=RBAC".into(),
@@ -364,7 +394,10 @@ fn controller_manager_args(pki: &Pki, kubeconfig: &Path, port: u16) -> Vec<Strin
         "--leader-elect=false".into(),
         // Each controller acts as its own service account, so RBAC applies to them too.
         "--use-service-account-credentials=true".into(),
-        format!("--service-account-private-key-file={}", pki.service_account_key.display()),
+        format!(
+            "--service-account-private-key-file={}",
+            pki.service_account_key.display()
+        ),
         format!("--root-ca-file={}", pki.ca_cert.display()),
         format!("--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}"),
         // Faster reaction in tests than the production defaults, same behaviour.
@@ -412,9 +445,9 @@ async fn wait_ready(
                 });
             }
         }
-        let request = http::Request::get("/readyz").body(Vec::new()).map_err(|e| {
-            Error::Kubeconfig(format!("building the readiness request: {e}"))
-        })?;
+        let request = http::Request::get("/readyz")
+            .body(Vec::new())
+            .map_err(|e| Error::Kubeconfig(format!("building the readiness request: {e}")))?;
         if let Ok(body) = client.request_text(request).await
             && body.trim() == "ok"
         {

@@ -15,10 +15,18 @@ pub enum Error {
     },
 
     #[error("{name} exited during start-up ({status}); last lines of its log:\n{log_tail}")]
-    ComponentExited { name: String, status: String, log_tail: String },
+    ComponentExited {
+        name: String,
+        status: String,
+        log_tail: String,
+    },
 
     #[error("{what} was not ready after {seconds}s; last lines of the logs:\n{log_tail}")]
-    NotReady { what: String, seconds: u64, log_tail: String },
+    NotReady {
+        what: String,
+        seconds: u64,
+        log_tail: String,
+    },
 
     #[error("{context}: {source}")]
     Io {
@@ -39,7 +47,10 @@ pub enum Error {
 
 impl Error {
     pub(crate) fn io(context: &str, source: std::io::Error) -> Self {
-        Self::Io { context: context.to_string(), source }
+        Self::Io {
+            context: context.to_string(),
+            source,
+        }
     }
 
     pub(crate) fn pki(source: rcgen::Error) -> Self {

@@ -20,14 +20,16 @@ pub fn write_for_client_cert(
     ca_pem: &str,
     credentials: &ClientCredentials,
 ) -> Result<(), Error> {
-    let read = |p: &Path| {
-        std::fs::read(p).map_err(|e| Error::io(&format!("reading {}", p.display()), e))
-    };
+    let read =
+        |p: &Path| std::fs::read(p).map_err(|e| Error::io(&format!("reading {}", p.display()), e));
     let user = json!({
         "client-certificate-data": STANDARD.encode(read(&credentials.cert)?),
         "client-key-data": STANDARD.encode(read(&credentials.key)?),
     });
-    write(path, &render(server, ca_pem, &credentials.identity.user, user))
+    write(
+        path,
+        &render(server, ca_pem, &credentials.identity.user, user),
+    )
 }
 
 /// The YAML of a one-cluster, one-user, one-context kubeconfig.

@@ -9,8 +9,8 @@ use k8s_openapi::api::core::v1::{Node, NodeCondition, NodeStatus};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::Client;
+use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
 use tokio::task::JoinHandle;
 
 use crate::Error;
@@ -111,7 +111,9 @@ fn ready_condition() -> NodeCondition {
 /// [`wait_schedulable`] before expecting pods on it.
 pub async fn register(client: Client, spec: &FakeNodeSpec) -> Result<FakeNode, Error> {
     let nodes: Api<Node> = Api::all(client.clone());
-    nodes.create(&PostParams::default(), &node_object(spec)).await?;
+    nodes
+        .create(&PostParams::default(), &node_object(spec))
+        .await?;
     renew_lease(&client, &spec.name).await?;
     let name = spec.name.clone();
     let heartbeat = tokio::spawn(async move {
@@ -122,13 +124,19 @@ pub async fn register(client: Client, spec: &FakeNodeSpec) -> Result<FakeNode, E
             }
         }
     });
-    Ok(FakeNode { name: spec.name.clone(), heartbeat })
+    Ok(FakeNode {
+        name: spec.name.clone(),
+        heartbeat,
+    })
 }
 
 async fn renew_lease(client: &Client, node: &str) -> Result<(), Error> {
     let leases: Api<Lease> = Api::namespaced(client.clone(), NODE_LEASE_NAMESPACE);
     let lease = Lease {
-        metadata: ObjectMeta { name: Some(node.to_string()), ..ObjectMeta::default() },
+        metadata: ObjectMeta {
+            name: Some(node.to_string()),
+            ..ObjectMeta::default()
+        },
         spec: Some(LeaseSpec {
             holder_identity: Some(node.to_string()),
             lease_duration_seconds: Some(LEASE_DURATION_SECONDS),

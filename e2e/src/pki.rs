@@ -8,8 +8,8 @@
 use std::path::{Path, PathBuf};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-    IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose,
 };
 
 use crate::Error;
@@ -23,7 +23,10 @@ pub struct ClientIdentity {
 
 impl ClientIdentity {
     pub fn new(user: &str, groups: &[&str]) -> Self {
-        Self { user: user.to_string(), groups: groups.iter().map(|g| g.to_string()).collect() }
+        Self {
+            user: user.to_string(),
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+        }
     }
 
     /// Members of `system:masters` bypass authorization: the cluster administrator.
@@ -135,6 +138,5 @@ fn distinguished_name(common_name: &str, organizations: &[&str]) -> Distinguishe
 }
 
 fn write(path: &Path, contents: &str) -> Result<(), Error> {
-    std::fs::write(path, contents)
-        .map_err(|e| Error::io(&format!("writing {}", path.display()), e))
+    std::fs::write(path, contents).map_err(|e| Error::io(&format!("writing {}", path.display()), e))
 }

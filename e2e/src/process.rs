@@ -24,20 +24,21 @@ pub struct ManagedProcess {
 
 impl ManagedProcess {
     /// Starts `program args…` with stdout and stderr appended to `log`.
-    pub fn spawn(
-        name: &str,
-        program: &Path,
-        args: &[String],
-        log: &Path,
-    ) -> Result<Self, Error> {
+    pub fn spawn(name: &str, program: &Path, args: &[String], log: &Path) -> Result<Self, Error> {
         let out = File::options()
             .create(true)
             .append(true)
             .open(log)
             .map_err(|e| Error::io(&format!("opening the log of {name}"), e))?;
-        let err = out.try_clone().map_err(|e| Error::io("duplicating a log handle", e))?;
+        let err = out
+            .try_clone()
+            .map_err(|e| Error::io("duplicating a log handle", e))?;
         let mut command = Command::new(program);
-        command.args(args).stdin(Stdio::null()).stdout(out).stderr(err);
+        command
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err);
         // SAFETY: the closure runs in the child between fork and exec and only makes two
         // async-signal-safe system calls.
         unsafe {
@@ -52,7 +53,11 @@ impl ManagedProcess {
             program: program.to_path_buf(),
             source,
         })?;
-        Ok(Self { name: name.to_string(), child, log: log.to_path_buf() })
+        Ok(Self {
+            name: name.to_string(),
+            child,
+            log: log.to_path_buf(),
+        })
     }
 
     pub fn name(&self) -> &str {
@@ -129,7 +134,9 @@ pub fn stop_all(processes: &mut [ManagedProcess]) {
 
 /// The last `max_bytes` of a file, lossily decoded; empty if it cannot be read.
 pub fn tail(path: &Path, max_bytes: u64) -> String {
-    let Ok(mut file) = File::open(path) else { return String::new() };
+    let Ok(mut file) = File::open(path) else {
+        return String::new();
+    };
     let len = file.metadata().map(|m| m.len()).unwrap_or(0);
     let _ = file.seek(SeekFrom::Start(len.saturating_sub(max_bytes)));
     let mut bytes = Vec::new();

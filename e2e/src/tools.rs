@@ -30,7 +30,10 @@ fn locate(dir: &Path, name: &str) -> Result<PathBuf, Error> {
     let path = dir.join(name);
     match std::fs::canonicalize(&path) {
         Ok(resolved) if resolved.is_file() => Ok(resolved),
-        _ => Err(Error::ToolMissing { name: name.to_string(), looked_in: dir.to_path_buf() }),
+        _ => Err(Error::ToolMissing {
+            name: name.to_string(),
+            looked_in: dir.to_path_buf(),
+        }),
     }
 }
 
@@ -44,7 +47,10 @@ mod tests {
         let err = locate(dir.path(), "kube-apiserver").expect_err("nothing is provisioned there");
         let message = err.to_string();
         assert!(message.contains("kube-apiserver"), "{message}");
-        assert!(message.contains(&dir.path().display().to_string()), "{message}");
+        assert!(
+            message.contains(&dir.path().display().to_string()),
+            "{message}"
+        );
         assert!(message.contains("make tools"), "{message}");
     }
 

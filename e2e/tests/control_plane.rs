@@ -22,7 +22,10 @@ use modelfleet_e2e::{Cluster, ClusterOptions, wait};
 const TIMEOUT: Duration = Duration::from_secs(120);
 
 fn meta(name: &str) -> ObjectMeta {
-    ObjectMeta { name: Some(name.to_string()), ..ObjectMeta::default() }
+    ObjectMeta {
+        name: Some(name.to_string()),
+        ..ObjectMeta::default()
+    }
 }
 
 fn labels(app: &str) -> BTreeMap<String, String> {
@@ -40,7 +43,10 @@ fn pod_template(app: &str, gpus: Option<u32>) -> PodTemplateSpec {
         }
     });
     PodTemplateSpec {
-        metadata: Some(ObjectMeta { labels: Some(labels(app)), ..ObjectMeta::default() }),
+        metadata: Some(ObjectMeta {
+            labels: Some(labels(app)),
+            ..ObjectMeta::default()
+        }),
         spec: Some(PodSpec {
             containers: vec![Container {
                 name: "main".into(),
@@ -71,12 +77,19 @@ fn deployment(name: &str, replicas: i32) -> Deployment {
 
 fn gpu_pod(name: &str, gpus: u32) -> Pod {
     let template = pod_template(name, Some(gpus));
-    Pod { metadata: meta(name), spec: template.spec, ..Pod::default() }
+    Pod {
+        metadata: meta(name),
+        spec: template.spec,
+        ..Pod::default()
+    }
 }
 
 fn owned_by(owner: &impl Resource<DynamicType = ()>, object: &impl ResourceExt) -> bool {
     let uid = owner.meta().uid.as_deref();
-    object.owner_references().iter().any(|r| Some(r.uid.as_str()) == uid)
+    object
+        .owner_references()
+        .iter()
+        .any(|r| Some(r.uid.as_str()) == uid)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -106,9 +119,15 @@ async fn controller_manager_gives_a_deployment_a_replicaset_and_pods() {
     assert_eq!(replica_set.spec.as_ref().and_then(|s| s.replicas), Some(3));
 
     let owned_pods = wait::until("3 Pods owned by the ReplicaSet", TIMEOUT, || async {
-        let list = pods.list(&ListParams::default().labels("app=web")).await.ok()?;
-        let owned: Vec<Pod> =
-            list.items.into_iter().filter(|p| owned_by(&replica_set, p)).collect();
+        let list = pods
+            .list(&ListParams::default().labels("app=web"))
+            .await
+            .ok()?;
+        let owned: Vec<Pod> = list
+            .items
+            .into_iter()
+            .filter(|p| owned_by(&replica_set, p))
+            .collect();
         (owned.len() == 3).then_some(owned)
     })
     .await;
@@ -119,17 +138,23 @@ async fn controller_manager_gives_a_deployment_a_replicaset_and_pods() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scheduler_binds_gpu_pods_and_leaves_an_oversized_one_pending() {
-    let cluster = Cluster::start(ClusterOptions::full()).await.expect("control plane starts");
+    let cluster = Cluster::start(ClusterOptions::full())
+        .await
+        .expect("control plane starts");
     cluster.create_namespace("gpu").await.expect("namespace");
     let client = cluster.client();
     let _node = nodes::register(client.clone(), &FakeNodeSpec::gpu_node("gpu-node-1", 8))
         .await
         .expect("node registered");
-    nodes::wait_schedulable(client.clone(), "gpu-node-1", TIMEOUT).await.expect("node untainted");
+    nodes::wait_schedulable(client.clone(), "gpu-node-1", TIMEOUT)
+        .await
+        .expect("node untainted");
     let pods: Api<Pod> = Api::namespaced(client.clone(), "gpu");
 
     for (name, gpus) in [("fits-a", 4), ("fits-b", 4), ("too-big", 16)] {
-        pods.create(&PostParams::default(), &gpu_pod(name, gpus)).await.expect("pod created");
+        pods.create(&PostParams::default(), &gpu_pod(name, gpus))
+            .await
+            .expect("pod created");
     }
 
     for name in ["fits-a", "fits-b"] {
@@ -146,15 +171,27 @@ async fn scheduler_binds_gpu_pods_and_leaves_an_oversized_one_pending() {
             .list(&ListParams::default().fields("involvedObject.name=too-big"))
             .await
             .ok()?;
-        list.items.into_iter().find(|e| e.reason.as_deref() == Some("FailedScheduling"))
+        list.items
+            .into_iter()
+            .find(|e| e.reason.as_deref() == Some("FailedScheduling"))
     })
     .await;
     let message = failed.message.unwrap_or_default();
-    assert!(message.contains("nvidia.com/gpu"), "event names the missing resource: {message}");
+    assert!(
+        message.contains("nvidia.com/gpu"),
+        "event names the missing resource: {message}"
+    );
 
     let too_big = pods.get("too-big").await.expect("pod");
-    assert_eq!(too_big.spec.and_then(|s| s.node_name), None, "16-GPU pod stays unbound");
-    assert_eq!(too_big.status.and_then(|s| s.phase).as_deref(), Some("Pending"));
+    assert_eq!(
+        too_big.spec.and_then(|s| s.node_name),
+        None,
+        "16-GPU pod stays unbound"
+    );
+    assert_eq!(
+        too_big.status.and_then(|s| s.phase).as_deref(),
+        Some("Pending")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -170,7 +207,13 @@ async fn deleting_an_owner_garbage_collects_its_dependents() {
     let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), "gc");
 
     let owner = config_maps
-        .create(&PostParams::default(), &ConfigMap { metadata: meta("owner"), ..ConfigMap::default() })
+        .create(
+            &PostParams::default(),
+            &ConfigMap {
+                metadata: meta("owner"),
+                ..ConfigMap::default()
+            },
+        )
         .await
         .expect("owner created");
     let owner_ref = OwnerReference {
@@ -188,35 +231,63 @@ async fn deleting_an_owner_garbage_collects_its_dependents() {
             },
             ..ConfigMap::default()
         };
-        config_maps.create(&PostParams::default(), &dependent).await.expect("dependent created");
+        config_maps
+            .create(&PostParams::default(), &dependent)
+            .await
+            .expect("dependent created");
     }
-    let bystander = ConfigMap { metadata: meta("bystander"), ..ConfigMap::default() };
-    config_maps.create(&PostParams::default(), &bystander).await.expect("bystander created");
+    let bystander = ConfigMap {
+        metadata: meta("bystander"),
+        ..ConfigMap::default()
+    };
+    config_maps
+        .create(&PostParams::default(), &bystander)
+        .await
+        .expect("bystander created");
 
-    config_maps.delete("owner", &DeleteParams::background()).await.expect("owner deleted");
+    config_maps
+        .delete("owner", &DeleteParams::background())
+        .await
+        .expect("owner deleted");
 
-    wait::until("the dependents to be garbage-collected", TIMEOUT, || async {
-        let a = config_maps.get_opt("dependent-a").await.ok()?;
-        let b = config_maps.get_opt("dependent-b").await.ok()?;
-        (a.is_none() && b.is_none()).then_some(())
-    })
+    wait::until(
+        "the dependents to be garbage-collected",
+        TIMEOUT,
+        || async {
+            let a = config_maps.get_opt("dependent-a").await.ok()?;
+            let b = config_maps.get_opt("dependent-b").await.ok()?;
+            (a.is_none() && b.is_none()).then_some(())
+        },
+    )
     .await;
     assert!(
-        config_maps.get_opt("bystander").await.expect("get").is_some(),
+        config_maps
+            .get_opt("bystander")
+            .await
+            .expect("get")
+            .is_some(),
         "an object without the owner reference survives"
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_rbac_limited_service_account_is_refused_what_its_role_does_not_allow() {
-    let cluster = Cluster::start(ClusterOptions::default()).await.expect("control plane starts");
+    let cluster = Cluster::start(ClusterOptions::default())
+        .await
+        .expect("control plane starts");
     let client = cluster.client();
     cluster.create_namespace("team").await.expect("namespace");
     cluster.create_namespace("other").await.expect("namespace");
 
     let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), "team");
     accounts
-        .create(&PostParams::default(), &ServiceAccount { metadata: meta("reader"), ..ServiceAccount::default() })
+        .create(
+            &PostParams::default(),
+            &ServiceAccount {
+                metadata: meta("reader"),
+                ..ServiceAccount::default()
+            },
+        )
         .await
         .expect("service account");
     let role = Role {
@@ -258,28 +329,47 @@ async fn an_rbac_limited_service_account_is_refused_what_its_role_does_not_allow
         .status
         .expect("token status")
         .token;
-    let reader = cluster.client_for_token(&token).await.expect("token client");
+    let reader = cluster
+        .client_for_token(&token)
+        .await
+        .expect("token client");
 
     let team_pods: Api<Pod> = Api::namespaced(reader.clone(), "team");
-    team_pods.list(&ListParams::default()).await.expect("the role allows listing pods in team");
+    team_pods
+        .list(&ListParams::default())
+        .await
+        .expect("the role allows listing pods in team");
 
     let forbidden = |result: Result<_, kube::Error>, what: &str| match result {
         Err(kube::Error::Api(status)) => {
             assert_eq!(status.code, 403, "{what}: {status:?}");
-            assert!(status.message.contains("system:serviceaccount:team:reader"), "{what}: {}", status.message);
+            assert!(
+                status.message.contains("system:serviceaccount:team:reader"),
+                "{what}: {}",
+                status.message
+            );
         }
         other => panic!("{what} should be forbidden, got {other:?}"),
     };
     forbidden(
-        Api::<ConfigMap>::namespaced(reader.clone(), "team").list(&ListParams::default()).await.map(|_| ()),
+        Api::<ConfigMap>::namespaced(reader.clone(), "team")
+            .list(&ListParams::default())
+            .await
+            .map(|_| ()),
         "listing config maps",
     );
     forbidden(
-        team_pods.create(&PostParams::default(), &gpu_pod("sneaky", 1)).await.map(|_| ()),
+        team_pods
+            .create(&PostParams::default(), &gpu_pod("sneaky", 1))
+            .await
+            .map(|_| ()),
         "creating a pod",
     );
     forbidden(
-        Api::<Pod>::namespaced(reader.clone(), "other").list(&ListParams::default()).await.map(|_| ()),
+        Api::<Pod>::namespaced(reader.clone(), "other")
+            .list(&ListParams::default())
+            .await
+            .map(|_| ()),
         "listing pods in another namespace",
     );
 }
@@ -291,23 +381,34 @@ fn process_alive(pid: u32) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_a_cluster_stops_every_component_and_removes_its_directory() {
-    let cluster = Cluster::start(ClusterOptions::full()).await.expect("control plane starts");
+    let cluster = Cluster::start(ClusterOptions::full())
+        .await
+        .expect("control plane starts");
     let pids = cluster.component_pids();
     let dir = cluster.dir().to_path_buf();
-    assert_eq!(pids.len(), 4, "etcd, apiserver, controller-manager, scheduler: {pids:?}");
+    assert_eq!(
+        pids.len(),
+        4,
+        "etcd, apiserver, controller-manager, scheduler: {pids:?}"
+    );
     assert!(pids.iter().all(|(_, pid)| process_alive(*pid)));
 
     drop(cluster);
 
     for (name, pid) in pids {
-        assert!(!process_alive(pid), "{name} ({pid}) still running after drop");
+        assert!(
+            !process_alive(pid),
+            "{name} ({pid}) still running after drop"
+        );
     }
     assert!(!dir.exists(), "{} removed", dir.display());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_test_still_stops_the_cluster_and_keeps_its_logs() {
-    let cluster = Cluster::start(ClusterOptions::default()).await.expect("control plane starts");
+    let cluster = Cluster::start(ClusterOptions::default())
+        .await
+        .expect("control plane starts");
     let pids = cluster.component_pids();
     let dir = cluster.dir().to_path_buf();
 
@@ -320,9 +421,16 @@ async fn a_panicking_test_still_stops_the_cluster_and_keeps_its_logs() {
     assert!(outcome.is_err(), "the thread panicked");
 
     for (name, pid) in pids {
-        assert!(!process_alive(pid), "{name} ({pid}) still running after a panic");
+        assert!(
+            !process_alive(pid),
+            "{name} ({pid}) still running after a panic"
+        );
     }
     let apiserver_log = dir.join("logs/kube-apiserver.log");
-    assert!(apiserver_log.exists(), "logs kept for inspection at {}", dir.display());
+    assert!(
+        apiserver_log.exists(),
+        "logs kept for inspection at {}",
+        dir.display()
+    );
     std::fs::remove_dir_all(&dir).expect("clean up the kept directory");
 }

@@ -54,9 +54,14 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     match Cli::parse().command {
-        Command::Cluster { action: ClusterAction::Up { gpu_nodes, gpus_per_node, kubeconfig_out } } => {
-            cluster_up(gpu_nodes, gpus_per_node, kubeconfig_out).await
-        }
+        Command::Cluster {
+            action:
+                ClusterAction::Up {
+                    gpu_nodes,
+                    gpus_per_node,
+                    kubeconfig_out,
+                },
+        } => cluster_up(gpu_nodes, gpus_per_node, kubeconfig_out).await,
     }
 }
 
@@ -66,7 +71,9 @@ async fn cluster_up(
     kubeconfig_out: Option<PathBuf>,
 ) -> anyhow::Result<()> {
     eprintln!("starting etcd, kube-apiserver, kube-controller-manager and kube-scheduler …");
-    let cluster = Cluster::start(ClusterOptions::full()).await.context("starting the control plane")?;
+    let cluster = Cluster::start(ClusterOptions::full())
+        .await
+        .context("starting the control plane")?;
     let mut fake_nodes = Vec::new();
     for i in 1..=gpu_nodes {
         let spec = FakeNodeSpec::gpu_node(&format!("gpu-node-{i}"), gpus_per_node);
@@ -81,7 +88,8 @@ async fn cluster_up(
         }
         None => cluster.kubeconfig_path().to_path_buf(),
     };
-    let kubectl = tools::tool("kubectl").map_or_else(|_| "kubectl".into(), |p| p.display().to_string());
+    let kubectl =
+        tools::tool("kubectl").map_or_else(|_| "kubectl".into(), |p| p.display().to_string());
     println!();
     println!("Local control plane is up at {}", cluster.server_url());
     println!("  kubeconfig: {}", kubeconfig.display());
@@ -94,7 +102,9 @@ async fn cluster_up(
     println!();
     println!("Press Ctrl-C to stop and remove everything.");
 
-    tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for Ctrl-C")?;
     eprintln!("stopping the control plane …");
     drop(fake_nodes);
     cluster.stop();
