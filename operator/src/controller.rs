@@ -1,0 +1,237 @@
+//! The reconciler: applies the desired state of each ModelDeployment and reports its status.
+//!
+//! Level-triggered: every reconcile builds the whole desired state from the object (see
+//! [`crate::desired`]) and server-side-applies it under one field manager with `force`, so
+//! whatever another client changed in a field the operator owns is put back, while fields
+//! others own (an extra label, an annotation) are left alone. Children carry a controller
+//! owner reference; Kubernetes' garbage collector deletes them with their ModelDeployment,
+//! so no finalizer is needed. The spec is never written: GitOps tools see no drift.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::ModelDeployment;
+use crate::desired::{desired_replicas, desired_state, selector_string};
+use crate::metrics::Metrics;
+use crate::status::{Observed, compute_status, crash_looping_pods};
+use crate::transitions::{Severity, transitions};
+use crate::{Error, Result};
+
+/// The one field manager every write of the operator uses.
+pub const FIELD_MANAGER: &str = "modelfleet-operator";
+/// Selects the children the operator watches (every object it applies carries it).
+const MANAGED_SELECTOR: &str = "app.kubernetes.io/managed-by=modelfleet-operator";
+/// Reconcile every object this often even without a change, to catch anything missed.
+const RESYNC: Duration = Duration::from_secs(300);
+/// First retry after a failed reconcile; doubles per consecutive failure up to [`MAX_BACKOFF`].
+const BASE_BACKOFF: Duration = Duration::from_millis(500);
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+
+/// Where the controller looks and how it names itself.
+#[derive(Clone, Debug)]
+pub struct ControllerConfig {
+    /// Watch one namespace, or all when `None`.
+    pub namespace: Option<String>,
+    /// This process's name in events (`reportingInstance`).
+    pub identity: String,
+}
+
+/// What every reconcile shares.
+pub struct Context {
+    client: Client,
+    recorder: Recorder,
+    metrics: Metrics,
+    store: Store<ModelDeployment>,
+    /// Consecutive failures per object, for exponential backoff.
+    failures: Mutex<HashMap<ObjectRef<ModelDeployment>, u32>>,
+}
+
+/// Runs the controller until `shutdown` fires.
+pub async fn run_controller(
+    client: Client,
+    config: ControllerConfig,
+    metrics: Metrics,
+    shutdown: CancellationToken,
+) -> Result<()> {
+    let children = watcher::Config::default().labels(MANAGED_SELECTOR);
+    let controller = Controller::new(scoped::<ModelDeployment>(&client, &config), watcher::Config::default())
+        .owns(scoped::<Deployment>(&client, &config), children.clone())
+        .owns(scoped::<Service>(&client, &config), children.clone())
+        .owns(scoped::<PodDisruptionBudget>(&client, &config), children)
+        .graceful_shutdown_on(shutdown.cancelled_owned());
+    let reporter = Reporter { controller: FIELD_MANAGER.into(), instance: Some(config.identity.clone()) };
+    let context = Arc::new(Context {
+        recorder: Recorder::new(client.clone(), reporter),
+        client,
+        metrics,
+        store: controller.store(),
+        failures: Mutex::default(),
+    });
+    tracing::info!(namespace = config.namespace.as_deref().unwrap_or("(all)"), "controller started");
+    controller
+        .run(reconcile, error_policy, context)
+        .for_each(|result| async move {
+            match result {
+                Ok((object, _)) => tracing::debug!(object = %object, "reconciled"),
+                Err(error) => tracing::debug!(%error, "reconcile did not complete"),
+            }
+        })
+        .await;
+    tracing::info!("controller stopped");
+    Ok(())
+}
+
+fn scoped<K>(client: &Client, config: &ControllerConfig) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match &config.namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Brings one ModelDeployment's children and status in line with its spec.
+#[tracing::instrument(skip_all, fields(object = %format!("{}/{}", md.namespace().unwrap_or_default(), md.name_any())))]
+pub async fn reconcile(md: Arc<ModelDeployment>, ctx: Arc<Context>) -> Result<Action> {
+    let _timer = ctx.metrics.reconcile_duration.start_timer();
+    ctx.metrics.reconciles.inc();
+    ctx.metrics.managed.set(i64::try_from(ctx.store.state().len()).unwrap_or(i64::MAX));
+    if md.meta().deletion_timestamp.is_some() {
+        // The garbage collector removes the children; nothing to do.
+        return Ok(Action::await_change());
+    }
+    let namespace = md.namespace().ok_or(Error::MissingField { what: "metadata.namespace" })?;
+    let name = md.name_any();
+    let client = &ctx.client;
+
+    // The autoscaler's decision will feed in here; until then the size comes from the spec.
+    let replicas = desired_replicas(&md.spec.replicas, None);
+    let desired = desired_state(&md, replicas)?;
+
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &namespace);
+    let created = deployments
+        .get_metadata_opt(&name)
+        .await
+        .map_err(|e| Error::kube("reading the Deployment", e))?
+        .is_none();
+    let deployment = apply(&deployments, &name, &desired.deployment, "Deployment").await?;
+    apply(&Api::<Service>::namespaced(client.clone(), &namespace), &name, &desired.service, "Service").await?;
+    apply(&Api::<PodDisruptionBudget>::namespaced(client.clone(), &namespace), &name, &desired.pdb, "PodDisruptionBudget")
+        .await?;
+
+    let pods = Api::<Pod>::namespaced(client.clone(), &namespace)
+        .list(&ListParams::default().labels(&selector_string(&md)))
+        .await
+        .map_err(|e| Error::kube("listing the engine pods", e))?;
+    let observed = Observed { deployment: Some(&deployment), crash_looping_pods: crash_looping_pods(&pods.items) };
+    // metav1.Time has whole seconds on the wire; compute with the same precision so a
+    // status read back compares equal to the one written.
+    let now = Time(Timestamp::from_second(Timestamp::now().as_second()).unwrap_or(Timestamp::UNIX_EPOCH));
+    let status = compute_status(&md, replicas, &observed, &now);
+
+    if md.status.as_ref() != Some(&status) {
+        let patch = serde_json::json!({
+            "apiVersion": ModelDeployment::api_version(&()),
+            "kind": ModelDeployment::kind(&()),
+            "status": status,
+        });
+        Api::<ModelDeployment>::namespaced(client.clone(), &namespace)
+            .patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
+            .await
+            .map_err(|e| Error::kube("writing the ModelDeployment status", e))?;
+        ctx.metrics.status_writes.inc();
+    }
+
+    for transition in transitions(md.status.as_ref(), &status, created) {
+        let type_ = match transition.severity {
+            Severity::Normal => EventType::Normal,
+            Severity::Warning => EventType::Warning,
+        };
+        tracing::info!(reason = %transition.reason, note = %transition.note, "transition");
+        publish(&ctx, &md, type_, &transition.reason, transition.note).await;
+    }
+
+    ctx.failures.lock().unwrap_or_else(PoisonError::into_inner).remove(&ObjectRef::from(md.as_ref()));
+    Ok(Action::requeue(RESYNC))
+}
+
+/// Server-side apply of one child under the operator's field manager, taking over any
+/// field another manager changed. Applying an unchanged object writes nothing.
+async fn apply<K>(api: &Api<K>, name: &str, object: &K, what: &str) -> Result<K>
+where
+    K: Clone + DeserializeOwned + Serialize + std::fmt::Debug,
+{
+    api.patch(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(object))
+        .await
+        .map_err(|e| Error::kube(format!("applying the {what}"), e))
+}
+
+async fn publish(ctx: &Context, md: &ModelDeployment, type_: EventType, reason: &str, note: String) {
+    let event = Event { type_, reason: reason.into(), note: Some(note), action: reason.into(), secondary: None };
+    // An event that cannot be published must not fail the reconcile that caused it.
+    if let Err(error) = ctx.recorder.publish(&event, &md.object_ref(&())).await {
+        tracing::warn!(%error, reason, "could not publish an event");
+    }
+}
+
+/// Logs and counts the failure, and retries with exponential backoff per object.
+pub fn error_policy(md: Arc<ModelDeployment>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.record_error(error);
+    let attempt = {
+        let mut failures = ctx.failures.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = failures.entry(ObjectRef::from(md.as_ref())).or_insert(0);
+        *count = count.saturating_add(1);
+        *count
+    };
+    let delay = backoff(attempt);
+    tracing::warn!(
+        object = %format!("{}/{}", md.namespace().unwrap_or_default(), md.name_any()),
+        %error, attempt, retry_in = ?delay, "reconcile failed"
+    );
+    if attempt == 1 {
+        // Tell the user once per run of failures; the log has every retry.
+        let note = error.to_string();
+        tokio::spawn(async move {
+            publish(&ctx, &md, EventType::Warning, "ReconcileFailed", note).await;
+        });
+    }
+    Action::requeue(delay)
+}
+
+/// The wait before retry number `attempt` (1-based): 0.5 s, 1 s, 2 s, … up to 5 minutes.
+pub fn backoff(attempt: u32) -> Duration {
+    let factor = 2u32.saturating_pow(attempt.saturating_sub(1).min(20));
+    BASE_BACKOFF.saturating_mul(factor).min(MAX_BACKOFF)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        assert_eq!(backoff(1), Duration::from_millis(500));
+        assert_eq!(backoff(2), Duration::from_secs(1));
+        assert_eq!(backoff(4), Duration::from_secs(4));
+        assert_eq!(backoff(30), MAX_BACKOFF);
+        assert_eq!(backoff(u32::MAX), MAX_BACKOFF);
+    }
+}

@@ -1,0 +1,138 @@
+//! The user-visible transitions between two statuses, each of which becomes an Event.
+//! Pure: the reconciler publishes what this returns.
+
+use crate::api::{ModelDeploymentStatus, condition};
+use crate::conditions::is_true;
+
+/// Normal or Warning.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Severity {
+    Normal,
+    Warning,
+}
+
+/// An event to publish on the ModelDeployment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transition {
+    pub severity: Severity,
+    /// PascalCase, shown as REASON by `kubectl get events`.
+    pub reason: String,
+    pub note: String,
+}
+
+impl Transition {
+    fn normal(reason: &str, note: String) -> Self {
+        Self { severity: Severity::Normal, reason: reason.into(), note }
+    }
+}
+
+/// The transitions from `old` to `new`. `created` says whether this reconcile created the
+/// Deployment (its first apply).
+pub fn transitions(old: Option<&ModelDeploymentStatus>, new: &ModelDeploymentStatus, created: bool) -> Vec<Transition> {
+    let mut out = Vec::new();
+    if created {
+        out.push(Transition::normal(
+            "Created",
+            format!("created Deployment, Service and PodDisruptionBudget for {} replicas", new.desired_replicas),
+        ));
+    }
+    let Some(old) = old else { return out };
+
+    if !created && old.observed_generation.is_some() && old.desired_replicas != new.desired_replicas {
+        out.push(Transition::normal(
+            "Scaled",
+            format!("scaled from {} to {} replicas", old.desired_replicas, new.desired_replicas),
+        ));
+    }
+    if let (Some(before), Some(after)) = (&old.updated_revision, &new.updated_revision)
+        && before != after
+    {
+        out.push(Transition::normal("RolloutStarted", format!("rolling out revision {after} (was {before})")));
+    }
+    if let Some(after) = &new.current_revision
+        && old.current_revision.as_ref() != Some(after)
+    {
+        out.push(Transition::normal(
+            "RolloutFinished",
+            format!("revision {after} runs on all {} replicas", new.replicas),
+        ));
+    }
+
+    let was_degraded = is_true(&old.conditions, condition::DEGRADED);
+    match new.condition(condition::DEGRADED) {
+        Some(c) if c.status == "True" && !was_degraded => out.push(Transition {
+            severity: Severity::Warning,
+            reason: c.reason.clone(),
+            note: c.message.clone(),
+        }),
+        Some(c) if c.status != "True" && was_degraded => {
+            out.push(Transition::normal("Recovered", "no longer degraded".into()));
+        }
+        _ => {}
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+    use k8s_openapi::jiff::Timestamp;
+
+    use super::*;
+
+    fn status(desired: i32, updated: Option<&str>, current: Option<&str>, degraded: bool) -> ModelDeploymentStatus {
+        ModelDeploymentStatus {
+            observed_generation: Some(1),
+            desired_replicas: desired,
+            replicas: desired,
+            updated_revision: updated.map(Into::into),
+            current_revision: current.map(Into::into),
+            conditions: vec![Condition {
+                type_: "Degraded".into(),
+                status: if degraded { "True" } else { "False" }.into(),
+                reason: if degraded { "CrashLoopBackOff" } else { "AsExpected" }.into(),
+                message: "pods crash-looping: a".into(),
+                observed_generation: Some(1),
+                last_transition_time: Time(Timestamp::UNIX_EPOCH),
+            }],
+            ..ModelDeploymentStatus::default()
+        }
+    }
+
+    fn reasons(t: &[Transition]) -> Vec<&str> {
+        t.iter().map(|t| t.reason.as_str()).collect()
+    }
+
+    #[test]
+    fn first_apply_is_created_only() {
+        let new = status(1, None, None, false);
+        assert_eq!(reasons(&transitions(None, &new, true)), vec!["Created"]);
+    }
+
+    #[test]
+    fn unchanged_status_has_no_transitions() {
+        let s = status(2, Some("a"), Some("a"), false);
+        assert!(transitions(Some(&s), &s, false).is_empty());
+    }
+
+    #[test]
+    fn scale_and_rollout_start_and_finish() {
+        let old = status(1, Some("a"), Some("a"), false);
+        let rolling = status(3, Some("b"), Some("a"), false);
+        assert_eq!(reasons(&transitions(Some(&old), &rolling, false)), vec!["Scaled", "RolloutStarted"]);
+        let done = status(3, Some("b"), Some("b"), false);
+        assert_eq!(reasons(&transitions(Some(&rolling), &done, false)), vec!["RolloutFinished"]);
+    }
+
+    #[test]
+    fn degraded_warns_once_and_recovery_is_reported() {
+        let fine = status(1, Some("a"), None, false);
+        let bad = status(1, Some("a"), None, true);
+        let t = transitions(Some(&fine), &bad, false);
+        assert_eq!(t.len(), 1);
+        assert_eq!(t[0].severity, Severity::Warning);
+        assert_eq!(t[0].reason, "CrashLoopBackOff");
+        assert!(transitions(Some(&bad), &bad, false).is_empty());
+        assert_eq!(reasons(&transitions(Some(&bad), &fine, false)), vec!["Recovered"]);
+    }
+}
