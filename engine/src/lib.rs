@@ -5,3 +5,4 @@
 //! leave through per-request channels. Each of these is its own module.
 
 pub mod backend;
+pub mod kv_cache;
