@@ -6,3 +6,4 @@
 
 pub mod backend;
 pub mod kv_cache;
+pub mod sampling;

@@ -1,0 +1,216 @@
+//! A request's sampler: its validated parameters plus its own random stream.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+
+use rand_chacha::ChaCha8Rng;
+use rand_chacha::rand_core::{RngCore, SeedableRng};
+
+use super::logits::{
+    apply_frequency_presence, apply_repetition_penalty, argmax, candidate_distribution, draw,
+    log_softmax, top_n,
+};
+use super::{SamplingError, SamplingParams};
+
+/// Log-probability of one token.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TokenLogprob {
+    pub token: u32,
+    pub logprob: f32,
+}
+
+/// The token picked for one step, with log-probabilities when the request asked for them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SampledToken {
+    pub token: u32,
+    /// The chosen token's log-probability (after penalties, before temperature and
+    /// filtering, as OpenAI reports it) and the top alternatives, most likely first.
+    pub logprobs: Option<(TokenLogprob, Vec<TokenLogprob>)>,
+}
+
+/// Picks tokens for one request. Everything random comes from the request's own ChaCha
+/// stream, so a seed fixes the output regardless of what else shares the batch.
+#[derive(Debug, Clone)]
+pub struct Sampler {
+    params: SamplingParams,
+    rng: ChaCha8Rng,
+    output_counts: HashMap<u32, u32>,
+}
+
+impl Sampler {
+    pub fn new(params: SamplingParams) -> Result<Self, SamplingError> {
+        params.validate()?;
+        let seed = params
+            .seed
+            .unwrap_or_else(|| RandomState::new().hash_one(0u8));
+        Ok(Sampler {
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            params,
+            output_counts: HashMap::new(),
+        })
+    }
+
+    pub fn params(&self) -> &SamplingParams {
+        &self.params
+    }
+
+    /// Picks the next token from `logits`, given every token the model has seen so far
+    /// (`prompt` then `output`), and remembers it for the output penalties.
+    pub fn sample(&mut self, logits: &[f32], prompt: &[u32], output: &[u32]) -> SampledToken {
+        let p = &self.params;
+        let needs_copy =
+            p.repetition_penalty != 1.0 || p.frequency_penalty != 0.0 || p.presence_penalty != 0.0;
+        let owned;
+        let logits: &[f32] = if needs_copy {
+            let mut l = logits.to_vec();
+            if p.repetition_penalty != 1.0 {
+                apply_repetition_penalty(&mut l, prompt, p.repetition_penalty);
+                apply_repetition_penalty(&mut l, output, p.repetition_penalty);
+            }
+            apply_frequency_presence(
+                &mut l,
+                &self.output_counts,
+                p.frequency_penalty,
+                p.presence_penalty,
+            );
+            owned = l;
+            &owned
+        } else {
+            logits
+        };
+
+        let token = if p.is_greedy() {
+            argmax(logits)
+        } else {
+            let candidates =
+                candidate_distribution(logits, p.temperature, p.top_k, p.top_p, p.min_p);
+            let u = (self.rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+            draw(&candidates, u).unwrap_or_else(|| argmax(logits))
+        };
+
+        let logprobs = p.logprobs.map(|n| {
+            let lp = log_softmax(logits);
+            let chosen = TokenLogprob {
+                token,
+                logprob: lp.get(token as usize).copied().unwrap_or(f32::NEG_INFINITY),
+            };
+            let top = top_n(&lp, n)
+                .into_iter()
+                .map(|(token, logprob)| TokenLogprob { token, logprob })
+                .collect();
+            (chosen, top)
+        });
+        *self.output_counts.entry(token).or_insert(0) += 1;
+        SampledToken { token, logprobs }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fixed, fairly flat distribution over 50 tokens.
+    fn row() -> Vec<f32> {
+        (0..50).map(|i| ((i * 37 % 50) as f32) / 25.0).collect()
+    }
+
+    fn run(params: SamplingParams, steps: usize) -> Vec<u32> {
+        let mut sampler = Sampler::new(params).expect("valid");
+        let mut out = Vec::new();
+        for _ in 0..steps {
+            let t = sampler.sample(&row(), &[], &out).token;
+            out.push(t);
+        }
+        out
+    }
+
+    #[test]
+    fn greedy_picks_the_arg_max_every_time() {
+        let out = run(SamplingParams::greedy(), 5);
+        assert_eq!(out, vec![argmax(&row()); 5]);
+    }
+
+    #[test]
+    fn same_seed_same_tokens_different_seed_different_tokens() {
+        let params = |seed| SamplingParams {
+            temperature: 1.0,
+            seed: Some(seed),
+            ..Default::default()
+        };
+        let a = run(params(7), 40);
+        assert_eq!(a, run(params(7), 40));
+        assert_ne!(a, run(params(8), 40));
+        // Sampling really samples: a flat row does not give one token forever.
+        assert!(a.iter().any(|&t| t != a[0]));
+    }
+
+    #[test]
+    fn top_k_one_is_greedy_even_when_hot() {
+        let params = SamplingParams {
+            temperature: 5.0,
+            top_k: 1,
+            seed: Some(1),
+            ..Default::default()
+        };
+        assert_eq!(run(params, 10), vec![argmax(&row()); 10]);
+    }
+
+    #[test]
+    fn sampled_tokens_stay_inside_the_top_k() {
+        let top: Vec<u32> = top_n(&row(), 3).into_iter().map(|t| t.0).collect();
+        let params = SamplingParams {
+            temperature: 2.0,
+            top_k: 3,
+            seed: Some(3),
+            ..Default::default()
+        };
+        assert!(run(params, 100).iter().all(|t| top.contains(t)));
+    }
+
+    #[test]
+    fn presence_penalty_stops_greedy_repeating() {
+        let params = SamplingParams {
+            presence_penalty: 2.0,
+            ..Default::default()
+        };
+        let out = run(params, 3);
+        assert_ne!(out[0], out[1]);
+        assert_ne!(out[1], out[2]);
+    }
+
+    #[test]
+    fn repetition_penalty_applies_to_prompt_tokens() {
+        let best = argmax(&row());
+        let mut sampler = Sampler::new(SamplingParams {
+            repetition_penalty: 10.0,
+            ..Default::default()
+        })
+        .expect("valid");
+        assert_ne!(sampler.sample(&row(), &[best], &[]).token, best);
+    }
+
+    #[test]
+    fn logprobs_report_chosen_and_top_alternatives() {
+        let mut sampler = Sampler::new(SamplingParams {
+            logprobs: Some(3),
+            ..Default::default()
+        })
+        .expect("valid");
+        let sampled = sampler.sample(&row(), &[], &[]);
+        let (chosen, top) = sampled.logprobs.expect("asked for");
+        assert_eq!(chosen.token, sampled.token);
+        assert_eq!(top.len(), 3);
+        assert_eq!(top[0], chosen);
+        assert!(top[0].logprob >= top[1].logprob && top[1].logprob >= top[2].logprob);
+        assert!(chosen.logprob < 0.0);
+    }
+
+    #[test]
+    fn invalid_params_are_refused() {
+        let bad = SamplingParams {
+            top_p: 0.0,
+            ..Default::default()
+        };
+        assert!(matches!(Sampler::new(bad), Err(SamplingError::TopP(_))));
+    }
+}
