@@ -7,3 +7,4 @@
 pub mod backend;
 pub mod kv_cache;
 pub mod sampling;
+pub mod scheduler;
