@@ -46,7 +46,6 @@ pub const DEFAULT_ENGINE_IMAGE: &str =
     // The name also names the Service, so it must be a DNS-1035 label.
     validation = Rule::new("self.metadata.name.size() <= 63 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')")
         .message("metadata.name must be a DNS-1035 label (lower-case letters, digits and '-', starting with a letter, at most 63 characters) because it also names the Service")
-        .field_path(".metadata.name")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ModelDeploymentSpec {

@@ -389,6 +389,7 @@ mod tests {
         assert_eq!(owners[0].name, "chat");
         assert_eq!(owners[0].uid, "0b8e6a4c-4f57-4a5e-9d1e-2d7d3b1f7a10");
         assert_eq!(owners[0].controller, Some(true));
+        assert_eq!(owners[0].block_owner_deletion, Some(true));
         assert_eq!(d.metadata.namespace.as_deref(), Some("ml"));
     }
 
