@@ -5,6 +5,7 @@
 //! leave through per-request channels. Each of these is its own module.
 
 pub mod backend;
+pub mod detokenizer;
 pub mod kv_cache;
 pub mod sampling;
 pub mod scheduler;
