@@ -6,6 +6,7 @@
 
 pub mod backend;
 pub mod detokenizer;
+pub mod engine;
 pub mod kv_cache;
 pub mod sampling;
 pub mod scheduler;

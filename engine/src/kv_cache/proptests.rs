@@ -78,7 +78,7 @@ fn chain_hashes(tokens: &[u32]) -> Vec<BlockHash> {
 fn check_invariants(kv: &KvCacheManager, live: &HashMap<SequenceId, Seq>) {
     let pool = kv.pool();
     assert_eq!(pool.num_free() + pool.num_used(), NUM_BLOCKS);
-    let mut owners = vec![0u32; NUM_BLOCKS];
+    let mut owners = [0u32; NUM_BLOCKS];
     for (&id, seq) in live {
         let table = kv.block_table(id).expect("live sequences have tables");
         assert!(table.len() >= blocks_for_tokens(seq.computed, BLOCK_SIZE));
