@@ -95,16 +95,14 @@ impl LeaderElector {
         }
     }
 
-    /// Keeps renewing the lease until `cancel` fires (then releases it and returns `Ok`) or
-    /// leadership is lost (returns [`Error::LeadershipLost`]).
+    /// Keeps renewing the lease until `cancel` fires (returns `Ok`; the caller stops its
+    /// work and then calls [`Self::release`]) or leadership is lost (returns
+    /// [`Error::LeadershipLost`]).
     pub async fn hold(&mut self, cancel: &CancellationToken) -> Result<()> {
         let mut renewed = Instant::now();
         loop {
             tokio::select! {
-                () = cancel.cancelled() => {
-                    self.release().await;
-                    return Ok(());
-                }
+                () = cancel.cancelled() => return Ok(()),
                 () = tokio::time::sleep(self.config.retry_period) => {}
             }
             match self.try_acquire_or_renew().await {

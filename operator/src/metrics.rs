@@ -43,6 +43,10 @@ impl Metrics {
         let managed = IntGauge::new(MANAGED_MODELDEPLOYMENTS, "ModelDeployments this operator watches")?;
         let status_writes = IntCounter::new(STATUS_WRITES_TOTAL, "ModelDeployment status updates written")?;
         let leader = IntGauge::new(LEADER, "1 while this process holds the leader lease")?;
+        // Export every error kind at 0 from the start, so rates and alerts have a series.
+        for label in crate::Error::METRIC_LABELS {
+            reconcile_errors.with_label_values(&[*label]);
+        }
         registry.register(Box::new(reconciles.clone()))?;
         registry.register(Box::new(reconcile_errors.clone()))?;
         registry.register(Box::new(reconcile_duration.clone()))?;

@@ -66,10 +66,13 @@ async fn reconcile_while_allowed(
         held = elector.hold(&shutdown) => held,
         ran = run_controller(client, config.controller, metrics.clone(), term.clone()) => ran,
     };
+    // The controller future is dropped by now, so no reconcile of this term is in flight.
     term.cancel();
     metrics.leader.set(0);
-    if let Err(error) = &result {
-        tracing::error!(%error, "stopped leading");
+    match &result {
+        Err(error) => tracing::error!(%error, "stopped leading"),
+        // Shutting down: hand the lease over now rather than make the standby wait it out.
+        Ok(()) => elector.release().await,
     }
     result
 }

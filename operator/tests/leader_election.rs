@@ -1,0 +1,133 @@
+//! Two operators, one Lease: only the leader reconciles, and a standby takes over when the
+//! leader dies (after the lease lapses) or shuts down (at once: it releases the lease).
+//! Also the telemetry endpoints of a running operator.
+
+mod common;
+
+use std::net::{SocketAddr, TcpListener};
+
+use common::*;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::Client;
+use kube::api::Api;
+use modelfleet_operator::metrics;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+async fn holder(leases: &Api<Lease>) -> Option<String> {
+    let lease = leases.get_opt("modelfleet-operator").await.ok().flatten()?;
+    lease.spec?.holder_identity.filter(|h| !h.is_empty())
+}
+
+async fn wait_for_holder(leases: &Api<Lease>, identity: &str) {
+    until(&format!("{identity} to hold the lease"), || async {
+        (holder(leases).await.as_deref() == Some(identity)).then_some(())
+    })
+    .await;
+}
+
+async fn wait_for_deployment(client: &Client, ns: &str, name: &str) {
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    until(&format!("Deployment {name}"), || async { deployments.get_opt(name).await.ok().flatten() }).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_leader_reconciles_and_a_standby_takes_over_when_it_dies() {
+    let ns = "failover";
+    let cluster = cluster(false);
+    let client = cluster.client().await;
+    cluster.namespace(&client, ns).await;
+    let leases: Api<Lease> = Api::namespaced(client.clone(), ns);
+
+    let first = start_operator(client.clone(), ns, "first", Some(test_lease(ns, "first")));
+    wait_for_holder(&leases, "first").await;
+    let second = start_operator(client.clone(), ns, "second", Some(test_lease(ns, "second")));
+
+    apply_as_user(&client, ns, &minimal(ns, "one", "r1")).await;
+    wait_for_deployment(&client, ns, "one").await;
+    assert!(first.reconciles() > 0);
+    assert_eq!(second.reconciles(), 0, "the standby reconciled while the leader held the lease");
+    assert_eq!(second.metrics.leader.get(), 0);
+    assert_eq!(first.metrics.leader.get(), 1);
+
+    // The leader dies without releasing the lease; the standby waits out the lease.
+    first.kill().await;
+    wait_for_holder(&leases, "second").await;
+    apply_as_user(&client, ns, &minimal(ns, "two", "r1")).await;
+    wait_for_deployment(&client, ns, "two").await;
+    assert!(second.reconciles() > 0, "the new leader did not reconcile");
+    assert_eq!(second.metrics.leader.get(), 1);
+    let lease = leases.get("modelfleet-operator").await.expect("lease");
+    assert_eq!(lease.spec.and_then(|s| s.lease_transitions), Some(1));
+    second.stop().await.expect("stops cleanly");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_that_shuts_down_releases_the_lease_to_the_standby() {
+    let ns = "handover";
+    let cluster = cluster(false);
+    let client = cluster.client().await;
+    cluster.namespace(&client, ns).await;
+    let leases: Api<Lease> = Api::namespaced(client.clone(), ns);
+
+    let first = start_operator(client.clone(), ns, "first", Some(test_lease(ns, "first")));
+    wait_for_holder(&leases, "first").await;
+    let second = start_operator(client.clone(), ns, "second", Some(test_lease(ns, "second")));
+    first.stop().await.expect("the leader stops cleanly");
+    // Released, the lease says so at once: no holder, or already the standby.
+    let after_stop = holder(&leases).await;
+    assert!(after_stop.is_none() || after_stop.as_deref() == Some("second"), "still held by {after_stop:?}");
+    wait_for_holder(&leases, "second").await;
+    apply_as_user(&client, ns, &minimal(ns, "one", "r1")).await;
+    wait_for_deployment(&client, ns, "one").await;
+    second.stop().await.expect("stops cleanly");
+}
+
+/// One HTTP/1.0 GET; returns (status code, body).
+async fn get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+    stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes()).await.ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.ok()?;
+    let code = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Some((code, body))
+}
+
+fn free_addr() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn telemetry_serves_health_readiness_and_metrics() {
+    let ns = "telemetry";
+    let cluster = cluster(false);
+    let client = cluster.client().await;
+    cluster.namespace(&client, ns).await;
+    let addr = free_addr();
+    let operator = start_operator_with(client.clone(), ns, "watched", Some(test_lease(ns, "watched")), Some(addr));
+
+    until("/healthz", || async { get(addr, "/healthz").await.filter(|(code, _)| *code == 200) }).await;
+    until("/readyz", || async { get(addr, "/readyz").await.filter(|(code, _)| *code == 200) }).await;
+    apply_as_user(&client, ns, &minimal(ns, "one", "r1")).await;
+    wait_for_deployment(&client, ns, "one").await;
+    let (_, body) = until("a reconcile counted in /metrics", || async {
+        get(addr, "/metrics").await.filter(|(code, body)| {
+            *code == 200
+                && body.lines().any(|l| l.starts_with(metrics::RECONCILES_TOTAL) && !l.ends_with(" 0"))
+        })
+    })
+    .await;
+    for name in [
+        metrics::RECONCILE_ERRORS_TOTAL,
+        metrics::RECONCILE_DURATION_SECONDS,
+        metrics::MANAGED_MODELDEPLOYMENTS,
+        metrics::LEADER,
+    ] {
+        assert!(body.contains(name), "{name} missing from /metrics:\n{body}");
+    }
+    assert!(body.contains(&format!("{} 1", metrics::LEADER)), "{body}");
+    operator.stop().await.expect("stops cleanly");
+    assert!(get(addr, "/healthz").await.is_none(), "the server keeps running after shutdown");
+}
