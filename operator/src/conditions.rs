@@ -61,7 +61,9 @@ pub fn merge(
 
 /// Whether `conditions` has `type_` with status `True`.
 pub fn is_true(conditions: &[Condition], type_: &str) -> bool {
-    conditions.iter().any(|c| c.type_ == type_ && c.status == "True")
+    conditions
+        .iter()
+        .any(|c| c.type_ == type_ && c.status == "True")
 }
 
 #[cfg(test)]
@@ -75,12 +77,22 @@ mod tests {
     }
 
     fn ready(status: Status, reason: &'static str) -> Observation {
-        Observation { type_: "Ready", status, reason, message: format!("{reason} message") }
+        Observation {
+            type_: "Ready",
+            status,
+            reason,
+            message: format!("{reason} message"),
+        }
     }
 
     #[test]
     fn new_condition_transitions_now() {
-        let merged = merge(&[], vec![ready(Status::False, "Starting")], Some(1), &at(100));
+        let merged = merge(
+            &[],
+            vec![ready(Status::False, "Starting")],
+            Some(1),
+            &at(100),
+        );
         assert_eq!(merged.len(), 1);
         assert_eq!(merged[0].status, "False");
         assert_eq!(merged[0].last_transition_time, at(100));
@@ -89,8 +101,18 @@ mod tests {
 
     #[test]
     fn unchanged_status_keeps_transition_time_even_if_reason_changes() {
-        let first = merge(&[], vec![ready(Status::False, "Starting")], Some(1), &at(100));
-        let second = merge(&first, vec![ready(Status::False, "ReplicasUnavailable")], Some(2), &at(200));
+        let first = merge(
+            &[],
+            vec![ready(Status::False, "Starting")],
+            Some(1),
+            &at(100),
+        );
+        let second = merge(
+            &first,
+            vec![ready(Status::False, "ReplicasUnavailable")],
+            Some(2),
+            &at(200),
+        );
         assert_eq!(second[0].last_transition_time, at(100));
         assert_eq!(second[0].reason, "ReplicasUnavailable");
         assert_eq!(second[0].observed_generation, Some(2));
@@ -98,8 +120,18 @@ mod tests {
 
     #[test]
     fn changed_status_moves_transition_time() {
-        let first = merge(&[], vec![ready(Status::False, "Starting")], Some(1), &at(100));
-        let second = merge(&first, vec![ready(Status::True, "ReplicasAvailable")], Some(1), &at(200));
+        let first = merge(
+            &[],
+            vec![ready(Status::False, "Starting")],
+            Some(1),
+            &at(100),
+        );
+        let second = merge(
+            &first,
+            vec![ready(Status::True, "ReplicasAvailable")],
+            Some(1),
+            &at(200),
+        );
         assert_eq!(second[0].last_transition_time, at(200));
         assert!(is_true(&second, "Ready"));
         assert!(!is_true(&first, "Ready"));
@@ -107,8 +139,18 @@ mod tests {
 
     #[test]
     fn merging_the_same_observation_twice_is_idempotent() {
-        let first = merge(&[], vec![ready(Status::True, "ReplicasAvailable")], Some(1), &at(100));
-        let again = merge(&first, vec![ready(Status::True, "ReplicasAvailable")], Some(1), &at(300));
+        let first = merge(
+            &[],
+            vec![ready(Status::True, "ReplicasAvailable")],
+            Some(1),
+            &at(100),
+        );
+        let again = merge(
+            &first,
+            vec![ready(Status::True, "ReplicasAvailable")],
+            Some(1),
+            &at(300),
+        );
         assert_eq!(first, again);
     }
 }

@@ -71,12 +71,18 @@ pub async fn run_controller(
     shutdown: CancellationToken,
 ) -> Result<()> {
     let children = watcher::Config::default().labels(MANAGED_SELECTOR);
-    let controller = Controller::new(scoped::<ModelDeployment>(&client, &config), watcher::Config::default())
-        .owns(scoped::<Deployment>(&client, &config), children.clone())
-        .owns(scoped::<Service>(&client, &config), children.clone())
-        .owns(scoped::<PodDisruptionBudget>(&client, &config), children)
-        .graceful_shutdown_on(shutdown.cancelled_owned());
-    let reporter = Reporter { controller: FIELD_MANAGER.into(), instance: Some(config.identity.clone()) };
+    let controller = Controller::new(
+        scoped::<ModelDeployment>(&client, &config),
+        watcher::Config::default(),
+    )
+    .owns(scoped::<Deployment>(&client, &config), children.clone())
+    .owns(scoped::<Service>(&client, &config), children.clone())
+    .owns(scoped::<PodDisruptionBudget>(&client, &config), children)
+    .graceful_shutdown_on(shutdown.cancelled_owned());
+    let reporter = Reporter {
+        controller: FIELD_MANAGER.into(),
+        instance: Some(config.identity.clone()),
+    };
     let context = Arc::new(Context {
         recorder: Recorder::new(client.clone(), reporter),
         client,
@@ -84,7 +90,10 @@ pub async fn run_controller(
         store: controller.store(),
         failures: Mutex::default(),
     });
-    tracing::info!(namespace = config.namespace.as_deref().unwrap_or("(all)"), "controller started");
+    tracing::info!(
+        namespace = config.namespace.as_deref().unwrap_or("(all)"),
+        "controller started"
+    );
     controller
         .run(reconcile, error_policy, context)
         .for_each(|result| async move {
@@ -113,12 +122,16 @@ where
 pub async fn reconcile(md: Arc<ModelDeployment>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.metrics.reconcile_duration.start_timer();
     ctx.metrics.reconciles.inc();
-    ctx.metrics.managed.set(i64::try_from(ctx.store.state().len()).unwrap_or(i64::MAX));
+    ctx.metrics
+        .managed
+        .set(i64::try_from(ctx.store.state().len()).unwrap_or(i64::MAX));
     if md.meta().deletion_timestamp.is_some() {
         // The garbage collector removes the children; nothing to do.
         return Ok(Action::await_change());
     }
-    let namespace = md.namespace().ok_or(Error::MissingField { what: "metadata.namespace" })?;
+    let namespace = md.namespace().ok_or(Error::MissingField {
+        what: "metadata.namespace",
+    })?;
     let name = md.name_any();
     let client = &ctx.client;
 
@@ -133,18 +146,33 @@ pub async fn reconcile(md: Arc<ModelDeployment>, ctx: Arc<Context>) -> Result<Ac
         .map_err(|e| Error::kube("reading the Deployment", e))?
         .is_none();
     let deployment = apply(&deployments, &name, &desired.deployment, "Deployment").await?;
-    apply(&Api::<Service>::namespaced(client.clone(), &namespace), &name, &desired.service, "Service").await?;
-    apply(&Api::<PodDisruptionBudget>::namespaced(client.clone(), &namespace), &name, &desired.pdb, "PodDisruptionBudget")
-        .await?;
+    apply(
+        &Api::<Service>::namespaced(client.clone(), &namespace),
+        &name,
+        &desired.service,
+        "Service",
+    )
+    .await?;
+    apply(
+        &Api::<PodDisruptionBudget>::namespaced(client.clone(), &namespace),
+        &name,
+        &desired.pdb,
+        "PodDisruptionBudget",
+    )
+    .await?;
 
     let pods = Api::<Pod>::namespaced(client.clone(), &namespace)
         .list(&ListParams::default().labels(&selector_string(&md)))
         .await
         .map_err(|e| Error::kube("listing the engine pods", e))?;
-    let observed = Observed { deployment: Some(&deployment), crash_looping_pods: crash_looping_pods(&pods.items) };
+    let observed = Observed {
+        deployment: Some(&deployment),
+        crash_looping_pods: crash_looping_pods(&pods.items),
+    };
     // metav1.Time has whole seconds on the wire; compute with the same precision so a
     // status read back compares equal to the one written.
-    let now = Time(Timestamp::from_second(Timestamp::now().as_second()).unwrap_or(Timestamp::UNIX_EPOCH));
+    let now =
+        Time(Timestamp::from_second(Timestamp::now().as_second()).unwrap_or(Timestamp::UNIX_EPOCH));
     let status = compute_status(&md, replicas, &observed, &now);
 
     if md.status.as_ref() != Some(&status) {
@@ -154,7 +182,11 @@ pub async fn reconcile(md: Arc<ModelDeployment>, ctx: Arc<Context>) -> Result<Ac
             "status": status,
         });
         Api::<ModelDeployment>::namespaced(client.clone(), &namespace)
-            .patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
+            .patch_status(
+                &name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&patch),
+            )
             .await
             .map_err(|e| Error::kube("writing the ModelDeployment status", e))?;
         ctx.metrics.status_writes.inc();
@@ -169,7 +201,10 @@ pub async fn reconcile(md: Arc<ModelDeployment>, ctx: Arc<Context>) -> Result<Ac
         publish(&ctx, &md, type_, &transition.reason, transition.note).await;
     }
 
-    ctx.failures.lock().unwrap_or_else(PoisonError::into_inner).remove(&ObjectRef::from(md.as_ref()));
+    ctx.failures
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .remove(&ObjectRef::from(md.as_ref()));
     Ok(Action::requeue(RESYNC))
 }
 
@@ -179,13 +214,29 @@ async fn apply<K>(api: &Api<K>, name: &str, object: &K, what: &str) -> Result<K>
 where
     K: Clone + DeserializeOwned + Serialize + std::fmt::Debug,
 {
-    api.patch(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(object))
-        .await
-        .map_err(|e| Error::kube(format!("applying the {what}"), e))
+    api.patch(
+        name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(object),
+    )
+    .await
+    .map_err(|e| Error::kube(format!("applying the {what}"), e))
 }
 
-async fn publish(ctx: &Context, md: &ModelDeployment, type_: EventType, reason: &str, note: String) {
-    let event = Event { type_, reason: reason.into(), note: Some(note), action: reason.into(), secondary: None };
+async fn publish(
+    ctx: &Context,
+    md: &ModelDeployment,
+    type_: EventType,
+    reason: &str,
+    note: String,
+) {
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: reason.into(),
+        secondary: None,
+    };
     // An event that cannot be published must not fail the reconcile that caused it.
     if let Err(error) = ctx.recorder.publish(&event, &md.object_ref(&())).await {
         tracing::warn!(%error, reason, "could not publish an event");

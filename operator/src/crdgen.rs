@@ -2,8 +2,8 @@
 
 use kube::CustomResourceExt;
 
-use crate::api::ModelDeployment;
 use crate::Result;
+use crate::api::ModelDeployment;
 
 /// The file under `crds/` that holds the ModelDeployment CRD.
 pub const CRD_FILE: &str = "modelfleet.dev_modeldeployments.yaml";

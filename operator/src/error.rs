@@ -53,12 +53,23 @@ pub enum Error {
 impl Error {
     /// Wraps a kube error with what the operator was doing.
     pub fn kube(action: impl Into<String>, source: kube::Error) -> Self {
-        Self::Kube { action: action.into(), source }
+        Self::Kube {
+            action: action.into(),
+            source,
+        }
     }
 
     /// Every value [`Self::metric_label`] returns, so the error counter can export each at 0.
-    pub const METRIC_LABELS: &[&str] =
-        &["kube", "invalid_spec", "missing_field", "serialize", "yaml", "metrics", "telemetry", "leadership_lost"];
+    pub const METRIC_LABELS: &[&str] = &[
+        "kube",
+        "invalid_spec",
+        "missing_field",
+        "serialize",
+        "yaml",
+        "metrics",
+        "telemetry",
+        "leadership_lost",
+    ];
 
     /// A short, bounded label for metrics.
     pub fn metric_label(&self) -> &'static str {
@@ -85,13 +96,26 @@ mod tests {
     fn every_metric_label_is_listed() {
         let errors = [
             Error::kube("x", kube::Error::LinesCodecMaxLineLengthExceeded),
-            Error::InvalidSpec { object: "o".into(), reason: "r".into() },
+            Error::InvalidSpec {
+                object: "o".into(),
+                reason: "r".into(),
+            },
             Error::MissingField { what: "w" },
-            Error::Telemetry { addr: "a".into(), source: std::io::Error::other("e") },
-            Error::LeadershipLost { lease: "l".into(), deadline: Duration::from_secs(1) },
+            Error::Telemetry {
+                addr: "a".into(),
+                source: std::io::Error::other("e"),
+            },
+            Error::LeadershipLost {
+                lease: "l".into(),
+                deadline: Duration::from_secs(1),
+            },
         ];
         for error in &errors {
-            assert!(Error::METRIC_LABELS.contains(&error.metric_label()), "{}", error.metric_label());
+            assert!(
+                Error::METRIC_LABELS.contains(&error.metric_label()),
+                "{}",
+                error.metric_label()
+            );
         }
     }
 }

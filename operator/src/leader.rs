@@ -17,8 +17,8 @@ use std::time::Duration;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, ObjectMeta, PostParams};
 use kube::Client;
+use kube::api::{Api, ObjectMeta, PostParams};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -41,7 +41,11 @@ pub struct LeaseConfig {
 
 impl LeaseConfig {
     /// client-go's defaults: 15 s lease, 10 s renew deadline, 2 s retry period.
-    pub fn new(namespace: impl Into<String>, name: impl Into<String>, identity: impl Into<String>) -> Self {
+    pub fn new(
+        namespace: impl Into<String>,
+        name: impl Into<String>,
+        identity: impl Into<String>,
+    ) -> Self {
         Self {
             namespace: namespace.into(),
             name: name.into(),
@@ -68,7 +72,11 @@ pub struct LeaderElector {
 
 impl LeaderElector {
     pub fn new(client: Client, config: LeaseConfig) -> Self {
-        Self { api: Api::namespaced(client, &config.namespace), config, observed: None }
+        Self {
+            api: Api::namespaced(client, &config.namespace),
+            config,
+            observed: None,
+        }
     }
 
     pub fn config(&self) -> &LeaseConfig {
@@ -77,7 +85,11 @@ impl LeaderElector {
 
     /// Waits until this candidate holds the lease. Returns `false` if cancelled first.
     /// `on_attempt` runs after every attempt that reached the API server.
-    pub async fn acquire(&mut self, cancel: &CancellationToken, mut on_attempt: impl FnMut()) -> bool {
+    pub async fn acquire(
+        &mut self,
+        cancel: &CancellationToken,
+        mut on_attempt: impl FnMut(),
+    ) -> bool {
         loop {
             match self.try_acquire_or_renew().await {
                 Ok(true) => {
@@ -119,7 +131,10 @@ impl LeaderElector {
     }
 
     fn lost(&self) -> Error {
-        Error::LeadershipLost { lease: self.config.name.clone(), deadline: self.config.renew_deadline }
+        Error::LeadershipLost {
+            lease: self.config.name.clone(),
+            deadline: self.config.renew_deadline,
+        }
     }
 
     /// One attempt: take the lease if it is free, expired or ours (renewing it), else report
@@ -127,7 +142,11 @@ impl LeaderElector {
     pub async fn try_acquire_or_renew(&mut self) -> Result<bool> {
         let now = MicroTime(Timestamp::now());
         let name = self.config.name.clone();
-        let lease = self.api.get_opt(&name).await.map_err(|e| Error::kube("reading the leader lease", e))?;
+        let lease = self
+            .api
+            .get_opt(&name)
+            .await
+            .map_err(|e| Error::kube("reading the leader lease", e))?;
 
         let Some(mut lease) = lease else {
             let lease = Lease {
@@ -159,7 +178,11 @@ impl LeaderElector {
         lease.spec = Some(self.record(Some(&current), now));
         // `replace` sends the resourceVersion we read: if anyone wrote in between, the API
         // server answers 409 and we lost this round.
-        match self.api.replace(&name, &PostParams::default(), &lease).await {
+        match self
+            .api
+            .replace(&name, &PostParams::default(), &lease)
+            .await
+        {
             Ok(updated) => {
                 self.observe(updated.spec.unwrap_or_default());
                 Ok(true)
@@ -171,14 +194,22 @@ impl LeaderElector {
 
     /// Gives the lease up so a standby takes over at once instead of after expiry.
     pub async fn release(&mut self) {
-        let Ok(Some(mut lease)) = self.api.get_opt(&self.config.name).await else { return };
-        let Some(spec) = lease.spec.as_mut() else { return };
+        let Ok(Some(mut lease)) = self.api.get_opt(&self.config.name).await else {
+            return;
+        };
+        let Some(spec) = lease.spec.as_mut() else {
+            return;
+        };
         if spec.holder_identity.as_deref() != Some(self.config.identity.as_str()) {
             return;
         }
         spec.holder_identity = None;
         spec.lease_duration_seconds = Some(1);
-        if let Err(error) = self.api.replace(&self.config.name, &PostParams::default(), &lease).await {
+        if let Err(error) = self
+            .api
+            .replace(&self.config.name, &PostParams::default(), &lease)
+            .await
+        {
             tracing::warn!(%error, "could not release the leader lease; it will expire");
         } else {
             tracing::info!(lease = %self.config.name, "released the leader lease");
@@ -187,21 +218,33 @@ impl LeaderElector {
 
     /// The record to write when taking or renewing the lease.
     fn record(&self, current: Option<&LeaseSpec>, now: MicroTime) -> LeaseSpec {
-        let ours = current.and_then(|c| c.holder_identity.as_deref()) == Some(self.config.identity.as_str());
+        let ours = current.and_then(|c| c.holder_identity.as_deref())
+            == Some(self.config.identity.as_str());
         let transitions = current.and_then(|c| c.lease_transitions).unwrap_or(0);
         LeaseSpec {
             holder_identity: Some(self.config.identity.clone()),
             lease_duration_seconds: Some(duration_seconds(self.config.lease_duration)),
-            acquire_time: if ours { current.and_then(|c| c.acquire_time.clone()) } else { Some(now.clone()) },
+            acquire_time: if ours {
+                current.and_then(|c| c.acquire_time.clone())
+            } else {
+                Some(now.clone())
+            },
             renew_time: Some(now),
-            lease_transitions: Some(if ours || current.is_none() { transitions } else { transitions + 1 }),
+            lease_transitions: Some(if ours || current.is_none() {
+                transitions
+            } else {
+                transitions + 1
+            }),
             ..LeaseSpec::default()
         }
     }
 
     fn observe(&mut self, spec: LeaseSpec) {
         if self.observed.as_ref().is_none_or(|o| o.spec != spec) {
-            self.observed = Some(Observation { spec, since: Instant::now() });
+            self.observed = Some(Observation {
+                spec,
+                since: Instant::now(),
+            });
         }
     }
 

@@ -15,7 +15,11 @@ use modelfleet_operator::telemetry::{LogFormat, init_tracing};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
-#[command(name = "modelfleet-operator", version, about = "Reconciles ModelDeployments into fleets of inference engines")]
+#[command(
+    name = "modelfleet-operator",
+    version,
+    about = "Reconciles ModelDeployments into fleets of inference engines"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -73,7 +77,8 @@ async fn main() -> anyhow::Result<()> {
         Command::Crdgen { out_dir: None } => print!("{}", crdgen::crd_yaml()?),
         Command::Crdgen { out_dir: Some(dir) } => {
             let path = dir.join(crdgen::CRD_FILE);
-            std::fs::write(&path, crdgen::crd_yaml()?).with_context(|| format!("writing {}", path.display()))?;
+            std::fs::write(&path, crdgen::crd_yaml()?)
+                .with_context(|| format!("writing {}", path.display()))?;
         }
         Command::Run(args) => run_operator(args).await?,
     }
@@ -82,7 +87,9 @@ async fn main() -> anyhow::Result<()> {
 
 async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
     init_tracing(args.log_format);
-    let identity = args.identity.unwrap_or_else(|| format!("modelfleet-operator-{}", std::process::id()));
+    let identity = args
+        .identity
+        .unwrap_or_else(|| format!("modelfleet-operator-{}", std::process::id()));
     let leader_election = args.leader_elect.then(|| LeaseConfig {
         lease_duration: Duration::from_secs(args.lease_duration_seconds),
         renew_deadline: Duration::from_secs(args.renew_deadline_seconds),
@@ -90,11 +97,16 @@ async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
         ..LeaseConfig::new(&args.lease_namespace, &args.lease_name, &identity)
     });
     let config = OperatorConfig {
-        controller: ControllerConfig { namespace: args.namespace, identity },
+        controller: ControllerConfig {
+            namespace: args.namespace,
+            identity,
+        },
         leader_election,
         telemetry_addr: Some(args.telemetry_addr),
     };
-    let client = kube::Client::try_default().await.context("connecting to the Kubernetes API (kubeconfig or in-cluster)")?;
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to the Kubernetes API (kubeconfig or in-cluster)")?;
     let shutdown = CancellationToken::new();
     tokio::spawn({
         let shutdown = shutdown.clone();
@@ -113,7 +125,9 @@ async fn wait_for_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else {
+        let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        else {
             let _ = ctrl_c.await;
             return;
         };

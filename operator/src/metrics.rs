@@ -1,6 +1,9 @@
 //! The operator's Prometheus metrics. Names live here and nowhere else.
 
-use prometheus::{Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
 
 use crate::Result;
 
@@ -31,17 +34,30 @@ pub struct Metrics {
 impl Metrics {
     pub fn new() -> Result<Self> {
         let registry = Registry::new();
-        let reconciles = IntCounter::new(RECONCILES_TOTAL, "Reconciles of ModelDeployments started")?;
+        let reconciles =
+            IntCounter::new(RECONCILES_TOTAL, "Reconciles of ModelDeployments started")?;
         let reconcile_errors = IntCounterVec::new(
-            Opts::new(RECONCILE_ERRORS_TOTAL, "Reconciles that failed, by kind of error"),
+            Opts::new(
+                RECONCILE_ERRORS_TOTAL,
+                "Reconciles that failed, by kind of error",
+            ),
             &[ERROR_LABEL],
         )?;
         let reconcile_duration = Histogram::with_opts(
-            HistogramOpts::new(RECONCILE_DURATION_SECONDS, "Time one reconcile took")
-                .buckets(vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+            HistogramOpts::new(RECONCILE_DURATION_SECONDS, "Time one reconcile took").buckets(
+                vec![
+                    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                ],
+            ),
         )?;
-        let managed = IntGauge::new(MANAGED_MODELDEPLOYMENTS, "ModelDeployments this operator watches")?;
-        let status_writes = IntCounter::new(STATUS_WRITES_TOTAL, "ModelDeployment status updates written")?;
+        let managed = IntGauge::new(
+            MANAGED_MODELDEPLOYMENTS,
+            "ModelDeployments this operator watches",
+        )?;
+        let status_writes = IntCounter::new(
+            STATUS_WRITES_TOTAL,
+            "ModelDeployment status updates written",
+        )?;
         let leader = IntGauge::new(LEADER, "1 while this process holds the leader lease")?;
         // Export every error kind at 0 from the start, so rates and alerts have a series.
         for label in crate::Error::METRIC_LABELS {
@@ -53,11 +69,21 @@ impl Metrics {
         registry.register(Box::new(managed.clone()))?;
         registry.register(Box::new(status_writes.clone()))?;
         registry.register(Box::new(leader.clone()))?;
-        Ok(Self { registry, reconciles, reconcile_errors, reconcile_duration, managed, status_writes, leader })
+        Ok(Self {
+            registry,
+            reconciles,
+            reconcile_errors,
+            reconcile_duration,
+            managed,
+            status_writes,
+            leader,
+        })
     }
 
     pub fn record_error(&self, error: &crate::Error) {
-        self.reconcile_errors.with_label_values(&[error.metric_label()]).inc();
+        self.reconcile_errors
+            .with_label_values(&[error.metric_label()])
+            .inc();
     }
 
     /// The Prometheus text exposition of every metric.
@@ -79,9 +105,20 @@ mod tests {
         m.record_error(&crate::Error::MissingField { what: "x" });
         m.reconcile_duration.observe(0.2);
         let text = m.encode().expect("encode");
-        for name in [RECONCILES_TOTAL, RECONCILE_DURATION_SECONDS, MANAGED_MODELDEPLOYMENTS, STATUS_WRITES_TOTAL, LEADER] {
+        for name in [
+            RECONCILES_TOTAL,
+            RECONCILE_DURATION_SECONDS,
+            MANAGED_MODELDEPLOYMENTS,
+            STATUS_WRITES_TOTAL,
+            LEADER,
+        ] {
             assert!(text.contains(name), "{name} missing from\n{text}");
         }
-        assert!(text.contains(&format!("{RECONCILE_ERRORS_TOTAL}{{error=\"missing_field\"}} 1")), "{text}");
+        assert!(
+            text.contains(&format!(
+                "{RECONCILE_ERRORS_TOTAL}{{error=\"missing_field\"}} 1"
+            )),
+            "{text}"
+        );
     }
 }

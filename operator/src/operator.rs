@@ -24,11 +24,18 @@ pub struct OperatorConfig {
 /// Runs until `shutdown` fires (returns `Ok`) or leadership is lost (returns
 /// [`crate::Error::LeadershipLost`]: the process should exit and be restarted, so that a
 /// new term starts from fresh caches, as client-go's operators do).
-pub async fn run(client: Client, config: OperatorConfig, metrics: Metrics, shutdown: CancellationToken) -> Result<()> {
+pub async fn run(
+    client: Client,
+    config: OperatorConfig,
+    metrics: Metrics,
+    shutdown: CancellationToken,
+) -> Result<()> {
     let readiness = Readiness::default();
     let telemetry = match config.telemetry_addr {
         Some(addr) => {
-            let (bound, server) = telemetry::serve(addr, metrics.clone(), readiness.clone(), shutdown.clone()).await?;
+            let (bound, server) =
+                telemetry::serve(addr, metrics.clone(), readiness.clone(), shutdown.clone())
+                    .await?;
             tracing::info!(addr = %bound, "serving /metrics, /healthz and /readyz");
             futures::future::Either::Left(server)
         }

@@ -36,12 +36,18 @@ pub fn compute_status(
     let rollout = Rollout::of(observed.deployment, desired_replicas);
 
     let updated_revision = if rollout.observed {
-        rollout.template_revision.clone().or(previous.updated_revision.clone())
+        rollout
+            .template_revision
+            .clone()
+            .or(previous.updated_revision.clone())
     } else {
         previous.updated_revision.clone()
     };
-    let current_revision =
-        if rollout.complete { updated_revision.clone() } else { previous.current_revision.clone() };
+    let current_revision = if rollout.complete {
+        updated_revision.clone()
+    } else {
+        previous.current_revision.clone()
+    };
     let last_scale_time = if previous.observed_generation.is_some()
         && previous.desired_replicas != desired_replicas
     {
@@ -68,7 +74,12 @@ pub fn compute_status(
         queue_depth: previous.queue_depth,
         endpoint: Some(endpoint(md)),
         selector: Some(selector_string(md)),
-        conditions: conditions::merge(&previous.conditions, observations, md.metadata.generation, now),
+        conditions: conditions::merge(
+            &previous.conditions,
+            observations,
+            md.metadata.generation,
+            now,
+        ),
     }
 }
 
@@ -76,7 +87,9 @@ pub fn compute_status(
 pub fn crash_looping_pods(pods: &[Pod]) -> Vec<String> {
     pods.iter()
         .filter(|pod| {
-            let Some(status) = &pod.status else { return false };
+            let Some(status) = &pod.status else {
+                return false;
+            };
             status
                 .init_container_statuses
                 .iter()
@@ -106,7 +119,9 @@ struct Rollout {
 
 impl Rollout {
     fn of(deployment: Option<&Deployment>, desired: i32) -> Self {
-        let Some(deployment) = deployment else { return Self::default() };
+        let Some(deployment) = deployment else {
+            return Self::default();
+        };
         let status = deployment.status.clone().unwrap_or_default();
         let observed = match (status.observed_generation, deployment.metadata.generation) {
             (Some(seen), Some(generation)) => seen >= generation,
@@ -116,12 +131,15 @@ impl Rollout {
         let updated = status.updated_replicas.unwrap_or(0);
         let available = status.available_replicas.unwrap_or(0);
         // The same test `kubectl rollout status` makes.
-        let complete = observed && updated == desired && replicas == desired && available == desired;
+        let complete =
+            observed && updated == desired && replicas == desired && available == desired;
         let deadline_exceeded = status
             .conditions
             .iter()
             .flatten()
-            .find(|c| c.type_ == "Progressing" && c.reason.as_deref() == Some(PROGRESS_DEADLINE_EXCEEDED))
+            .find(|c| {
+                c.type_ == "Progressing" && c.reason.as_deref() == Some(PROGRESS_DEADLINE_EXCEEDED)
+            })
             .map(|c| c.message.clone().unwrap_or_default());
         let template_revision = deployment
             .spec
@@ -145,9 +163,18 @@ impl Rollout {
 /// Ready when at least `max(1, min(desired, replicas.min))` replicas are available: a
 /// scale-up beyond the floor the user set does not make a serving fleet unready.
 fn ready(md: &ModelDeployment, desired: i32, rollout: &Rollout) -> Observation {
-    let obs = |status, reason, message| Observation { type_: condition::READY, status, reason, message };
+    let obs = |status, reason, message| Observation {
+        type_: condition::READY,
+        status,
+        reason,
+        message,
+    };
     if desired == 0 {
-        return obs(Status::False, "ScaledToZero", "scaled to zero replicas".into());
+        return obs(
+            Status::False,
+            "ScaledToZero",
+            "scaled to zero replicas".into(),
+        );
     }
     let needed = desired.min(md.spec.replicas.min).max(1);
     let message = format!("{} of {desired} replicas available", rollout.available);
@@ -159,14 +186,27 @@ fn ready(md: &ModelDeployment, desired: i32, rollout: &Rollout) -> Observation {
 }
 
 fn progressing(rollout: &Rollout, revision: Option<&str>) -> Observation {
-    let obs = |status, reason, message| Observation { type_: condition::PROGRESSING, status, reason, message };
+    let obs = |status, reason, message| Observation {
+        type_: condition::PROGRESSING,
+        status,
+        reason,
+        message,
+    };
     let revision = revision.unwrap_or("(none yet)");
     if let Some(message) = &rollout.deadline_exceeded {
         obs(Status::False, PROGRESS_DEADLINE_EXCEEDED, message.clone())
     } else if rollout.complete {
-        obs(Status::False, "RolloutComplete", format!("revision {revision} runs on every replica"))
+        obs(
+            Status::False,
+            "RolloutComplete",
+            format!("revision {revision} runs on every replica"),
+        )
     } else if !rollout.observed {
-        obs(Status::True, "Updating", "waiting for the Deployment controller to see the new spec".into())
+        obs(
+            Status::True,
+            "Updating",
+            "waiting for the Deployment controller to see the new spec".into(),
+        )
     } else {
         obs(
             Status::True,
@@ -180,9 +220,19 @@ fn progressing(rollout: &Rollout, revision: Option<&str>) -> Observation {
 }
 
 fn degraded(rollout: &Rollout, crash_looping: &[String]) -> Observation {
-    let obs = |status, reason, message| Observation { type_: condition::DEGRADED, status, reason, message };
+    let obs = |status, reason, message| Observation {
+        type_: condition::DEGRADED,
+        status,
+        reason,
+        message,
+    };
     if !crash_looping.is_empty() {
-        let mut named = crash_looping.iter().take(PODS_NAMED).cloned().collect::<Vec<_>>().join(", ");
+        let mut named = crash_looping
+            .iter()
+            .take(PODS_NAMED)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ");
         if crash_looping.len() > PODS_NAMED {
             named.push_str(&format!(" and {} more", crash_looping.len() - PODS_NAMED));
         }
@@ -199,27 +249,45 @@ fn degraded(rollout: &Rollout, crash_looping: &[String]) -> Observation {
             format!("rollout made no progress within spec.rollout.progressDeadline: {message}"),
         );
     }
-    obs(Status::False, "AsExpected", "no failing rollout and no crash-looping pods".into())
+    obs(
+        Status::False,
+        "AsExpected",
+        "no failing rollout and no crash-looping pods".into(),
+    )
 }
 
 /// Who decides the replica count. The queue-depth autoscaler is active only when neither a
 /// fixed size nor the `scale` subresource does.
 fn scaling_active(md: &ModelDeployment) -> Observation {
-    let obs = |status, reason, message| Observation { type_: condition::SCALING_ACTIVE, status, reason, message };
+    let obs = |status, reason, message| Observation {
+        type_: condition::SCALING_ACTIVE,
+        status,
+        reason,
+        message,
+    };
     let replicas = &md.spec.replicas;
     if let Some(count) = replicas.count {
         obs(
             Status::False,
             "ScaleSubresource",
-            format!("spec.replicas.count ({count}) is set, so the scale subresource drives the size"),
+            format!(
+                "spec.replicas.count ({count}) is set, so the scale subresource drives the size"
+            ),
         )
     } else if replicas.min == replicas.max {
-        obs(Status::False, "FixedSize", format!("spec.replicas.min == max == {}", replicas.min))
+        obs(
+            Status::False,
+            "FixedSize",
+            format!("spec.replicas.min == max == {}", replicas.min),
+        )
     } else {
         obs(
             Status::Unknown,
             "AwaitingMetrics",
-            format!("no queue-depth decision yet; running spec.replicas.min ({})", replicas.min),
+            format!(
+                "no queue-depth decision yet; running spec.replicas.min ({})",
+                replicas.min
+            ),
         )
     }
 }
@@ -227,7 +295,9 @@ fn scaling_active(md: &ModelDeployment) -> Observation {
 #[cfg(test)]
 mod tests {
     use k8s_openapi::api::apps::v1::{DeploymentCondition, DeploymentStatus};
-    use k8s_openapi::api::core::v1::{ContainerState, ContainerStateWaiting, ContainerStatus, PodStatus};
+    use k8s_openapi::api::core::v1::{
+        ContainerState, ContainerStateWaiting, ContainerStatus, PodStatus,
+    };
     use k8s_openapi::jiff::Timestamp;
     use kube::api::ObjectMeta;
 
@@ -239,14 +309,25 @@ mod tests {
     }
 
     /// The Deployment the operator would apply, with the given generation and status.
-    fn deployment(md: &ModelDeployment, replicas: i32, generation: i64, status: DeploymentStatus) -> Deployment {
+    fn deployment(
+        md: &ModelDeployment,
+        replicas: i32,
+        generation: i64,
+        status: DeploymentStatus,
+    ) -> Deployment {
         let mut d = build_deployment(md, replicas).expect("deployment");
         d.metadata.generation = Some(generation);
         d.status = Some(status);
         d
     }
 
-    fn dstatus(observed: i64, replicas: i32, updated: i32, ready: i32, available: i32) -> DeploymentStatus {
+    fn dstatus(
+        observed: i64,
+        replicas: i32,
+        updated: i32,
+        ready: i32,
+        available: i32,
+    ) -> DeploymentStatus {
         DeploymentStatus {
             observed_generation: Some(observed),
             replicas: Some(replicas),
@@ -257,8 +338,12 @@ mod tests {
         }
     }
 
-    fn cond<'a>(s: &'a ModelDeploymentStatus, type_: &str) -> &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
-        s.condition(type_).unwrap_or_else(|| panic!("condition {type_} missing"))
+    fn cond<'a>(
+        s: &'a ModelDeploymentStatus,
+        type_: &str,
+    ) -> &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+        s.condition(type_)
+            .unwrap_or_else(|| panic!("condition {type_} missing"))
     }
 
     #[test]
@@ -273,7 +358,10 @@ mod tests {
         assert_eq!(cond(&s, "ScalingActive").reason, "FixedSize");
         assert_eq!(s.updated_revision, None);
         assert_eq!(s.endpoint.as_deref(), Some("http://chat.ml.svc:8000"));
-        assert_eq!(s.selector.as_deref(), Some("app.kubernetes.io/name=modelfleet-engine,modelfleet.dev/deployment=chat"));
+        assert_eq!(
+            s.selector.as_deref(),
+            Some("app.kubernetes.io/name=modelfleet-engine,modelfleet.dev/deployment=chat")
+        );
     }
 
     #[test]
@@ -286,22 +374,44 @@ mod tests {
         });
         md.spec.model.revision = "new".into();
         let d = deployment(&md, 2, 3, dstatus(3, 3, 1, 2, 2));
-        let s = compute_status(&md, 2, &Observed { deployment: Some(&d), ..Observed::default() }, &at(10));
+        let s = compute_status(
+            &md,
+            2,
+            &Observed {
+                deployment: Some(&d),
+                ..Observed::default()
+            },
+            &at(10),
+        );
         assert_eq!(s.updated_revision.as_deref(), Some("new"));
         assert_eq!(s.current_revision.as_deref(), Some("old"));
         assert_eq!(cond(&s, "Progressing").status, "True");
         assert_eq!(cond(&s, "Progressing").reason, "RolloutInProgress");
         assert_eq!(cond(&s, "Ready").status, "True", "old pods still serve");
-        assert_eq!((s.replicas, s.updated_replicas, s.ready_replicas), (3, 1, 2));
+        assert_eq!(
+            (s.replicas, s.updated_replicas, s.ready_replicas),
+            (3, 1, 2)
+        );
     }
 
     #[test]
     fn unobserved_deployment_spec_keeps_the_previous_revisions() {
         let mut md = minimal("chat");
-        md.status = Some(ModelDeploymentStatus { updated_revision: Some("old".into()), ..Default::default() });
+        md.status = Some(ModelDeploymentStatus {
+            updated_revision: Some("old".into()),
+            ..Default::default()
+        });
         md.spec.model.revision = "new".into();
         let d = deployment(&md, 1, 4, dstatus(3, 1, 1, 1, 1));
-        let s = compute_status(&md, 1, &Observed { deployment: Some(&d), ..Observed::default() }, &at(10));
+        let s = compute_status(
+            &md,
+            1,
+            &Observed {
+                deployment: Some(&d),
+                ..Observed::default()
+            },
+            &at(10),
+        );
         assert_eq!(s.updated_revision.as_deref(), Some("old"));
         assert_eq!(cond(&s, "Progressing").reason, "Updating");
     }
@@ -310,7 +420,15 @@ mod tests {
     fn finished_rollout_sets_current_revision_and_ready() {
         let md = minimal("chat");
         let d = deployment(&md, 1, 1, dstatus(1, 1, 1, 1, 1));
-        let s = compute_status(&md, 1, &Observed { deployment: Some(&d), ..Observed::default() }, &at(10));
+        let s = compute_status(
+            &md,
+            1,
+            &Observed {
+                deployment: Some(&d),
+                ..Observed::default()
+            },
+            &at(10),
+        );
         let revision = Some(md.spec.model.revision.clone());
         assert_eq!(s.current_revision, revision);
         assert_eq!(s.updated_revision, revision);
@@ -323,7 +441,15 @@ mod tests {
     fn old_pods_left_over_mean_the_rollout_is_not_finished() {
         let md = minimal("chat");
         let d = deployment(&md, 1, 1, dstatus(1, 2, 1, 2, 2));
-        let s = compute_status(&md, 1, &Observed { deployment: Some(&d), ..Observed::default() }, &at(10));
+        let s = compute_status(
+            &md,
+            1,
+            &Observed {
+                deployment: Some(&d),
+                ..Observed::default()
+            },
+            &at(10),
+        );
         assert_eq!(s.current_revision, None);
         assert_eq!(cond(&s, "Progressing").status, "True");
     }
@@ -334,10 +460,26 @@ mod tests {
         md.spec.replicas.min = 2;
         md.spec.replicas.max = 6;
         let d = deployment(&md, 5, 1, dstatus(1, 5, 5, 2, 2));
-        let s = compute_status(&md, 5, &Observed { deployment: Some(&d), ..Observed::default() }, &at(10));
+        let s = compute_status(
+            &md,
+            5,
+            &Observed {
+                deployment: Some(&d),
+                ..Observed::default()
+            },
+            &at(10),
+        );
         assert_eq!(cond(&s, "Ready").status, "True");
         let d = deployment(&md, 5, 1, dstatus(1, 5, 5, 1, 1));
-        let s = compute_status(&md, 5, &Observed { deployment: Some(&d), ..Observed::default() }, &at(10));
+        let s = compute_status(
+            &md,
+            5,
+            &Observed {
+                deployment: Some(&d),
+                ..Observed::default()
+            },
+            &at(10),
+        );
         assert_eq!(cond(&s, "Ready").status, "False");
         assert_eq!(cond(&s, "Ready").message, "1 of 5 replicas available");
     }
@@ -347,7 +489,15 @@ mod tests {
         let mut md = minimal("chat");
         md.spec.replicas.min = 0;
         let d = deployment(&md, 0, 1, dstatus(1, 0, 0, 0, 0));
-        let s = compute_status(&md, 0, &Observed { deployment: Some(&d), ..Observed::default() }, &at(10));
+        let s = compute_status(
+            &md,
+            0,
+            &Observed {
+                deployment: Some(&d),
+                ..Observed::default()
+            },
+            &at(10),
+        );
         assert_eq!(cond(&s, "Ready").reason, "ScaledToZero");
     }
 
@@ -363,11 +513,23 @@ mod tests {
             ..DeploymentCondition::default()
         }]);
         let d = deployment(&md, 1, 1, status);
-        let s = compute_status(&md, 1, &Observed { deployment: Some(&d), ..Observed::default() }, &at(10));
+        let s = compute_status(
+            &md,
+            1,
+            &Observed {
+                deployment: Some(&d),
+                ..Observed::default()
+            },
+            &at(10),
+        );
         let degraded = cond(&s, "Degraded");
         assert_eq!(degraded.status, "True");
         assert_eq!(degraded.reason, "ProgressDeadlineExceeded");
-        assert!(degraded.message.contains("has timed out progressing"), "{}", degraded.message);
+        assert!(
+            degraded.message.contains("has timed out progressing"),
+            "{}",
+            degraded.message
+        );
         assert_eq!(cond(&s, "Progressing").status, "False");
     }
 
@@ -375,11 +537,25 @@ mod tests {
     fn crash_looping_pods_are_degraded_and_named() {
         let md = minimal("chat");
         let names: Vec<String> = (1..=5).map(|i| format!("chat-{i}")).collect();
-        let s = compute_status(&md, 1, &Observed { deployment: None, crash_looping_pods: names }, &at(10));
+        let s = compute_status(
+            &md,
+            1,
+            &Observed {
+                deployment: None,
+                crash_looping_pods: names,
+            },
+            &at(10),
+        );
         let degraded = cond(&s, "Degraded");
         assert_eq!(degraded.status, "True");
         assert_eq!(degraded.reason, "CrashLoopBackOff");
-        assert!(degraded.message.contains("chat-1, chat-2, chat-3 and 2 more"), "{}", degraded.message);
+        assert!(
+            degraded
+                .message
+                .contains("chat-1, chat-2, chat-3 and 2 more"),
+            "{}",
+            degraded.message
+        );
     }
 
     fn pod(name: &str, init_waiting: Option<&str>, main_waiting: Option<&str>) -> Pod {
@@ -388,7 +564,10 @@ mod tests {
                 vec![ContainerStatus {
                     name: "c".into(),
                     state: Some(ContainerState {
-                        waiting: Some(ContainerStateWaiting { reason: Some(r.into()), message: None }),
+                        waiting: Some(ContainerStateWaiting {
+                            reason: Some(r.into()),
+                            message: None,
+                        }),
                         ..ContainerState::default()
                     }),
                     ..ContainerStatus::default()
@@ -396,7 +575,10 @@ mod tests {
             })
         };
         Pod {
-            metadata: ObjectMeta { name: Some(name.into()), ..ObjectMeta::default() },
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                ..ObjectMeta::default()
+            },
             status: Some(PodStatus {
                 init_container_statuses: status(init_waiting),
                 container_statuses: status(main_waiting),
@@ -414,14 +596,20 @@ mod tests {
             pod("c", None, Some("ContainerCreating")),
             pod("d", None, None),
         ];
-        assert_eq!(crash_looping_pods(&pods), vec!["a".to_string(), "b".to_string()]);
+        assert_eq!(
+            crash_looping_pods(&pods),
+            vec!["a".to_string(), "b".to_string()]
+        );
     }
 
     #[test]
     fn recomputing_from_the_same_inputs_gives_the_same_status() {
         let mut md = minimal("chat");
         let d = deployment(&md, 1, 1, dstatus(1, 1, 1, 0, 0));
-        let observed = Observed { deployment: Some(&d), ..Observed::default() };
+        let observed = Observed {
+            deployment: Some(&d),
+            ..Observed::default()
+        };
         let first = compute_status(&md, 1, &observed, &at(10));
         md.status = Some(first.clone());
         let second = compute_status(&md, 1, &observed, &at(99));

@@ -44,7 +44,10 @@ pub async fn serve(
     readiness: Readiness,
     shutdown: CancellationToken,
 ) -> Result<(SocketAddr, impl Future<Output = Result<()>>)> {
-    let telemetry_error = |source| Error::Telemetry { addr: addr.to_string(), source };
+    let telemetry_error = |source| Error::Telemetry {
+        addr: addr.to_string(),
+        source,
+    };
     let listener = TcpListener::bind(addr).await.map_err(telemetry_error)?;
     let bound = listener.local_addr().map_err(telemetry_error)?;
     let app = Router::new()
@@ -56,20 +59,35 @@ pub async fn serve(
         axum::serve(listener, app)
             .with_graceful_shutdown(shutdown.cancelled_owned())
             .await
-            .map_err(|source| Error::Telemetry { addr: bound.to_string(), source })
+            .map_err(|source| Error::Telemetry {
+                addr: bound.to_string(),
+                source,
+            })
     };
     Ok((bound, server))
 }
 
 async fn metrics_handler(State(state): State<AppState>) -> impl IntoResponse {
     match state.metrics.encode() {
-        Ok(text) => (StatusCode::OK, [("content-type", "text/plain; version=0.0.4")], text),
-        Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, [("content-type", "text/plain")], error.to_string()),
+        Ok(text) => (
+            StatusCode::OK,
+            [("content-type", "text/plain; version=0.0.4")],
+            text,
+        ),
+        Err(error) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [("content-type", "text/plain")],
+            error.to_string(),
+        ),
     }
 }
 
 async fn readyz_handler(State(state): State<AppState>) -> (StatusCode, &'static str) {
-    if state.readiness.get() { (StatusCode::OK, "ok") } else { (StatusCode::SERVICE_UNAVAILABLE, "not ready") }
+    if state.readiness.get() {
+        (StatusCode::OK, "ok")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+    }
 }
 
 /// Log line format.

@@ -22,32 +22,50 @@ pub struct Transition {
 
 impl Transition {
     fn normal(reason: &str, note: String) -> Self {
-        Self { severity: Severity::Normal, reason: reason.into(), note }
+        Self {
+            severity: Severity::Normal,
+            reason: reason.into(),
+            note,
+        }
     }
 }
 
 /// The transitions from `old` to `new`. `created` says whether this reconcile created the
 /// Deployment (its first apply).
-pub fn transitions(old: Option<&ModelDeploymentStatus>, new: &ModelDeploymentStatus, created: bool) -> Vec<Transition> {
+pub fn transitions(
+    old: Option<&ModelDeploymentStatus>,
+    new: &ModelDeploymentStatus,
+    created: bool,
+) -> Vec<Transition> {
     let mut out = Vec::new();
     if created {
         out.push(Transition::normal(
             "Created",
-            format!("created Deployment, Service and PodDisruptionBudget for {} replicas", new.desired_replicas),
+            format!(
+                "created Deployment, Service and PodDisruptionBudget for {} replicas",
+                new.desired_replicas
+            ),
         ));
     }
     let Some(old) = old else { return out };
 
-    if !created && old.observed_generation.is_some() && old.desired_replicas != new.desired_replicas {
+    if !created && old.observed_generation.is_some() && old.desired_replicas != new.desired_replicas
+    {
         out.push(Transition::normal(
             "Scaled",
-            format!("scaled from {} to {} replicas", old.desired_replicas, new.desired_replicas),
+            format!(
+                "scaled from {} to {} replicas",
+                old.desired_replicas, new.desired_replicas
+            ),
         ));
     }
     if let (Some(before), Some(after)) = (&old.updated_revision, &new.updated_revision)
         && before != after
     {
-        out.push(Transition::normal("RolloutStarted", format!("rolling out revision {after} (was {before})")));
+        out.push(Transition::normal(
+            "RolloutStarted",
+            format!("rolling out revision {after} (was {before})"),
+        ));
     }
     if let Some(after) = &new.current_revision
         && old.current_revision.as_ref() != Some(after)
@@ -80,7 +98,12 @@ mod tests {
 
     use super::*;
 
-    fn status(desired: i32, updated: Option<&str>, current: Option<&str>, degraded: bool) -> ModelDeploymentStatus {
+    fn status(
+        desired: i32,
+        updated: Option<&str>,
+        current: Option<&str>,
+        degraded: bool,
+    ) -> ModelDeploymentStatus {
         ModelDeploymentStatus {
             observed_generation: Some(1),
             desired_replicas: desired,
@@ -90,7 +113,12 @@ mod tests {
             conditions: vec![Condition {
                 type_: "Degraded".into(),
                 status: if degraded { "True" } else { "False" }.into(),
-                reason: if degraded { "CrashLoopBackOff" } else { "AsExpected" }.into(),
+                reason: if degraded {
+                    "CrashLoopBackOff"
+                } else {
+                    "AsExpected"
+                }
+                .into(),
                 message: "pods crash-looping: a".into(),
                 observed_generation: Some(1),
                 last_transition_time: Time(Timestamp::UNIX_EPOCH),
@@ -119,9 +147,15 @@ mod tests {
     fn scale_and_rollout_start_and_finish() {
         let old = status(1, Some("a"), Some("a"), false);
         let rolling = status(3, Some("b"), Some("a"), false);
-        assert_eq!(reasons(&transitions(Some(&old), &rolling, false)), vec!["Scaled", "RolloutStarted"]);
+        assert_eq!(
+            reasons(&transitions(Some(&old), &rolling, false)),
+            vec!["Scaled", "RolloutStarted"]
+        );
         let done = status(3, Some("b"), Some("b"), false);
-        assert_eq!(reasons(&transitions(Some(&rolling), &done, false)), vec!["RolloutFinished"]);
+        assert_eq!(
+            reasons(&transitions(Some(&rolling), &done, false)),
+            vec!["RolloutFinished"]
+        );
     }
 
     #[test]
@@ -133,6 +167,9 @@ mod tests {
         assert_eq!(t[0].severity, Severity::Warning);
         assert_eq!(t[0].reason, "CrashLoopBackOff");
         assert!(transitions(Some(&bad), &bad, false).is_empty());
-        assert_eq!(reasons(&transitions(Some(&bad), &fine, false)), vec!["Recovered"]);
+        assert_eq!(
+            reasons(&transitions(Some(&bad), &fine, false)),
+            vec!["Recovered"]
+        );
     }
 }

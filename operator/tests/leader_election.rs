@@ -28,7 +28,10 @@ async fn wait_for_holder(leases: &Api<Lease>, identity: &str) {
 
 async fn wait_for_deployment(client: &Client, ns: &str, name: &str) {
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
-    until(&format!("Deployment {name}"), || async { deployments.get_opt(name).await.ok().flatten() }).await;
+    until(&format!("Deployment {name}"), || async {
+        deployments.get_opt(name).await.ok().flatten()
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -46,7 +49,11 @@ async fn only_the_leader_reconciles_and_a_standby_takes_over_when_it_dies() {
     apply_as_user(&client, ns, &minimal(ns, "one", "r1")).await;
     wait_for_deployment(&client, ns, "one").await;
     assert!(first.reconciles() > 0);
-    assert_eq!(second.reconciles(), 0, "the standby reconciled while the leader held the lease");
+    assert_eq!(
+        second.reconciles(),
+        0,
+        "the standby reconciled while the leader held the lease"
+    );
     assert_eq!(second.metrics.leader.get(), 0);
     assert_eq!(first.metrics.leader.get(), 1);
 
@@ -76,7 +83,10 @@ async fn a_leader_that_shuts_down_releases_the_lease_to_the_standby() {
     first.stop().await.expect("the leader stops cleanly");
     // Released, the lease says so at once: no holder, or already the standby.
     let after_stop = holder(&leases).await;
-    assert!(after_stop.is_none() || after_stop.as_deref() == Some("second"), "still held by {after_stop:?}");
+    assert!(
+        after_stop.is_none() || after_stop.as_deref() == Some("second"),
+        "still held by {after_stop:?}"
+    );
     wait_for_holder(&leases, "second").await;
     apply_as_user(&client, ns, &minimal(ns, "one", "r1")).await;
     wait_for_deployment(&client, ns, "one").await;
@@ -86,11 +96,17 @@ async fn a_leader_that_shuts_down_releases_the_lease_to_the_standby() {
 /// One HTTP/1.0 GET; returns (status code, body).
 async fn get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
-    stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes()).await.ok()?;
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
+        .await
+        .ok()?;
     let mut response = String::new();
     stream.read_to_string(&mut response).await.ok()?;
     let code = response.split_whitespace().nth(1)?.parse().ok()?;
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     Some((code, body))
 }
 
@@ -106,16 +122,30 @@ async fn telemetry_serves_health_readiness_and_metrics() {
     let client = cluster.client().await;
     cluster.namespace(&client, ns).await;
     let addr = free_addr();
-    let operator = start_operator_with(client.clone(), ns, "watched", Some(test_lease(ns, "watched")), Some(addr));
+    let operator = start_operator_with(
+        client.clone(),
+        ns,
+        "watched",
+        Some(test_lease(ns, "watched")),
+        Some(addr),
+    );
 
-    until("/healthz", || async { get(addr, "/healthz").await.filter(|(code, _)| *code == 200) }).await;
-    until("/readyz", || async { get(addr, "/readyz").await.filter(|(code, _)| *code == 200) }).await;
+    until("/healthz", || async {
+        get(addr, "/healthz").await.filter(|(code, _)| *code == 200)
+    })
+    .await;
+    until("/readyz", || async {
+        get(addr, "/readyz").await.filter(|(code, _)| *code == 200)
+    })
+    .await;
     apply_as_user(&client, ns, &minimal(ns, "one", "r1")).await;
     wait_for_deployment(&client, ns, "one").await;
     let (_, body) = until("a reconcile counted in /metrics", || async {
         get(addr, "/metrics").await.filter(|(code, body)| {
             *code == 200
-                && body.lines().any(|l| l.starts_with(metrics::RECONCILES_TOTAL) && !l.ends_with(" 0"))
+                && body
+                    .lines()
+                    .any(|l| l.starts_with(metrics::RECONCILES_TOTAL) && !l.ends_with(" 0"))
         })
     })
     .await;
@@ -129,5 +159,8 @@ async fn telemetry_serves_health_readiness_and_metrics() {
     }
     assert!(body.contains(&format!("{} 1", metrics::LEADER)), "{body}");
     operator.stop().await.expect("stops cleanly");
-    assert!(get(addr, "/healthz").await.is_none(), "the server keeps running after shutdown");
+    assert!(
+        get(addr, "/healthz").await.is_none(),
+        "the server keeps running after shutdown"
+    );
 }

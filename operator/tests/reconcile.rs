@@ -42,16 +42,36 @@ async fn setup(ns: &str) -> (Client, Apis) {
     (client, apis)
 }
 
-async fn wait_for_status<F>(mds: &Api<ModelDeployment>, name: &str, what: &str, check: F) -> ModelDeployment
+async fn wait_for_status<F>(
+    mds: &Api<ModelDeployment>,
+    name: &str,
+    what: &str,
+    check: F,
+) -> ModelDeployment
 where
     F: Fn(&ModelDeployment) -> bool,
 {
     let check = &check;
-    until(what, move || async move { mds.get_opt(name).await.ok().flatten().filter(|md| check(md)) }).await
+    until(what, move || async move {
+        mds.get_opt(name)
+            .await
+            .ok()
+            .flatten()
+            .filter(|md| check(md))
+    })
+    .await
 }
 
 fn template_revision(d: &Deployment) -> Option<String> {
-    d.spec.as_ref()?.template.metadata.as_ref()?.annotations.as_ref()?.get(REVISION_ANNOTATION).cloned()
+    d.spec
+        .as_ref()?
+        .template
+        .metadata
+        .as_ref()?
+        .annotations
+        .as_ref()?
+        .get(REVISION_ANNOTATION)
+        .cloned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -64,73 +84,146 @@ async fn applying_the_example_creates_children_with_expected_fields_and_owner_re
     let uid = md.uid().expect("uid");
     let name = md.name_any();
 
-    let deployment = until("the Deployment", || async { apis.deployments.get_opt(&name).await.ok().flatten() }).await;
-    let service = until("the Service", || async { apis.services.get_opt(&name).await.ok().flatten() }).await;
-    let pdb = until("the PodDisruptionBudget", || async { apis.pdbs.get_opt(&name).await.ok().flatten() }).await;
+    let deployment = until("the Deployment", || async {
+        apis.deployments.get_opt(&name).await.ok().flatten()
+    })
+    .await;
+    let service = until("the Service", || async {
+        apis.services.get_opt(&name).await.ok().flatten()
+    })
+    .await;
+    let pdb = until("the PodDisruptionBudget", || async {
+        apis.pdbs.get_opt(&name).await.ok().flatten()
+    })
+    .await;
 
-    for (kind, meta) in [("Deployment", &deployment.metadata), ("Service", &service.metadata), ("PDB", &pdb.metadata)] {
-        let owners = meta.owner_references.as_ref().unwrap_or_else(|| panic!("{kind} has no owner refs"));
+    for (kind, meta) in [
+        ("Deployment", &deployment.metadata),
+        ("Service", &service.metadata),
+        ("PDB", &pdb.metadata),
+    ] {
+        let owners = meta
+            .owner_references
+            .as_ref()
+            .unwrap_or_else(|| panic!("{kind} has no owner refs"));
         assert_eq!(owners.len(), 1, "{kind}");
         assert_eq!(owners[0].uid, uid, "{kind} owner uid");
         assert_eq!(owners[0].kind, "ModelDeployment", "{kind}");
         assert_eq!(owners[0].controller, Some(true), "{kind}");
         assert_eq!(owners[0].block_owner_deletion, Some(true), "{kind}");
         let labels = meta.labels.as_ref().expect("labels");
-        assert_eq!(labels.get("modelfleet.dev/deployment"), Some(&name), "{kind}");
+        assert_eq!(
+            labels.get("modelfleet.dev/deployment"),
+            Some(&name),
+            "{kind}"
+        );
     }
 
     let spec = deployment.spec.as_ref().expect("deployment spec");
     assert_eq!(spec.replicas, Some(example.spec.replicas.min));
-    assert_eq!(template_revision(&deployment).as_deref(), Some(example.spec.model.revision.as_str()));
+    assert_eq!(
+        template_revision(&deployment).as_deref(),
+        Some(example.spec.model.revision.as_str())
+    );
     let pod = spec.template.spec.as_ref().expect("pod spec");
     let fetch = &pod.init_containers.as_ref().expect("init containers")[0];
     let fetch_args = fetch.args.clone().unwrap_or_default();
-    assert!(fetch_args.contains(&example.spec.model.source), "{fetch_args:?}");
-    assert!(fetch_args.contains(&example.spec.model.revision), "{fetch_args:?}");
+    assert!(
+        fetch_args.contains(&example.spec.model.source),
+        "{fetch_args:?}"
+    );
+    assert!(
+        fetch_args.contains(&example.spec.model.revision),
+        "{fetch_args:?}"
+    );
     let engine = &pod.containers[0];
-    let ports: Vec<_> = engine.ports.iter().flatten().map(|p| (p.name.clone(), p.container_port)).collect();
-    assert_eq!(ports, vec![(Some("grpc".into()), 50051), (Some("http".into()), 8000)]);
+    let ports: Vec<_> = engine
+        .ports
+        .iter()
+        .flatten()
+        .map(|p| (p.name.clone(), p.container_port))
+        .collect();
     assert_eq!(
-        engine.resources.as_ref().and_then(|r| r.limits.as_ref()).and_then(|l| l.get("memory")).map(|q| q.0.as_str()),
+        ports,
+        vec![(Some("grpc".into()), 50051), (Some("http".into()), 8000)]
+    );
+    assert_eq!(
+        engine
+            .resources
+            .as_ref()
+            .and_then(|r| r.limits.as_ref())
+            .and_then(|l| l.get("memory"))
+            .map(|q| q.0.as_str()),
         Some("2Gi")
     );
-    let svc_ports: Vec<_> = service.spec.as_ref().and_then(|s| s.ports.clone()).unwrap_or_default().into_iter().map(|p| p.port).collect();
+    let svc_ports: Vec<_> = service
+        .spec
+        .as_ref()
+        .and_then(|s| s.ports.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|p| p.port)
+        .collect();
     assert_eq!(svc_ports, vec![50051, 8000]);
 
     // The controller-manager accepts the template: a ReplicaSet and a Pod get created from it.
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
     let selector = format!("modelfleet.dev/deployment={name}");
     until("a pod created from the template", || async {
-        pods.list(&ListParams::default().labels(&selector)).await.ok().filter(|l| !l.items.is_empty())
+        pods.list(&ListParams::default().labels(&selector))
+            .await
+            .ok()
+            .filter(|l| !l.items.is_empty())
     })
     .await;
 
-    let md = wait_for_status(&apis.mds, &name, "status with updatedRevision and conditions", |md| {
-        md.status.as_ref().is_some_and(|s| {
-            s.updated_revision.as_deref() == Some(example.spec.model.revision.as_str()) && s.conditions.len() == 4
-        })
-    })
+    let md = wait_for_status(
+        &apis.mds,
+        &name,
+        "status with updatedRevision and conditions",
+        |md| {
+            md.status.as_ref().is_some_and(|s| {
+                s.updated_revision.as_deref() == Some(example.spec.model.revision.as_str())
+                    && s.conditions.len() == 4
+            })
+        },
+    )
     .await;
     let status = md.status.clone().expect("status");
     assert_eq!(status.observed_generation, md.metadata.generation);
     assert_eq!(status.desired_replicas, example.spec.replicas.min);
-    assert_eq!(status.endpoint.as_deref(), Some("http://smollm2.example.svc:8000"));
-    assert_eq!(status.condition("Ready").map(|c| c.status.as_str()), Some("False"), "no kubelet, so nothing is available");
-    assert_eq!(status.condition("Degraded").map(|c| c.status.as_str()), Some("False"));
+    assert_eq!(
+        status.endpoint.as_deref(),
+        Some("http://smollm2.example.svc:8000")
+    );
+    assert_eq!(
+        status.condition("Ready").map(|c| c.status.as_str()),
+        Some("False"),
+        "no kubelet, so nothing is available"
+    );
+    assert_eq!(
+        status.condition("Degraded").map(|c| c.status.as_str()),
+        Some("False")
+    );
 
     // The operator writes status only; the spec belongs to the user (GitOps sees no drift).
     for entry in md.metadata.managed_fields.iter().flatten() {
         if entry.manager.as_deref() == Some(FIELD_MANAGER) {
-            assert_eq!(entry.subresource.as_deref(), Some("status"), "operator wrote outside status: {entry:?}");
+            assert_eq!(
+                entry.subresource.as_deref(),
+                Some("status"),
+                "operator wrote outside status: {entry:?}"
+            );
         }
     }
 
     let events: Api<Event> = Api::namespaced(client.clone(), ns);
     until("a Created event on the ModelDeployment", || async {
         let list = events.list(&ListParams::default()).await.ok()?;
-        list.items
-            .into_iter()
-            .find(|e| e.reason.as_deref() == Some("Created") && e.regarding.as_ref().and_then(|r| r.uid.as_deref()) == Some(uid.as_str()))
+        list.items.into_iter().find(|e| {
+            e.reason.as_deref() == Some("Created")
+                && e.regarding.as_ref().and_then(|r| r.uid.as_deref()) == Some(uid.as_str())
+        })
     })
     .await;
     operator.stop().await.expect("operator stops cleanly");
@@ -143,21 +236,36 @@ async fn changing_the_revision_rolls_the_pod_template_and_moves_updated_revision
     let _operator = start_operator(client.clone(), ns, "op-revision", None);
     apply_as_user(&client, ns, &minimal(ns, "chat", "rev-one")).await;
     wait_for_status(&apis.mds, "chat", "updatedRevision rev-one", |md| {
-        md.status.as_ref().and_then(|s| s.updated_revision.as_deref()) == Some("rev-one")
+        md.status
+            .as_ref()
+            .and_then(|s| s.updated_revision.as_deref())
+            == Some("rev-one")
     })
     .await;
     let before = apis.deployments.get("chat").await.expect("deployment");
 
     apply_as_user(&client, ns, &minimal(ns, "chat", "rev-two")).await;
     let after = until("the pod template to carry rev-two", || async {
-        apis.deployments.get("chat").await.ok().filter(|d| template_revision(d).as_deref() == Some("rev-two"))
+        apis.deployments
+            .get("chat")
+            .await
+            .ok()
+            .filter(|d| template_revision(d).as_deref() == Some("rev-two"))
     })
     .await;
     let fetch_args = |d: &Deployment| {
-        d.spec.as_ref().and_then(|s| s.template.spec.as_ref()).and_then(|p| p.init_containers.as_ref()).map(|c| c[0].args.clone())
+        d.spec
+            .as_ref()
+            .and_then(|s| s.template.spec.as_ref())
+            .and_then(|p| p.init_containers.as_ref())
+            .map(|c| c[0].args.clone())
     };
     assert_ne!(fetch_args(&before), fetch_args(&after));
-    assert!(fetch_args(&after).flatten().is_some_and(|a| a.contains(&"rev-two".to_string())));
+    assert!(
+        fetch_args(&after)
+            .flatten()
+            .is_some_and(|a| a.contains(&"rev-two".to_string()))
+    );
     assert_eq!(
         before.spec.as_ref().map(|s| &s.selector),
         after.spec.as_ref().map(|s| &s.selector),
@@ -165,19 +273,40 @@ async fn changing_the_revision_rolls_the_pod_template_and_moves_updated_revision
     );
 
     let md = wait_for_status(&apis.mds, "chat", "updatedRevision rev-two", |md| {
-        md.status.as_ref().and_then(|s| s.updated_revision.as_deref()) == Some("rev-two")
+        md.status
+            .as_ref()
+            .and_then(|s| s.updated_revision.as_deref())
+            == Some("rev-two")
     })
     .await;
-    assert_eq!(md.status.as_ref().and_then(|s| s.current_revision.clone()), None, "no pod ever became available");
+    assert_eq!(
+        md.status.as_ref().and_then(|s| s.current_revision.clone()),
+        None,
+        "no pod ever became available"
+    );
 
     // The Deployment controller rolls: a second ReplicaSet for the new template.
     let replicasets: Api<ReplicaSet> = Api::namespaced(client.clone(), ns);
     until("a ReplicaSet per revision", || async {
-        let list = replicasets.list(&ListParams::default().labels("modelfleet.dev/deployment=chat")).await.ok()?;
+        let list = replicasets
+            .list(&ListParams::default().labels("modelfleet.dev/deployment=chat"))
+            .await
+            .ok()?;
         let revisions: std::collections::BTreeSet<_> = list
             .items
             .iter()
-            .filter_map(|rs| rs.spec.as_ref()?.template.as_ref()?.metadata.as_ref()?.annotations.as_ref()?.get(REVISION_ANNOTATION).cloned())
+            .filter_map(|rs| {
+                rs.spec
+                    .as_ref()?
+                    .template
+                    .as_ref()?
+                    .metadata
+                    .as_ref()?
+                    .annotations
+                    .as_ref()?
+                    .get(REVISION_ANNOTATION)
+                    .cloned()
+            })
             .collect();
         (revisions.len() == 2).then_some(())
     })
@@ -186,7 +315,9 @@ async fn changing_the_revision_rolls_the_pod_template_and_moves_updated_revision
     let events: Api<Event> = Api::namespaced(client.clone(), ns);
     until("a RolloutStarted event", || async {
         let list = events.list(&ListParams::default()).await.ok()?;
-        list.items.into_iter().find(|e| e.reason.as_deref() == Some("RolloutStarted"))
+        list.items
+            .into_iter()
+            .find(|e| e.reason.as_deref() == Some("RolloutStarted"))
     })
     .await;
 }
@@ -197,20 +328,49 @@ async fn deleting_the_model_deployment_garbage_collects_its_children() {
     let (client, apis) = setup(ns).await;
     let _operator = start_operator(client.clone(), ns, "op-deletion", None);
     apply_as_user(&client, ns, &minimal(ns, "chat", "r1")).await;
-    until("the Deployment", || async { apis.deployments.get_opt("chat").await.ok().flatten() }).await;
-    until("the Service", || async { apis.services.get_opt("chat").await.ok().flatten() }).await;
-    until("the PDB", || async { apis.pdbs.get_opt("chat").await.ok().flatten() }).await;
-
-    apis.mds.delete("chat", &DeleteParams::default()).await.expect("delete");
-    until("the Deployment to be garbage-collected", || async {
-        apis.deployments.get_opt("chat").await.ok().filter(Option::is_none)
+    until("the Deployment", || async {
+        apis.deployments.get_opt("chat").await.ok().flatten()
     })
     .await;
-    until("the Service to be garbage-collected", || async { apis.services.get_opt("chat").await.ok().filter(Option::is_none) }).await;
-    until("the PDB to be garbage-collected", || async { apis.pdbs.get_opt("chat").await.ok().filter(Option::is_none) }).await;
+    until("the Service", || async {
+        apis.services.get_opt("chat").await.ok().flatten()
+    })
+    .await;
+    until("the PDB", || async {
+        apis.pdbs.get_opt("chat").await.ok().flatten()
+    })
+    .await;
+
+    apis.mds
+        .delete("chat", &DeleteParams::default())
+        .await
+        .expect("delete");
+    until("the Deployment to be garbage-collected", || async {
+        apis.deployments
+            .get_opt("chat")
+            .await
+            .ok()
+            .filter(Option::is_none)
+    })
+    .await;
+    until("the Service to be garbage-collected", || async {
+        apis.services
+            .get_opt("chat")
+            .await
+            .ok()
+            .filter(Option::is_none)
+    })
+    .await;
+    until("the PDB to be garbage-collected", || async {
+        apis.pdbs.get_opt("chat").await.ok().filter(Option::is_none)
+    })
+    .await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
     until("the pods to be garbage-collected", || async {
-        pods.list(&ListParams::default().labels("modelfleet.dev/deployment=chat")).await.ok().filter(|l| l.items.is_empty())
+        pods.list(&ListParams::default().labels("modelfleet.dev/deployment=chat"))
+            .await
+            .ok()
+            .filter(|l| l.items.is_empty())
     })
     .await;
 }
@@ -221,7 +381,10 @@ async fn an_operator_restarted_midway_converges_without_duplicates() {
     let (client, apis) = setup(ns).await;
     let first = start_operator(client.clone(), ns, "op-restart-1", None);
     apply_as_user(&client, ns, &minimal(ns, "alpha", "a1")).await;
-    until("alpha's Deployment", || async { apis.deployments.get_opt("alpha").await.ok().flatten() }).await;
+    until("alpha's Deployment", || async {
+        apis.deployments.get_opt("alpha").await.ok().flatten()
+    })
+    .await;
     first.kill().await;
 
     // While no operator runs: change one object and create another.
@@ -230,7 +393,11 @@ async fn an_operator_restarted_midway_converges_without_duplicates() {
 
     let second = start_operator(client.clone(), ns, "op-restart-2", None);
     until("alpha's template to carry a2", || async {
-        apis.deployments.get("alpha").await.ok().filter(|d| template_revision(d).as_deref() == Some("a2"))
+        apis.deployments
+            .get("alpha")
+            .await
+            .ok()
+            .filter(|d| template_revision(d).as_deref() == Some("a2"))
     })
     .await;
     for name in ["alpha", "beta"] {
@@ -239,7 +406,10 @@ async fn an_operator_restarted_midway_converges_without_duplicates() {
         })
         .await;
     }
-    until("beta's PDB", || async { apis.pdbs.get_opt("beta").await.ok().flatten() }).await;
+    until("beta's PDB", || async {
+        apis.pdbs.get_opt("beta").await.ok().flatten()
+    })
+    .await;
 
     let managed = ListParams::default().labels(MANAGED);
     let names = |items: Vec<String>| -> Vec<String> {
@@ -251,11 +421,25 @@ async fn an_operator_restarted_midway_converges_without_duplicates() {
     let services = apis.services.list(&managed).await.expect("list").items;
     let pdbs = apis.pdbs.list(&managed).await.expect("list").items;
     let expected = vec!["alpha".to_string(), "beta".to_string()];
-    assert_eq!(names(deployments.iter().map(ResourceExt::name_any).collect()), expected);
-    assert_eq!(names(services.iter().map(ResourceExt::name_any).collect()), expected);
-    assert_eq!(names(pdbs.iter().map(ResourceExt::name_any).collect()), expected);
+    assert_eq!(
+        names(deployments.iter().map(ResourceExt::name_any).collect()),
+        expected
+    );
+    assert_eq!(
+        names(services.iter().map(ResourceExt::name_any).collect()),
+        expected
+    );
+    assert_eq!(
+        names(pdbs.iter().map(ResourceExt::name_any).collect()),
+        expected
+    );
     for d in &deployments {
-        assert_eq!(d.owner_references().len(), 1, "{} has one owner", d.name_any());
+        assert_eq!(
+            d.owner_references().len(),
+            1,
+            "{} has one owner",
+            d.name_any()
+        );
     }
     second.stop().await.expect("stops cleanly");
 }
@@ -266,7 +450,10 @@ async fn a_hand_edited_owned_field_is_reverted_while_another_managers_label_surv
     let (client, apis) = setup(ns).await;
     let _operator = start_operator(client.clone(), ns, "op-drift", None);
     apply_as_user(&client, ns, &minimal(ns, "chat", "r1")).await;
-    until("the Deployment", || async { apis.deployments.get_opt("chat").await.ok().flatten() }).await;
+    until("the Deployment", || async {
+        apis.deployments.get_opt("chat").await.ok().flatten()
+    })
+    .await;
 
     // Someone edits the Deployment by hand: scales it and adds their own label.
     let edit = serde_json::json!({
@@ -275,20 +462,35 @@ async fn a_hand_edited_owned_field_is_reverted_while_another_managers_label_surv
     });
     let edited = apis
         .deployments
-        .patch("chat", &PatchParams { field_manager: Some("kubectl-edit".into()), ..PatchParams::default() }, &Patch::Merge(&edit))
+        .patch(
+            "chat",
+            &PatchParams {
+                field_manager: Some("kubectl-edit".into()),
+                ..PatchParams::default()
+            },
+            &Patch::Merge(&edit),
+        )
         .await
         .expect("hand edit");
     assert_eq!(edited.spec.as_ref().and_then(|s| s.replicas), Some(4));
 
-    let reverted = until("the operator to put back replicas and the deadline", || async {
-        apis.deployments.get("chat").await.ok().filter(|d| {
-            let spec = d.spec.as_ref();
-            spec.and_then(|s| s.replicas) == Some(1) && spec.and_then(|s| s.progress_deadline_seconds) == Some(900)
-        })
-    })
+    let reverted = until(
+        "the operator to put back replicas and the deadline",
+        || async {
+            apis.deployments.get("chat").await.ok().filter(|d| {
+                let spec = d.spec.as_ref();
+                spec.and_then(|s| s.replicas) == Some(1)
+                    && spec.and_then(|s| s.progress_deadline_seconds) == Some(900)
+            })
+        },
+    )
     .await;
     let labels: BTreeMap<String, String> = reverted.metadata.labels.clone().unwrap_or_default();
-    assert_eq!(labels.get("team").map(String::as_str), Some("search"), "another manager's label must survive");
+    assert_eq!(
+        labels.get("team").map(String::as_str),
+        Some("search"),
+        "another manager's label must survive"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -299,7 +501,10 @@ async fn reconciling_an_unchanged_object_writes_nothing() {
     apply_as_user(&client, ns, &minimal(ns, "chat", "r1")).await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
     until("the pod", || async {
-        pods.list(&ListParams::default().labels("modelfleet.dev/deployment=chat")).await.ok().filter(|l| !l.items.is_empty())
+        pods.list(&ListParams::default().labels("modelfleet.dev/deployment=chat"))
+            .await
+            .ok()
+            .filter(|l| !l.items.is_empty())
     })
     .await;
 
@@ -310,11 +515,19 @@ async fn reconciling_an_unchanged_object_writes_nothing() {
         let d = apis.deployments.get("chat").await.ok()?;
         let s = apis.services.get("chat").await.ok()?;
         let p = apis.pdbs.get("chat").await.ok()?;
-        let settled = d.status.as_ref().and_then(|st| st.observed_generation) == d.metadata.generation
+        let settled = d.status.as_ref().and_then(|st| st.observed_generation)
+            == d.metadata.generation
             && d.status.as_ref().and_then(|st| st.replicas) == Some(1)
             && p.status.as_ref().and_then(|st| st.observed_generation) == p.metadata.generation
             && md.status.as_ref().and_then(|st| st.observed_generation) == md.metadata.generation;
-        settled.then(|| (d.resource_version(), s.resource_version(), p.resource_version(), md.status.clone()))
+        settled.then(|| {
+            (
+                d.resource_version(),
+                s.resource_version(),
+                p.resource_version(),
+                md.status.clone(),
+            )
+        })
     };
     let mut previous = until("a settled state", snapshot).await;
     let started = std::time::Instant::now();
@@ -325,7 +538,10 @@ async fn reconciling_an_unchanged_object_writes_nothing() {
         if now == previous {
             break now;
         }
-        assert!(started.elapsed() < TIMEOUT, "the objects never stopped changing");
+        assert!(
+            started.elapsed() < TIMEOUT,
+            "the objects never stopped changing"
+        );
         previous = now;
     };
     let (deployment_rv, service_rv, pdb_rv, status) = settled;
@@ -337,20 +553,55 @@ async fn reconciling_an_unchanged_object_writes_nothing() {
         let poke = serde_json::json!({ "metadata": { "annotations": { "example.com/poke": round.to_string() } } });
         let poked = apis
             .mds
-            .patch("chat", &PatchParams { field_manager: Some(USER_MANAGER.into()), ..PatchParams::default() }, &Patch::Merge(&poke))
+            .patch(
+                "chat",
+                &PatchParams {
+                    field_manager: Some(USER_MANAGER.into()),
+                    ..PatchParams::default()
+                },
+                &Patch::Merge(&poke),
+            )
             .await
             .expect("poke");
-        until("a reconcile after the poke", || async { (operator.reconciles() > reconciles).then_some(()) }).await;
+        until("a reconcile after the poke", || async {
+            (operator.reconciles() > reconciles).then_some(())
+        })
+        .await;
         // Once the reconcile has run, every object must still be at the version it had.
         let md = apis.mds.get("chat").await.expect("md");
-        assert_eq!(md.resource_version(), poked.resource_version(), "the operator wrote the ModelDeployment");
+        assert_eq!(
+            md.resource_version(),
+            poked.resource_version(),
+            "the operator wrote the ModelDeployment"
+        );
         assert_eq!(md.status, status, "status changed");
         let d = apis.deployments.get("chat").await.expect("deployment");
-        assert_eq!(d.resource_version(), deployment_rv, "the Deployment was written: {:?}", d.metadata.managed_fields);
-        assert_eq!(apis.services.get("chat").await.expect("service").resource_version(), service_rv, "the Service was written");
-        assert_eq!(apis.pdbs.get("chat").await.expect("pdb").resource_version(), pdb_rv, "the PDB was written");
+        assert_eq!(
+            d.resource_version(),
+            deployment_rv,
+            "the Deployment was written: {:?}",
+            d.metadata.managed_fields
+        );
+        assert_eq!(
+            apis.services
+                .get("chat")
+                .await
+                .expect("service")
+                .resource_version(),
+            service_rv,
+            "the Service was written"
+        );
+        assert_eq!(
+            apis.pdbs.get("chat").await.expect("pdb").resource_version(),
+            pdb_rv,
+            "the PDB was written"
+        );
     }
-    assert_eq!(operator.metrics.status_writes.get(), writes_before, "status writes happened");
+    assert_eq!(
+        operator.metrics.status_writes.get(),
+        writes_before,
+        "status writes happened"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -363,18 +614,31 @@ async fn a_rollout_past_its_progress_deadline_makes_the_model_deployment_degrade
     apply_as_user(&client, ns, &manifest).await;
     // No kubelet runs, so no pod ever becomes available and the deadline passes.
     let md = wait_for_status(&apis.mds, "chat", "Degraded=True", |md| {
-        md.status.as_ref().and_then(|s| s.condition("Degraded")).is_some_and(|c| c.status == "True")
+        md.status
+            .as_ref()
+            .and_then(|s| s.condition("Degraded"))
+            .is_some_and(|c| c.status == "True")
     })
     .await;
     let status = md.status.expect("status");
     let degraded = status.condition("Degraded").expect("degraded");
     assert_eq!(degraded.reason, "ProgressDeadlineExceeded");
-    assert!(degraded.message.contains("spec.rollout.progressDeadline"), "{}", degraded.message);
-    assert_eq!(status.condition("Progressing").map(|c| c.reason.as_str()), Some("ProgressDeadlineExceeded"));
+    assert!(
+        degraded.message.contains("spec.rollout.progressDeadline"),
+        "{}",
+        degraded.message
+    );
+    assert_eq!(
+        status.condition("Progressing").map(|c| c.reason.as_str()),
+        Some("ProgressDeadlineExceeded")
+    );
     let events: Api<Event> = Api::namespaced(client.clone(), ns);
     until("a Warning event", || async {
         let list = events.list(&ListParams::default()).await.ok()?;
-        list.items.into_iter().find(|e| e.type_.as_deref() == Some("Warning") && e.reason.as_deref() == Some("ProgressDeadlineExceeded"))
+        list.items.into_iter().find(|e| {
+            e.type_.as_deref() == Some("Warning")
+                && e.reason.as_deref() == Some("ProgressDeadlineExceeded")
+        })
     })
     .await;
 }
@@ -387,16 +651,29 @@ async fn the_scale_subresource_drives_the_replica_count() {
     let mut manifest = minimal(ns, "chat", "r1");
     manifest["spec"]["replicas"] = serde_json::json!({ "min": 1, "max": 4 });
     apply_as_user(&client, ns, &manifest).await;
-    wait_for_status(&apis.mds, "chat", "a selector in status", |md| md.status.as_ref().is_some_and(|s| s.selector.is_some())).await;
+    wait_for_status(&apis.mds, "chat", "a selector in status", |md| {
+        md.status.as_ref().is_some_and(|s| s.selector.is_some())
+    })
+    .await;
 
     // What `kubectl scale md chat --replicas=3` (or an HPA) does.
     let scale = serde_json::json!({ "spec": { "replicas": 3 } });
-    apis.mds.patch_scale("chat", &PatchParams::default(), &Patch::Merge(&scale)).await.expect("scale");
+    apis.mds
+        .patch_scale("chat", &PatchParams::default(), &Patch::Merge(&scale))
+        .await
+        .expect("scale");
     until("the Deployment at 3 replicas", || async {
-        apis.deployments.get("chat").await.ok().filter(|d| d.spec.as_ref().and_then(|s| s.replicas) == Some(3))
+        apis.deployments
+            .get("chat")
+            .await
+            .ok()
+            .filter(|d| d.spec.as_ref().and_then(|s| s.replicas) == Some(3))
     })
     .await;
-    wait_for_status(&apis.mds, "chat", "desiredReplicas 3", |md| md.status.as_ref().is_some_and(|s| s.desired_replicas == 3)).await;
+    wait_for_status(&apis.mds, "chat", "desiredReplicas 3", |md| {
+        md.status.as_ref().is_some_and(|s| s.desired_replicas == 3)
+    })
+    .await;
     let scale = apis.mds.get_scale("chat").await.expect("get scale");
     assert_eq!(scale.spec.and_then(|s| s.replicas), Some(3));
     assert_eq!(

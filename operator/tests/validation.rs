@@ -41,9 +41,12 @@ fn with(name: &str, path: &[&str], value: Value) -> Value {
 
 async fn create(client: &kube::Client, object: &Value) -> Result<(), kube::Error> {
     let gvk = GroupVersionKind::gvk("modelfleet.dev", "v1alpha1", "ModelDeployment");
-    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), NS, &ApiResource::from_gvk(&gvk));
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), NS, &ApiResource::from_gvk(&gvk));
     let object: DynamicObject = serde_json::from_value(object.clone()).expect("dynamic object");
-    api.create(&PostParams::default(), &object).await.map(|_| ())
+    api.create(&PostParams::default(), &object)
+        .await
+        .map(|_| ())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -54,22 +57,94 @@ async fn invalid_manifests_are_refused_naming_the_field() {
 
     // (what is wrong, manifest, text the API server's message must contain)
     let cases: Vec<(&str, Value, &str)> = vec![
-        ("no source", with("a", &["model", "source"], Value::Null), "spec.model.source"),
-        ("no revision", with("b", &["model", "revision"], Value::Null), "spec.model.revision"),
-        ("empty revision", with("c", &["model", "revision"], json!("")), "spec.model.revision"),
-        ("unknown URI scheme", with("d", &["model", "source"], json!("ftp://host/model")), "spec.model.source"),
-        ("min above max", with("e", &["replicas"], json!({ "min": 3, "max": 2 })), "spec.replicas.min must be less than or equal to spec.replicas.max"),
-        ("negative gpus", with("f", &["resources"], json!({ "gpus": -1 })), "spec.resources.gpus"),
-        ("zero GPU memory share", with("g", &["engine"], json!({ "gpuMemoryUtilization": 0 })), "spec.engine.gpuMemoryUtilization"),
-        ("GPU memory share above 1", with("h", &["engine"], json!({ "gpuMemoryUtilization": 1.5 })), "spec.engine.gpuMemoryUtilization"),
-        ("unknown dtype", with("i", &["engine"], json!({ "dtype": "fp8" })), "spec.engine.dtype"),
-        ("odd block size", with("j", &["engine"], json!({ "blockSize": 12 })), "spec.engine.blockSize"),
-        ("zero max sequences", with("k", &["engine"], json!({ "maxNumSeqs": 0 })), "spec.engine.maxNumSeqs"),
-        ("not a duration", with("l", &["rollout"], json!({ "progressDeadline": "soon" })), "spec.rollout.progressDeadline"),
-        ("scale count out of range", with("m", &["replicas"], json!({ "min": 1, "max": 2, "count": 5000 })), "spec.replicas.count"),
-        ("bad GPU product label", with("n", &["resources"], json!({ "gpus": 1, "gpuProduct": "H100 80GB" })), "spec.resources.gpuProduct"),
-        ("name not a DNS label", base("chat.v2"), "metadata.name must be a DNS-1035 label"),
-        ("no spec", json!({ "apiVersion": "modelfleet.dev/v1alpha1", "kind": "ModelDeployment", "metadata": { "name": "o", "namespace": NS } }), "spec: Required value"),
+        (
+            "no source",
+            with("a", &["model", "source"], Value::Null),
+            "spec.model.source",
+        ),
+        (
+            "no revision",
+            with("b", &["model", "revision"], Value::Null),
+            "spec.model.revision",
+        ),
+        (
+            "empty revision",
+            with("c", &["model", "revision"], json!("")),
+            "spec.model.revision",
+        ),
+        (
+            "unknown URI scheme",
+            with("d", &["model", "source"], json!("ftp://host/model")),
+            "spec.model.source",
+        ),
+        (
+            "min above max",
+            with("e", &["replicas"], json!({ "min": 3, "max": 2 })),
+            "spec.replicas.min must be less than or equal to spec.replicas.max",
+        ),
+        (
+            "negative gpus",
+            with("f", &["resources"], json!({ "gpus": -1 })),
+            "spec.resources.gpus",
+        ),
+        (
+            "zero GPU memory share",
+            with("g", &["engine"], json!({ "gpuMemoryUtilization": 0 })),
+            "spec.engine.gpuMemoryUtilization",
+        ),
+        (
+            "GPU memory share above 1",
+            with("h", &["engine"], json!({ "gpuMemoryUtilization": 1.5 })),
+            "spec.engine.gpuMemoryUtilization",
+        ),
+        (
+            "unknown dtype",
+            with("i", &["engine"], json!({ "dtype": "fp8" })),
+            "spec.engine.dtype",
+        ),
+        (
+            "odd block size",
+            with("j", &["engine"], json!({ "blockSize": 12 })),
+            "spec.engine.blockSize",
+        ),
+        (
+            "zero max sequences",
+            with("k", &["engine"], json!({ "maxNumSeqs": 0 })),
+            "spec.engine.maxNumSeqs",
+        ),
+        (
+            "not a duration",
+            with("l", &["rollout"], json!({ "progressDeadline": "soon" })),
+            "spec.rollout.progressDeadline",
+        ),
+        (
+            "scale count out of range",
+            with(
+                "m",
+                &["replicas"],
+                json!({ "min": 1, "max": 2, "count": 5000 }),
+            ),
+            "spec.replicas.count",
+        ),
+        (
+            "bad GPU product label",
+            with(
+                "n",
+                &["resources"],
+                json!({ "gpus": 1, "gpuProduct": "H100 80GB" }),
+            ),
+            "spec.resources.gpuProduct",
+        ),
+        (
+            "name not a DNS label",
+            base("chat.v2"),
+            "metadata.name must be a DNS-1035 label",
+        ),
+        (
+            "no spec",
+            json!({ "apiVersion": "modelfleet.dev/v1alpha1", "kind": "ModelDeployment", "metadata": { "name": "o", "namespace": NS } }),
+            "spec: Required value",
+        ),
     ];
     assert!(cases.len() >= 8);
     let mut failures = Vec::new();
@@ -78,7 +153,10 @@ async fn invalid_manifests_are_refused_naming_the_field() {
             Ok(()) => failures.push(format!("{what}: accepted")),
             Err(kube::Error::Api(status)) if status.code == 422 => {
                 if !status.message.contains(expected) {
-                    failures.push(format!("{what}: message does not contain {expected:?}: {}", status.message));
+                    failures.push(format!(
+                        "{what}: message does not contain {expected:?}: {}",
+                        status.message
+                    ));
                 }
             }
             Err(other) => failures.push(format!("{what}: unexpected error {other}")),
@@ -100,13 +178,19 @@ async fn a_minimal_manifest_is_accepted_and_defaulted() {
         "spec": { "model": { "source": "s3://bucket/prefix", "revision": "etag-1" } },
     });
     let md: ModelDeployment = serde_json::from_value(minimal).expect("parse");
-    let created = mds.create(&PostParams::default(), &md).await.expect("a minimal manifest is valid");
+    let created = mds
+        .create(&PostParams::default(), &md)
+        .await
+        .expect("a minimal manifest is valid");
     let spec = created.spec;
     assert_eq!(spec.engine.image, DEFAULT_ENGINE_IMAGE);
     assert_eq!(spec.engine.dtype, Dtype::Auto);
     assert_eq!(spec.engine.block_size, 16);
     assert_eq!(spec.resources.gpus, 1);
-    assert_eq!((spec.replicas.min, spec.replicas.max, spec.replicas.count), (1, 1, None));
+    assert_eq!(
+        (spec.replicas.min, spec.replicas.max, spec.replicas.count),
+        (1, 1, None)
+    );
     assert_eq!(spec.rollout.progress_deadline, "15m");
     assert_eq!(spec.autoscaling.target_queue_depth, 4);
 }
@@ -118,8 +202,14 @@ async fn the_example_manifest_is_valid() {
     cluster.namespace(&client, "example").await;
     let mds: Api<ModelDeployment> = Api::namespaced(client.clone(), "example");
     let example = example("example");
-    let created = mds.create(&PostParams::default(), &example).await.expect("the example is valid");
-    assert_eq!(created.spec, example.spec, "the example spells out every default it relies on");
+    let created = mds
+        .create(&PostParams::default(), &example)
+        .await
+        .expect("the example is valid");
+    assert_eq!(
+        created.spec, example.spec,
+        "the example spells out every default it relies on"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -128,7 +218,8 @@ async fn kubectl_get_md_shows_the_printer_columns() {
     let client = cluster.client().await;
     cluster.namespace(&client, "printer").await;
     apply_as_user(&client, "printer", &minimal("printer", "chat", "r1")).await;
-    let kubectl = modelfleet_e2e::tools::tool("kubectl").expect("kubectl is provisioned by `make tools`");
+    let kubectl =
+        modelfleet_e2e::tools::tool("kubectl").expect("kubectl is provisioned by `make tools`");
     let output = tokio::process::Command::new(kubectl)
         .arg("--kubeconfig")
         .arg(cluster.kubeconfig_path())
@@ -137,8 +228,24 @@ async fn kubectl_get_md_shows_the_printer_columns() {
         .await
         .expect("run kubectl");
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "kubectl failed: {}", String::from_utf8_lossy(&output.stderr));
-    let header: Vec<&str> = stdout.lines().next().unwrap_or_default().split_whitespace().collect();
-    assert_eq!(header, vec!["NAME", "READY", "DESIRED", "REVISION", "QUEUE", "AGE"], "{stdout}");
-    assert!(stdout.lines().nth(1).is_some_and(|l| l.starts_with("chat")), "{stdout}");
+    assert!(
+        output.status.success(),
+        "kubectl failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let header: Vec<&str> = stdout
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        header,
+        vec!["NAME", "READY", "DESIRED", "REVISION", "QUEUE", "AGE"],
+        "{stdout}"
+    );
+    assert!(
+        stdout.lines().nth(1).is_some_and(|l| l.starts_with("chat")),
+        "{stdout}"
+    );
 }

@@ -185,7 +185,10 @@ pub struct ResourcesSpec {
     /// The GPU model to schedule on, matched against the node label `nvidia.com/gpu.product`
     /// (e.g. NVIDIA-H100-80GB-HBM3).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$"), length(max = 63))]
+    #[schemars(
+        regex(pattern = r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$"),
+        length(max = 63)
+    )]
     pub gpu_product: Option<String>,
     /// CPU request per replica.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -197,7 +200,12 @@ pub struct ResourcesSpec {
 
 impl Default for ResourcesSpec {
     fn default() -> Self {
-        Self { gpus: default_gpus(), gpu_product: None, cpu: None, memory: None }
+        Self {
+            gpus: default_gpus(),
+            gpu_product: None,
+            cpu: None,
+            memory: None,
+        }
     }
 }
 
@@ -227,7 +235,11 @@ pub struct ReplicasSpec {
 
 impl Default for ReplicasSpec {
     fn default() -> Self {
-        Self { min: default_min_replicas(), max: default_max_replicas(), count: None }
+        Self {
+            min: default_min_replicas(),
+            max: default_max_replicas(),
+            count: None,
+        }
     }
 }
 

@@ -161,7 +161,11 @@ fn fetch_container(spec: &ModelDeploymentSpec) -> Container {
 fn engine_container(md: &ModelDeployment) -> Container {
     let spec = &md.spec;
     let engine = &spec.engine;
-    let served_name = spec.model.served_name.clone().unwrap_or_else(|| md.name_any());
+    let served_name = spec
+        .model
+        .served_name
+        .clone()
+        .unwrap_or_else(|| md.name_any());
     let mut args = vec![
         "serve".to_string(),
         "--model".into(),
@@ -211,7 +215,10 @@ fn engine_container(md: &ModelDeployment) -> Container {
 
 fn grpc_probe(failure_threshold: i32) -> Probe {
     Probe {
-        grpc: Some(GRPCAction { port: GRPC_PORT, service: None }),
+        grpc: Some(GRPCAction {
+            port: GRPC_PORT,
+            service: None,
+        }),
         period_seconds: Some(PROBE_PERIOD_SECONDS),
         failure_threshold: Some(failure_threshold),
         ..Probe::default()
@@ -316,18 +323,28 @@ fn restricted_container_security() -> SecurityContext {
         allow_privilege_escalation: Some(false),
         read_only_root_filesystem: Some(true),
         run_as_non_root: Some(true),
-        capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), add: None }),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            add: None,
+        }),
         seccomp_profile: Some(runtime_default_seccomp()),
         ..SecurityContext::default()
     }
 }
 
 fn runtime_default_seccomp() -> SeccompProfile {
-    SeccompProfile { type_: "RuntimeDefault".into(), localhost_profile: None }
+    SeccompProfile {
+        type_: "RuntimeDefault".into(),
+        localhost_profile: None,
+    }
 }
 
 fn mount(volume: &str, path: &str) -> VolumeMount {
-    VolumeMount { name: volume.into(), mount_path: path.into(), ..VolumeMount::default() }
+    VolumeMount {
+        name: volume.into(),
+        mount_path: path.into(),
+        ..VolumeMount::default()
+    }
 }
 
 fn port(name: &str, number: i32) -> ContainerPort {
@@ -357,20 +374,37 @@ mod tests {
     use crate::desired::test_support::minimal;
 
     fn pod_spec(d: &Deployment) -> &PodSpec {
-        d.spec.as_ref().and_then(|s| s.template.spec.as_ref()).expect("pod spec")
+        d.spec
+            .as_ref()
+            .and_then(|s| s.template.spec.as_ref())
+            .expect("pod spec")
     }
 
     fn engine(d: &Deployment) -> &Container {
-        pod_spec(d).containers.iter().find(|c| c.name == "engine").expect("engine container")
+        pod_spec(d)
+            .containers
+            .iter()
+            .find(|c| c.name == "engine")
+            .expect("engine container")
     }
 
     fn fetch(d: &Deployment) -> &Container {
-        let init = pod_spec(d).init_containers.as_ref().expect("init containers");
-        init.iter().find(|c| c.name == "fetch").expect("fetch init container")
+        let init = pod_spec(d)
+            .init_containers
+            .as_ref()
+            .expect("init containers");
+        init.iter()
+            .find(|c| c.name == "fetch")
+            .expect("fetch init container")
     }
 
     fn args(c: &Container) -> Vec<&str> {
-        c.args.as_ref().expect("args").iter().map(String::as_str).collect()
+        c.args
+            .as_ref()
+            .expect("args")
+            .iter()
+            .map(String::as_str)
+            .collect()
     }
 
     fn flag<'a>(c: &'a Container, name: &str) -> Option<&'a str> {
@@ -397,7 +431,10 @@ mod tests {
     fn refuses_an_object_without_uid() {
         let mut md = minimal("chat");
         md.metadata.uid = None;
-        assert!(matches!(build_deployment(&md, 1), Err(Error::MissingField { .. })));
+        assert!(matches!(
+            build_deployment(&md, 1),
+            Err(Error::MissingField { .. })
+        ));
     }
 
     #[test]
@@ -413,7 +450,11 @@ mod tests {
         assert_eq!(requests.get("nvidia.com/gpu"), Some(&Quantity("2".into())));
         assert_eq!(limits.get("nvidia.com/gpu"), Some(&Quantity("2".into())));
         assert_eq!(requests.get("cpu"), Some(&Quantity("4".into())));
-        assert_eq!(limits.get("cpu"), None, "no CPU limit: throttling hurts latency");
+        assert_eq!(
+            limits.get("cpu"),
+            None,
+            "no CPU limit: throttling hurts latency"
+        );
         assert_eq!(requests.get("memory"), Some(&Quantity("24Gi".into())));
         assert_eq!(limits.get("memory"), Some(&Quantity("24Gi".into())));
     }
@@ -423,7 +464,13 @@ mod tests {
         let mut md = minimal("chat");
         md.spec.resources.gpus = 0;
         let d = build_deployment(&md, 1).expect("deployment");
-        assert!(engine(&d).resources.as_ref().and_then(|r| r.requests.as_ref()).is_none());
+        assert!(
+            engine(&d)
+                .resources
+                .as_ref()
+                .and_then(|r| r.requests.as_ref())
+                .is_none()
+        );
         assert!(pod_spec(&d).tolerations.is_none());
     }
 
@@ -450,10 +497,16 @@ mod tests {
     fn gpu_product_selects_nodes_by_label_beside_user_selector() {
         let mut md = minimal("chat");
         md.spec.resources.gpu_product = Some("NVIDIA-H100-80GB-HBM3".into());
-        md.spec.scheduling.node_selector.insert("pool".into(), "inference".into());
+        md.spec
+            .scheduling
+            .node_selector
+            .insert("pool".into(), "inference".into());
         let d = build_deployment(&md, 1).expect("deployment");
         let selector = pod_spec(&d).node_selector.as_ref().expect("node selector");
-        assert_eq!(selector.get("nvidia.com/gpu.product").map(String::as_str), Some("NVIDIA-H100-80GB-HBM3"));
+        assert_eq!(
+            selector.get("nvidia.com/gpu.product").map(String::as_str),
+            Some("NVIDIA-H100-80GB-HBM3")
+        );
         assert_eq!(selector.get("pool").map(String::as_str), Some("inference"));
     }
 
@@ -467,13 +520,26 @@ mod tests {
     fn init_container_fetches_the_pinned_revision_into_the_model_cache() {
         let d = build_deployment(&minimal("chat"), 1).expect("deployment");
         let fetch = fetch(&d);
-        assert_eq!(fetch.command.as_deref(), Some(&["modelfleet-engine".to_string()][..]));
+        assert_eq!(
+            fetch.command.as_deref(),
+            Some(&["modelfleet-engine".to_string()][..])
+        );
         assert_eq!(args(fetch)[0], "fetch");
-        assert_eq!(flag(fetch, "--source"), Some("hf://HuggingFaceTB/SmolLM2-135M-Instruct"));
-        assert_eq!(flag(fetch, "--revision"), Some("12fd25f77366fa6b3b4b768ec3050bf629380bac"));
+        assert_eq!(
+            flag(fetch, "--source"),
+            Some("hf://HuggingFaceTB/SmolLM2-135M-Instruct")
+        );
+        assert_eq!(
+            flag(fetch, "--revision"),
+            Some("12fd25f77366fa6b3b4b768ec3050bf629380bac")
+        );
         assert_eq!(flag(fetch, "--dest"), Some(MODEL_DIR));
         let mounts = fetch.volume_mounts.as_ref().expect("mounts");
-        assert!(mounts.iter().any(|m| m.name == "model-cache" && m.mount_path == MODEL_DIR));
+        assert!(
+            mounts
+                .iter()
+                .any(|m| m.name == "model-cache" && m.mount_path == MODEL_DIR)
+        );
     }
 
     #[test]
@@ -485,21 +551,35 @@ mod tests {
         let engine = engine(&d);
         assert_eq!(args(engine)[0], "serve");
         assert_eq!(flag(engine, "--model"), Some(MODEL_DIR));
-        assert_eq!(flag(engine, "--served-name"), Some("chat"), "served name defaults to the object name");
+        assert_eq!(
+            flag(engine, "--served-name"),
+            Some("chat"),
+            "served name defaults to the object name"
+        );
         assert_eq!(flag(engine, "--dtype"), Some("auto"));
         assert_eq!(flag(engine, "--block-size"), Some("16"));
         assert_eq!(flag(engine, "--max-num-seqs"), Some("256"));
         assert_eq!(flag(engine, "--gpu-memory-utilization"), Some("0.9"));
         assert_eq!(flag(engine, "--max-model-len"), Some("4096"));
-        assert_eq!(args(engine).last(), Some(&"--enable-prefix-caching"), "extra args come last");
-        assert_eq!(engine.image.as_deref(), Some(crate::api::DEFAULT_ENGINE_IMAGE));
+        assert_eq!(
+            args(engine).last(),
+            Some(&"--enable-prefix-caching"),
+            "extra args come last"
+        );
+        assert_eq!(
+            engine.image.as_deref(),
+            Some(crate::api::DEFAULT_ENGINE_IMAGE)
+        );
     }
 
     #[test]
     fn engine_exposes_named_grpc_and_http_ports() {
         let d = build_deployment(&minimal("chat"), 1).expect("deployment");
         let ports = engine(&d).ports.as_ref().expect("ports");
-        let named: Vec<_> = ports.iter().map(|p| (p.name.as_deref(), p.container_port)).collect();
+        let named: Vec<_> = ports
+            .iter()
+            .map(|p| (p.name.as_deref(), p.container_port))
+            .collect();
         assert_eq!(named, vec![(Some("grpc"), 50051), (Some("http"), 8000)]);
     }
 
@@ -507,23 +587,39 @@ mod tests {
     fn startup_and_readiness_probes_use_grpc_health() {
         let d = build_deployment(&minimal("chat"), 1).expect("deployment");
         let engine = engine(&d);
-        for (what, probe) in [("startup", &engine.startup_probe), ("readiness", &engine.readiness_probe)] {
+        for (what, probe) in [
+            ("startup", &engine.startup_probe),
+            ("readiness", &engine.readiness_probe),
+        ] {
             let grpc = probe.as_ref().and_then(|p| p.grpc.as_ref());
             assert_eq!(grpc.map(|g| g.port), Some(GRPC_PORT), "{what} probe");
         }
         let startup = engine.startup_probe.as_ref().expect("startup probe");
         let budget = startup.failure_threshold.unwrap_or(0) * startup.period_seconds.unwrap_or(0);
-        assert!(budget >= 600, "weights need minutes to load, startup budget is {budget}s");
+        assert!(
+            budget >= 600,
+            "weights need minutes to load, startup budget is {budget}s"
+        );
     }
 
     #[test]
     fn dev_shm_is_a_memory_empty_dir() {
         let d = build_deployment(&minimal("chat"), 1).expect("deployment");
         let volumes = pod_spec(&d).volumes.as_ref().expect("volumes");
-        let shm = volumes.iter().find(|v| v.name == "dshm").expect("dshm volume");
-        assert_eq!(shm.empty_dir.as_ref().and_then(|e| e.medium.as_deref()), Some("Memory"));
+        let shm = volumes
+            .iter()
+            .find(|v| v.name == "dshm")
+            .expect("dshm volume");
+        assert_eq!(
+            shm.empty_dir.as_ref().and_then(|e| e.medium.as_deref()),
+            Some("Memory")
+        );
         let mounts = engine(&d).volume_mounts.as_ref().expect("mounts");
-        assert!(mounts.iter().any(|m| m.name == "dshm" && m.mount_path == "/dev/shm"));
+        assert!(
+            mounts
+                .iter()
+                .any(|m| m.name == "dshm" && m.mount_path == "/dev/shm")
+        );
     }
 
     #[test]
@@ -532,16 +628,32 @@ mod tests {
         let pod = pod_spec(&d);
         let psc = pod.security_context.as_ref().expect("pod security context");
         assert_eq!(psc.run_as_non_root, Some(true));
-        assert_eq!(psc.seccomp_profile.as_ref().map(|s| s.type_.as_str()), Some("RuntimeDefault"));
-        let containers = pod.containers.iter().chain(pod.init_containers.iter().flatten());
+        assert_eq!(
+            psc.seccomp_profile.as_ref().map(|s| s.type_.as_str()),
+            Some("RuntimeDefault")
+        );
+        let containers = pod
+            .containers
+            .iter()
+            .chain(pod.init_containers.iter().flatten());
         for c in containers {
-            let sc = c.security_context.as_ref().expect("container security context");
+            let sc = c
+                .security_context
+                .as_ref()
+                .expect("container security context");
             assert_eq!(sc.allow_privilege_escalation, Some(false), "{}", c.name);
             assert_eq!(sc.read_only_root_filesystem, Some(true), "{}", c.name);
             assert_eq!(sc.run_as_non_root, Some(true), "{}", c.name);
             let drop = sc.capabilities.as_ref().and_then(|c| c.drop.clone());
             assert_eq!(drop, Some(vec!["ALL".to_string()]), "{}", c.name);
-            assert!(sc.capabilities.as_ref().and_then(|c| c.add.as_ref()).is_none(), "{}", c.name);
+            assert!(
+                sc.capabilities
+                    .as_ref()
+                    .and_then(|c| c.add.as_ref())
+                    .is_none(),
+                "{}",
+                c.name
+            );
         }
     }
 
@@ -550,13 +662,35 @@ mod tests {
         let d = build_deployment(&minimal("chat"), 1).expect("deployment");
         let spec = d.spec.as_ref().expect("spec");
         let selector = spec.selector.match_labels.as_ref().expect("match labels");
-        let pod_labels = spec.template.metadata.as_ref().and_then(|m| m.labels.as_ref()).expect("pod labels");
+        let pod_labels = spec
+            .template
+            .metadata
+            .as_ref()
+            .and_then(|m| m.labels.as_ref())
+            .expect("pod labels");
         for (k, v) in selector {
-            assert_eq!(pod_labels.get(k), Some(v), "pod template lacks selector label {k}");
+            assert_eq!(
+                pod_labels.get(k),
+                Some(v),
+                "pod template lacks selector label {k}"
+            );
         }
-        assert_eq!(pod_labels.get("modelfleet.dev/deployment").map(String::as_str), Some("chat"));
-        assert_eq!(pod_labels.get("app.kubernetes.io/name").map(String::as_str), Some("modelfleet-engine"));
-        assert_eq!(pod_labels.get("app.kubernetes.io/instance").map(String::as_str), Some("chat"));
+        assert_eq!(
+            pod_labels
+                .get("modelfleet.dev/deployment")
+                .map(String::as_str),
+            Some("chat")
+        );
+        assert_eq!(
+            pod_labels.get("app.kubernetes.io/name").map(String::as_str),
+            Some("modelfleet-engine")
+        );
+        assert_eq!(
+            pod_labels
+                .get("app.kubernetes.io/instance")
+                .map(String::as_str),
+            Some("chat")
+        );
     }
 
     #[test]
@@ -568,8 +702,15 @@ mod tests {
         let (b, a) = (before.spec.expect("spec"), after.spec.expect("spec"));
         assert_ne!(b.template, a.template);
         assert_eq!(b.selector, a.selector);
-        let annotations = a.template.metadata.and_then(|m| m.annotations).expect("annotations");
-        assert_eq!(annotations.get(REVISION_ANNOTATION).map(String::as_str), Some("sha256:5f1e9c"));
+        let annotations = a
+            .template
+            .metadata
+            .and_then(|m| m.annotations)
+            .expect("annotations");
+        assert_eq!(
+            annotations.get(REVISION_ANNOTATION).map(String::as_str),
+            Some("sha256:5f1e9c")
+        );
     }
 
     #[test]
@@ -598,7 +739,10 @@ mod tests {
         let mut md = minimal("chat");
         md.spec.rollout.progress_deadline = "soon".into();
         let err = build_deployment(&md, 1).expect_err("must fail");
-        assert!(err.to_string().contains("spec.rollout.progressDeadline"), "{err}");
+        assert!(
+            err.to_string().contains("spec.rollout.progressDeadline"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -627,7 +771,10 @@ mod tests {
         assert_eq!(spread[0].topology_key, "topology.kubernetes.io/zone");
         assert_eq!(spread[0].when_unsatisfiable, "DoNotSchedule");
         assert_eq!(
-            spread[0].label_selector.as_ref().and_then(|s| s.match_labels.clone()),
+            spread[0]
+                .label_selector
+                .as_ref()
+                .and_then(|s| s.match_labels.clone()),
             Some(selector_labels(&md))
         );
     }

@@ -29,7 +29,11 @@ pub fn selector_labels(md: &ModelDeployment) -> BTreeMap<String, String> {
 
 /// The selector in the string form the `scale` subresource reports.
 pub fn selector_string(md: &ModelDeployment) -> String {
-    selector_labels(md).iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+    selector_labels(md)
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Selector labels plus the descriptive `app.kubernetes.io/*` ones.
@@ -38,7 +42,10 @@ pub fn common_labels(md: &ModelDeployment) -> BTreeMap<String, String> {
     labels.insert(INSTANCE_LABEL.to_string(), md.name_any());
     labels.insert(COMPONENT_LABEL.to_string(), "inference".to_string());
     labels.insert(PART_OF_LABEL.to_string(), "modelfleet".to_string());
-    labels.insert(MANAGED_BY_LABEL.to_string(), "modelfleet-operator".to_string());
+    labels.insert(
+        MANAGED_BY_LABEL.to_string(),
+        "modelfleet-operator".to_string(),
+    );
     labels
 }
 
@@ -52,10 +59,22 @@ mod tests {
         let md = minimal("chat");
         let common = common_labels(&md);
         for (k, v) in selector_labels(&md) {
-            assert_eq!(common.get(&k), Some(&v), "selector label {k} missing from common labels");
+            assert_eq!(
+                common.get(&k),
+                Some(&v),
+                "selector label {k} missing from common labels"
+            );
         }
-        assert_eq!(common.get(DEPLOYMENT_LABEL).map(String::as_str), Some("chat"));
-        assert_eq!(common.get("app.kubernetes.io/managed-by").map(String::as_str), Some("modelfleet-operator"));
+        assert_eq!(
+            common.get(DEPLOYMENT_LABEL).map(String::as_str),
+            Some("chat")
+        );
+        assert_eq!(
+            common
+                .get("app.kubernetes.io/managed-by")
+                .map(String::as_str),
+            Some("modelfleet-operator")
+        );
     }
 
     #[test]

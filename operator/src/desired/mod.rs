@@ -60,9 +60,9 @@ fn owned_metadata(md: &ModelDeployment) -> Result<ObjectMeta> {
 /// is gone (as controller-runtime's `SetControllerReference` does), so `kubectl delete
 /// --cascade=foreground` waits for the whole fleet.
 fn owner_reference(md: &ModelDeployment) -> Result<OwnerReference> {
-    let mut owner = md
-        .controller_owner_ref(&())
-        .ok_or(Error::MissingField { what: "metadata.uid of the ModelDeployment" })?;
+    let mut owner = md.controller_owner_ref(&()).ok_or(Error::MissingField {
+        what: "metadata.uid of the ModelDeployment",
+    })?;
     owner.block_owner_deletion = Some(true);
     Ok(owner)
 }

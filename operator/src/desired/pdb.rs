@@ -36,6 +36,9 @@ mod tests {
         let spec = build_pdb(&md).expect("pdb").spec.expect("spec");
         assert_eq!(spec.max_unavailable, Some(IntOrString::Int(1)));
         assert_eq!(spec.min_available, None);
-        assert_eq!(spec.selector.and_then(|s| s.match_labels), Some(selector_labels(&md)));
+        assert_eq!(
+            spec.selector.and_then(|s| s.match_labels),
+            Some(selector_labels(&md))
+        );
     }
 }

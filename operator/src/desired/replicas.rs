@@ -6,7 +6,10 @@ use crate::api::ReplicasSpec;
 /// `kubectl scale` drive the fleet), else the autoscaler's last decision, else `min`.
 /// Always kept within `[min, max]` so neither source can escape the bounds the user set.
 pub fn desired_replicas(replicas: &ReplicasSpec, autoscaler_decision: Option<i32>) -> i32 {
-    let wanted = replicas.count.or(autoscaler_decision).unwrap_or(replicas.min);
+    let wanted = replicas
+        .count
+        .or(autoscaler_decision)
+        .unwrap_or(replicas.min);
     // The schema guarantees min <= max; guard anyway so a bad object cannot panic `clamp`.
     wanted.clamp(replicas.min, replicas.max.max(replicas.min))
 }

@@ -30,7 +30,11 @@ pub fn build_service(md: &ModelDeployment) -> Result<Service> {
 
 /// The in-cluster URL of the OpenAI-compatible API.
 pub fn endpoint(md: &ModelDeployment) -> String {
-    format!("http://{}.{}.svc:{HTTP_PORT}", md.name_any(), md.namespace().unwrap_or_default())
+    format!(
+        "http://{}.{}.svc:{HTTP_PORT}",
+        md.name_any(),
+        md.namespace().unwrap_or_default()
+    )
 }
 
 fn service_port(name: &str, port: i32, app_protocol: &str) -> ServicePort {
@@ -64,8 +68,16 @@ mod tests {
         assert_eq!(
             ports,
             vec![
-                (Some("grpc".into()), 50051, Some(IntOrString::String("grpc".into()))),
-                (Some("http".into()), 8000, Some(IntOrString::String("http".into()))),
+                (
+                    Some("grpc".into()),
+                    50051,
+                    Some(IntOrString::String("grpc".into()))
+                ),
+                (
+                    Some("http".into()),
+                    8000,
+                    Some(IntOrString::String("http".into()))
+                ),
             ]
         );
         assert_eq!(svc.metadata.owner_references.map(|o| o.len()), Some(1));

@@ -45,7 +45,11 @@ static APISERVER_ONLY: OnceLock<SharedCluster> = OnceLock::new();
 /// The test binary's control plane, started on first use, with the ModelDeployment CRD
 /// from `crds/` installed (the file users install, not the in-memory types).
 pub fn cluster(controller_manager: bool) -> &'static SharedCluster {
-    let cell = if controller_manager { &WITH_CONTROLLER_MANAGER } else { &APISERVER_ONLY };
+    let cell = if controller_manager {
+        &WITH_CONTROLLER_MANAGER
+    } else {
+        &APISERVER_ONLY
+    };
     cell.get_or_init(|| start_shared(controller_manager))
 }
 
@@ -54,9 +58,15 @@ fn start_shared(controller_manager: bool) -> SharedCluster {
     std::thread::Builder::new()
         .name("control-plane".into())
         .spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
             runtime.block_on(async move {
-                let options = ClusterOptions { controller_manager, ..ClusterOptions::default() };
+                let options = ClusterOptions {
+                    controller_manager,
+                    ..ClusterOptions::default()
+                };
                 let cluster = match Cluster::start(options).await {
                     Ok(cluster) => cluster,
                     Err(e) => {
@@ -68,7 +78,10 @@ fn start_shared(controller_manager: bool) -> SharedCluster {
                     let _ = tx.send(Err(format!("{e}\n{}", cluster.log_tails())));
                     return;
                 }
-                eprintln!("control plane for this test binary: {}", cluster.dir().display());
+                eprintln!(
+                    "control plane for this test binary: {}",
+                    cluster.dir().display()
+                );
                 let _ = tx.send(Ok(SharedCluster {
                     kubeconfig: cluster.kubeconfig_path().to_path_buf(),
                     dir: cluster.dir().to_path_buf(),
@@ -87,19 +100,30 @@ fn start_shared(controller_manager: bool) -> SharedCluster {
 }
 
 async fn install_crd(client: Client) -> Result<(), String> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds").join(CRD_FILE);
-    let text = std::fs::read_to_string(&path).map_err(|e| format!("reading {}: {e}", path.display()))?;
-    let crd: CustomResourceDefinition = serde_yaml::from_str(&text).map_err(|e| format!("parsing the CRD: {e}"))?;
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../crds")
+        .join(CRD_FILE);
+    let text =
+        std::fs::read_to_string(&path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+    let crd: CustomResourceDefinition =
+        serde_yaml::from_str(&text).map_err(|e| format!("parsing the CRD: {e}"))?;
     let name = crd.metadata.name.clone().unwrap_or_default();
     let crds: Api<CustomResourceDefinition> = Api::all(client);
-    crds.patch(&name, &PatchParams::apply(USER_MANAGER).force(), &Patch::Apply(&crd))
-        .await
-        .map_err(|e| format!("the API server refused the CRD: {e}"))?;
+    crds.patch(
+        &name,
+        &PatchParams::apply(USER_MANAGER).force(),
+        &Patch::Apply(&crd),
+    )
+    .await
+    .map_err(|e| format!("the API server refused the CRD: {e}"))?;
     let established = tokio::time::timeout(TIMEOUT, async {
         loop {
             if let Ok(crd) = crds.get(&name).await {
                 let conditions = crd.status.and_then(|s| s.conditions).unwrap_or_default();
-                if conditions.iter().any(|c| c.type_ == "Established" && c.status == "True") {
+                if conditions
+                    .iter()
+                    .any(|c| c.type_ == "Established" && c.status == "True")
+                {
                     return;
                 }
             }
@@ -131,14 +155,23 @@ impl SharedCluster {
     /// Creates a namespace (and, with a controller-manager, waits for its default service
     /// account, without which pods are refused).
     pub async fn namespace(&self, client: &Client, name: &str) {
-        let namespace = Namespace { metadata: ObjectMeta { name: Some(name.into()), ..ObjectMeta::default() }, ..Namespace::default() };
+        let namespace = Namespace {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                ..ObjectMeta::default()
+            },
+            ..Namespace::default()
+        };
         Api::<Namespace>::all(client.clone())
             .create(&PostParams::default(), &namespace)
             .await
             .expect("create namespace");
         if self.controller_manager {
             let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), name);
-            until("the default service account", || async { accounts.get_opt("default").await.ok().flatten() }).await;
+            until("the default service account", || async {
+                accounts.get_opt("default").await.ok().flatten()
+            })
+            .await;
         }
     }
 }
@@ -162,7 +195,12 @@ pub fn test_lease(namespace: &str, identity: &str) -> LeaseConfig {
 }
 
 /// Starts an operator watching `namespace`, optionally behind leader election.
-pub fn start_operator(client: Client, namespace: &str, identity: &str, lease: Option<LeaseConfig>) -> RunningOperator {
+pub fn start_operator(
+    client: Client,
+    namespace: &str,
+    identity: &str,
+    lease: Option<LeaseConfig>,
+) -> RunningOperator {
     start_operator_with(client, namespace, identity, lease, None)
 }
 
@@ -176,12 +214,20 @@ pub fn start_operator_with(
     let metrics = Metrics::new().expect("metrics");
     let shutdown = CancellationToken::new();
     let config = OperatorConfig {
-        controller: ControllerConfig { namespace: Some(namespace.into()), identity: identity.into() },
+        controller: ControllerConfig {
+            namespace: Some(namespace.into()),
+            identity: identity.into(),
+        },
         leader_election: lease,
         telemetry_addr,
     };
     let task = tokio::spawn(run(client, config, metrics.clone(), shutdown.clone()));
-    RunningOperator { metrics, identity: identity.into(), shutdown, task }
+    RunningOperator {
+        metrics,
+        identity: identity.into(),
+        shutdown,
+        task,
+    }
 }
 
 impl RunningOperator {
@@ -215,7 +261,8 @@ where
 pub fn example(namespace: &str) -> ModelDeployment {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/modeldeployment.yaml");
     let text = std::fs::read_to_string(&path).expect("read the example");
-    let mut md: ModelDeployment = serde_yaml::from_str(&text).expect("the example parses as a ModelDeployment");
+    let mut md: ModelDeployment =
+        serde_yaml::from_str(&text).expect("the example parses as a ModelDeployment");
     md.metadata.namespace = Some(namespace.into());
     md
 }
@@ -232,10 +279,18 @@ pub fn minimal(namespace: &str, name: &str, revision: &str) -> serde_json::Value
 }
 
 /// Applies `object` as the user would (`kubectl apply --server-side`).
-pub async fn apply_as_user(client: &Client, namespace: &str, object: &serde_json::Value) -> ModelDeployment {
+pub async fn apply_as_user(
+    client: &Client,
+    namespace: &str,
+    object: &serde_json::Value,
+) -> ModelDeployment {
     let name = object["metadata"]["name"].as_str().expect("name");
     Api::<ModelDeployment>::namespaced(client.clone(), namespace)
-        .patch(name, &PatchParams::apply(USER_MANAGER).force(), &Patch::Apply(object))
+        .patch(
+            name,
+            &PatchParams::apply(USER_MANAGER).force(),
+            &Patch::Apply(object),
+        )
         .await
         .expect("apply the ModelDeployment")
 }
