@@ -17,6 +17,7 @@ pub mod error;
 pub mod leader;
 pub mod metrics;
 pub mod operator;
+pub mod rbac;
 pub mod status;
 pub mod telemetry;
 pub mod transitions;

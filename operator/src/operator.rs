@@ -39,15 +39,26 @@ pub async fn run(
             tracing::info!(addr = %bound, "serving /metrics, /healthz and /readyz");
             futures::future::Either::Left(server)
         }
-        None => futures::future::Either::Right(std::future::pending()),
+        None => futures::future::Either::Right(std::future::ready(Ok(()))),
     };
-    tokio::select! {
-        result = reconcile_while_allowed(client, config, metrics, readiness, shutdown.clone()) => {
+    // Both run to their end, so the controller always gets to stop and release the lease
+    // before the process exits; whichever ends first stops the other.
+    let (reconciled, served) = tokio::join!(
+        async {
+            let result =
+                reconcile_while_allowed(client, config, metrics, readiness, shutdown.clone()).await;
             shutdown.cancel();
             result
-        }
-        result = telemetry => result,
-    }
+        },
+        async {
+            let result = telemetry.await;
+            if result.is_err() {
+                shutdown.cancel();
+            }
+            result
+        },
+    );
+    reconciled.and(served)
 }
 
 async fn reconcile_while_allowed(
