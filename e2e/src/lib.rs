@@ -8,6 +8,7 @@
 mod cluster;
 mod error;
 pub mod kubeconfig;
+pub mod node_agent;
 pub mod nodes;
 pub mod pki;
 mod ports;
