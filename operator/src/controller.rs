@@ -28,7 +28,7 @@ use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::ModelDeployment;
-use crate::desired::{desired_replicas, desired_state, selector_string};
+use crate::desired::{DEPLOYMENT_LABEL, desired_replicas, desired_state, selector_string};
 use crate::metrics::Metrics;
 use crate::status::{Observed, compute_status, crash_looping_pods};
 use crate::transitions::{Severity, transitions};
@@ -43,6 +43,8 @@ const RESYNC: Duration = Duration::from_secs(300);
 /// First retry after a failed reconcile; doubles per consecutive failure up to [`MAX_BACKOFF`].
 const BASE_BACKOFF: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
+/// Changes closer together than this are reconciled once.
+const DEBOUNCE: Duration = Duration::from_millis(500);
 
 /// Where the controller looks and how it names itself.
 #[derive(Clone, Debug)]
@@ -77,7 +79,19 @@ pub async fn run_controller(
     )
     .owns(scoped::<Deployment>(&client, &config), children.clone())
     .owns(scoped::<Service>(&client, &config), children.clone())
-    .owns(scoped::<PodDisruptionBudget>(&client, &config), children)
+    .owns(
+        scoped::<PodDisruptionBudget>(&client, &config),
+        children.clone(),
+    )
+    // Pods are not owned directly (their ReplicaSet is), but a crash-looping pod must
+    // turn Degraded on without waiting for the resync.
+    .watches(
+        scoped::<Pod>(&client, &config),
+        children,
+        model_deployment_of_pod,
+    )
+    // Coalesce bursts (a rollout touches many objects) into one reconcile.
+    .with_config(kube::runtime::controller::Config::default().debounce(DEBOUNCE))
     .graceful_shutdown_on(shutdown.cancelled_owned());
     let reporter = Reporter {
         controller: FIELD_MANAGER.into(),
@@ -105,6 +119,12 @@ pub async fn run_controller(
         .await;
     tracing::info!("controller stopped");
     Ok(())
+}
+
+/// The ModelDeployment an engine pod belongs to, from its `modelfleet.dev/deployment` label.
+fn model_deployment_of_pod(pod: Pod) -> Option<ObjectRef<ModelDeployment>> {
+    let name = pod.labels().get(DEPLOYMENT_LABEL)?;
+    Some(ObjectRef::new(name).within(&pod.namespace()?))
 }
 
 fn scoped<K>(client: &Client, config: &ControllerConfig) -> Api<K>

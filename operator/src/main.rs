@@ -87,6 +87,12 @@ async fn main() -> anyhow::Result<()> {
 
 async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
     init_tracing(args.log_format);
+    anyhow::ensure!(
+        args.retry_period_seconds < args.renew_deadline_seconds
+            && args.renew_deadline_seconds < args.lease_duration_seconds,
+        "need --retry-period-seconds < --renew-deadline-seconds < --lease-duration-seconds, \
+         or a leader could lose the lease before it notices"
+    );
     let identity = args
         .identity
         .unwrap_or_else(|| format!("modelfleet-operator-{}", std::process::id()));

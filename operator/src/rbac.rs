@@ -38,7 +38,7 @@ pub fn controller_rules() -> Vec<PolicyRule> {
         rule("", &["services"], &owned),
         rule("policy", &["poddisruptionbudgets"], &owned),
         // Pods are only read, to tell crash-looping ones.
-        rule("", &["pods"], &["list"]),
+        rule("", &["pods"], &["list", "watch"]),
         rule("events.k8s.io", &["events"], &["create", "patch"]),
     ]
 }

@@ -681,3 +681,67 @@ async fn the_scale_subresource_drives_the_replica_count() {
         Some("app.kubernetes.io/name=modelfleet-engine,modelfleet.dev/deployment=chat")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_looping_pod_makes_the_model_deployment_degraded() {
+    let ns = "crashloop";
+    let (client, apis) = setup(ns).await;
+    let _operator = start_operator(client.clone(), ns, "op-crashloop", None);
+    apply_as_user(&client, ns, &minimal(ns, "chat", "r1")).await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let pod = until("the pod", || async {
+        let list = pods
+            .list(&ListParams::default().labels("modelfleet.dev/deployment=chat"))
+            .await
+            .ok()?;
+        list.items.into_iter().next()
+    })
+    .await;
+    let pod_name = pod.name_any();
+    wait_for_status(&apis.mds, "chat", "Degraded=False first", |md| {
+        md.status
+            .as_ref()
+            .and_then(|s| s.condition("Degraded"))
+            .is_some_and(|c| c.status == "False")
+    })
+    .await;
+
+    // No kubelet runs here, so write what a kubelet reports for a container that keeps
+    // crashing, through the pod's status subresource.
+    let image = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.containers[0].image.clone())
+        .unwrap_or_default();
+    let status = serde_json::json!({ "status": { "phase": "Running", "containerStatuses": [{
+        "name": "engine", "image": image, "imageID": "", "ready": false, "restartCount": 5,
+        "state": { "waiting": { "reason": "CrashLoopBackOff", "message": "back-off 5m0s" } },
+    }]}});
+    pods.patch_status(&pod_name, &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .expect("write the pod status");
+
+    let md = wait_for_status(&apis.mds, "chat", "Degraded=True", |md| {
+        md.status
+            .as_ref()
+            .and_then(|s| s.condition("Degraded"))
+            .is_some_and(|c| c.status == "True")
+    })
+    .await;
+    let degraded = md
+        .status
+        .as_ref()
+        .and_then(|s| s.condition("Degraded"))
+        .cloned()
+        .expect("degraded");
+    assert_eq!(degraded.reason, "CrashLoopBackOff");
+    assert!(degraded.message.contains(&pod_name), "{}", degraded.message);
+    let events: Api<Event> = Api::namespaced(client.clone(), ns);
+    until("a CrashLoopBackOff warning event", || async {
+        let list = events.list(&ListParams::default()).await.ok()?;
+        list.items.into_iter().find(|e| {
+            e.type_.as_deref() == Some("Warning") && e.reason.as_deref() == Some("CrashLoopBackOff")
+        })
+    })
+    .await;
+}
