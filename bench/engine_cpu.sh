@@ -4,7 +4,8 @@
 # figures for both and their ratios; figures, not a test.
 #
 # Knobs (environment): BENCH_THREADS (default: all cores), BENCH_PROMPT_LEN (128),
-# BENCH_DECODE_TOKENS (32), BENCH_CONCURRENCY (1,8,32), BENCH_OUT (a Markdown file to write
+# BENCH_DECODE_TOKENS (32), BENCH_CONCURRENCY (1,8,32), BENCH_REPEATS (2: best of, on both
+# sides), BENCH_OUT (a Markdown file to write
 # the report to as well).
 set -euo pipefail
 
@@ -14,6 +15,7 @@ THREADS="${BENCH_THREADS:-$(nproc)}"
 PROMPT_LEN="${BENCH_PROMPT_LEN:-128}"
 DECODE_TOKENS="${BENCH_DECODE_TOKENS:-32}"
 CONCURRENCY="${BENCH_CONCURRENCY:-1,8,32}"
+REPEATS="${BENCH_REPEATS:-2}"
 VENV="$CACHE/bench-venv"
 # Pinned baseline. PyPI has no CPU-only torch wheel for Linux x86-64, and its default wheel
 # cannot even be imported without the CUDA runtime wheels it links against, so the pinned
@@ -40,7 +42,7 @@ WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 
 COMMON=(--threads "$THREADS" --prompt-len "$PROMPT_LEN" --decode-tokens "$DECODE_TOKENS"
-    --concurrency "$CONCURRENCY")
+    --concurrency "$CONCURRENCY" --repeats "$REPEATS")
 log "modelfleet-engine: $THREADS threads, prompts of $PROMPT_LEN tokens, $DECODE_TOKENS decode tokens, concurrency $CONCURRENCY"
 RAYON_NUM_THREADS="$THREADS" "$ENGINE" bench --model "$MODEL_DIR" "${COMMON[@]}" \
     | tee "$WORK/engine.jsonl" >&2
@@ -57,7 +59,7 @@ OMP_NUM_THREADS="$THREADS" MKL_NUM_THREADS="$THREADS" "$VENV/bin/python" \
     echo "- machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), $(free -g | awk '/Mem:/ {print $2}') GiB RAM"
     echo "- threads: $THREADS on both sides"
     echo "- model: SmolLM2-135M-Instruct Q4_1 GGUF ($MODEL_DIR/model.gguf)"
-    echo "- workload: per concurrency c, c distinct prompts of $PROMPT_LEN tokens prefilled together, then $DECODE_TOKENS greedy tokens each"
+    echo "- workload: per concurrency c, c distinct prompts of $PROMPT_LEN tokens prefilled together, then $DECODE_TOKENS greedy tokens each; best of $REPEATS runs per side"
     echo "- baseline: $("$VENV/bin/python" -c 'import torch, transformers; print(f"transformers {transformers.__version__}, torch {torch.__version__} (float32 weights dequantised from the GGUF)")')"
     echo
     "$VENV/bin/python" "$ROOT/bench/engine_cpu_report.py" "$WORK/engine.jsonl" "$WORK/transformers.jsonl"

@@ -2,8 +2,9 @@
 
 Runs the same workload as `modelfleet-engine bench` on the same GGUF file: for each
 concurrency c, a batch of c distinct prompts of P tokens is prefilled in one forward pass,
-then D tokens are decoded greedily one batched step at a time with the KV cache. Prints one
-JSON object per concurrency on stdout.
+then D tokens are decoded greedily one batched step at a time with the KV cache. Each level
+runs --repeats times and the best figures are kept. Prints one JSON object per concurrency on
+stdout.
 """
 
 import argparse
@@ -27,6 +28,7 @@ def main() -> int:
     parser.add_argument("--prompt-len", type=int, default=128)
     parser.add_argument("--decode-tokens", type=int, default=32)
     parser.add_argument("--concurrency", default="1,8,32")
+    parser.add_argument("--repeats", type=int, default=2, help="best of this many runs")
     args = parser.parse_args()
 
     import torch
@@ -62,9 +64,17 @@ def main() -> int:
             "ttft_s": prefill_s,
         }
 
+    def best(rows: list[dict]) -> dict:
+        # On a shared machine the fastest run is the one least disturbed by neighbours.
+        top = dict(rows[0])
+        for key in ("prefill_tokens_per_s", "decode_tokens_per_s"):
+            top[key] = max(r[key] for r in rows)
+        top["ttft_s"] = min(r["ttft_s"] for r in rows)
+        return top
+
     run(1)  # warm-up: first calls allocate and pick kernels
     for c in (int(x) for x in args.concurrency.split(",")):
-        print(json.dumps(run(c)), flush=True)
+        print(json.dumps(best([run(c) for _ in range(max(args.repeats, 1))])), flush=True)
     print(
         f"transformers {__import__('transformers').__version__}, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads, pid {os.getpid()}",

@@ -29,6 +29,8 @@ pub enum EngineError {
     Decode(#[from] DecodeError),
     #[error("the backend returned {got} logits rows for {expected} sampling sequences")]
     LogitsMismatch { expected: usize, got: usize },
+    #[error("request {0} is scheduled but unknown to the engine")]
+    UnknownRequest(RequestId),
     #[error("the step failed: {0}")]
     StepFailed(String),
     #[error("the engine has stopped")]

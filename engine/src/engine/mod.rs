@@ -133,7 +133,7 @@ impl Engine {
         }
         let logits = self.backend.forward(&plan.batch)?;
         let sampled = self.sample(&plan, &logits)?;
-        let tokens: Vec<u32> = sampled.iter().map(|(_, s)| s.token).collect();
+        let tokens: Vec<(RequestId, u32)> = sampled.iter().map(|(id, s)| (*id, s.token)).collect();
         self.scheduler.complete_step(&plan, &tokens)?;
         self.finish_outputs(sampled)
     }
@@ -156,7 +156,8 @@ impl Engine {
             let (Some(seq), Some(state)) =
                 (self.scheduler.sequence(id), self.requests.get_mut(&id))
             else {
-                continue;
+                // Requests and sequences are added and removed together.
+                return Err(EngineError::UnknownRequest(id));
             };
             let token = state.sampler.sample(
                 logits.row(row),

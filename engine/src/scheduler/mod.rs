@@ -233,27 +233,23 @@ impl Scheduler {
     }
 
     /// Records that `plan` ran: its chunks are now in the cache (full blocks become
-    /// findable by prefix), and each sampling chunk's sequence gains its new token, given in
-    /// the order of `plan.sampling_sequences()`. Sequences aborted meanwhile are skipped.
+    /// findable by prefix), and each sequence in `sampled` gains its new token. Sequences
+    /// aborted meanwhile are skipped.
     pub fn complete_step(
         &mut self,
         plan: &StepPlan,
-        sampled: &[u32],
+        sampled: &[(SequenceId, u32)],
     ) -> Result<(), SchedulerError> {
-        let mut sampled = sampled.iter();
         for chunk in &plan.scheduled {
-            let token = if chunk.samples {
-                sampled.next().copied()
-            } else {
-                None
-            };
             let Some(seq) = self.sequences.get_mut(&chunk.sequence) else {
                 continue;
             };
             seq.mark_computed(chunk.num_tokens);
             self.kv
                 .cache_full_blocks(seq.id(), seq.token_ids(), seq.num_computed_tokens())?;
-            if let Some(token) = token {
+        }
+        for &(id, token) in sampled {
+            if let Some(seq) = self.sequences.get_mut(&id) {
                 seq.push_token(token);
             }
         }

@@ -26,9 +26,14 @@ fn next_token(seq: &Sequence) -> u32 {
 /// Runs one step and feeds back deterministic tokens; returns the plan.
 fn step(s: &mut Scheduler) -> StepPlan {
     let plan = s.schedule().expect("consistent state");
-    let sampled: Vec<u32> = plan
+    let sampled: Vec<(SequenceId, u32)> = plan
         .sampling_sequences()
-        .map(|id| next_token(s.sequence(id).expect("scheduled sequences exist")))
+        .map(|id| {
+            (
+                id,
+                next_token(s.sequence(id).expect("scheduled sequences exist")),
+            )
+        })
         .collect();
     s.complete_step(&plan, &sampled).expect("consistent state");
     plan
@@ -271,9 +276,9 @@ fn simulate(prompts: &[(u32, usize, usize)], num_blocks: usize, budget: usize, m
                 (chunk.start_position + info.num_tokens).div_ceil(BLOCK)
             );
         }
-        let sampled: Vec<u32> = plan
+        let sampled: Vec<(SequenceId, u32)> = plan
             .sampling_sequences()
-            .map(|id| next_token(s.sequence(id).expect("scheduled")))
+            .map(|id| (id, next_token(s.sequence(id).expect("scheduled"))))
             .collect();
         s.complete_step(&plan, &sampled).expect("consistent");
         for info in &plan.scheduled {
