@@ -27,8 +27,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::ModelDeployment;
-use crate::desired::{DEPLOYMENT_LABEL, desired_replicas, desired_state, selector_string};
+use crate::api::{ModelDeployment, ModelDeploymentStatus};
+use crate::desired::{
+    DEPLOYMENT_LABEL, DesiredState, desired_replicas, desired_state, selector_string,
+};
 use crate::metrics::Metrics;
 use crate::status::{Observed, compute_status, crash_looping_pods};
 use crate::transitions::{Severity, transitions};
@@ -152,67 +154,23 @@ pub async fn reconcile(md: Arc<ModelDeployment>, ctx: Arc<Context>) -> Result<Ac
     let namespace = md.namespace().ok_or(Error::MissingField {
         what: "metadata.namespace",
     })?;
-    let name = md.name_any();
-    let client = &ctx.client;
 
     // The autoscaler's decision will feed in here; until then the size comes from the spec.
     let replicas = desired_replicas(&md.spec.replicas, None);
     let desired = desired_state(&md, replicas)?;
+    let applied = apply_children(&ctx.client, &namespace, &desired).await?;
+    let crash_looping = crash_looping_pods(&engine_pods(&ctx.client, &namespace, &md).await?);
 
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &namespace);
-    let created = deployments
-        .get_metadata_opt(&name)
-        .await
-        .map_err(|e| Error::kube("reading the Deployment", e))?
-        .is_none();
-    let deployment = apply(&deployments, &name, &desired.deployment, "Deployment").await?;
-    apply(
-        &Api::<Service>::namespaced(client.clone(), &namespace),
-        &name,
-        &desired.service,
-        "Service",
-    )
-    .await?;
-    apply(
-        &Api::<PodDisruptionBudget>::namespaced(client.clone(), &namespace),
-        &name,
-        &desired.pdb,
-        "PodDisruptionBudget",
-    )
-    .await?;
-
-    let pods = Api::<Pod>::namespaced(client.clone(), &namespace)
-        .list(&ListParams::default().labels(&selector_string(&md)))
-        .await
-        .map_err(|e| Error::kube("listing the engine pods", e))?;
     let observed = Observed {
-        deployment: Some(&deployment),
-        crash_looping_pods: crash_looping_pods(&pods.items),
+        deployment: Some(&applied.deployment),
+        crash_looping_pods: crash_looping,
     };
-    // metav1.Time has whole seconds on the wire; compute with the same precision so a
-    // status read back compares equal to the one written.
-    let now =
-        Time(Timestamp::from_second(Timestamp::now().as_second()).unwrap_or(Timestamp::UNIX_EPOCH));
-    let status = compute_status(&md, replicas, &observed, &now);
-
+    let status = compute_status(&md, replicas, &observed, &now());
     if md.status.as_ref() != Some(&status) {
-        let patch = serde_json::json!({
-            "apiVersion": ModelDeployment::api_version(&()),
-            "kind": ModelDeployment::kind(&()),
-            "status": status,
-        });
-        Api::<ModelDeployment>::namespaced(client.clone(), &namespace)
-            .patch_status(
-                &name,
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(&patch),
-            )
-            .await
-            .map_err(|e| Error::kube("writing the ModelDeployment status", e))?;
+        write_status(&ctx.client, &namespace, &md.name_any(), &status).await?;
         ctx.metrics.status_writes.inc();
     }
-
-    for transition in transitions(md.status.as_ref(), &status, created) {
+    for transition in transitions(md.status.as_ref(), &status, applied.created) {
         let type_ = match transition.severity {
             Severity::Normal => EventType::Normal,
             Severity::Warning => EventType::Warning,
@@ -228,14 +186,88 @@ pub async fn reconcile(md: Arc<ModelDeployment>, ctx: Arc<Context>) -> Result<Ac
     Ok(Action::requeue(RESYNC))
 }
 
+/// The Deployment as the API server returned it, and whether this apply created it.
+struct Applied {
+    deployment: Deployment,
+    created: bool,
+}
+
+async fn apply_children(
+    client: &Client,
+    namespace: &str,
+    desired: &DesiredState,
+) -> Result<Applied> {
+    let name = desired.deployment.name_any();
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+    let created = deployments
+        .get_metadata_opt(&name)
+        .await
+        .map_err(|e| Error::kube("reading the Deployment", e))?
+        .is_none();
+    let deployment = apply(&deployments, &desired.deployment, "Deployment").await?;
+    apply(
+        &Api::namespaced(client.clone(), namespace),
+        &desired.service,
+        "Service",
+    )
+    .await?;
+    apply(
+        &Api::namespaced(client.clone(), namespace),
+        &desired.pdb,
+        "PodDisruptionBudget",
+    )
+    .await?;
+    Ok(Applied {
+        deployment,
+        created,
+    })
+}
+
+async fn engine_pods(client: &Client, namespace: &str, md: &ModelDeployment) -> Result<Vec<Pod>> {
+    let pods = Api::<Pod>::namespaced(client.clone(), namespace)
+        .list(&ListParams::default().labels(&selector_string(md)))
+        .await
+        .map_err(|e| Error::kube("listing the engine pods", e))?;
+    Ok(pods.items)
+}
+
+/// Server-side apply of the status subresource: fields left out of `status` are removed.
+async fn write_status(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    status: &ModelDeploymentStatus,
+) -> Result<()> {
+    let patch = serde_json::json!({
+        "apiVersion": ModelDeployment::api_version(&()),
+        "kind": ModelDeployment::kind(&()),
+        "status": status,
+    });
+    Api::<ModelDeployment>::namespaced(client.clone(), namespace)
+        .patch_status(
+            name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .map_err(|e| Error::kube("writing the ModelDeployment status", e))?;
+    Ok(())
+}
+
+/// Now, in whole seconds: metav1.Time has whole seconds on the wire, so a status read back
+/// compares equal to the one computed.
+fn now() -> Time {
+    Time(Timestamp::from_second(Timestamp::now().as_second()).unwrap_or(Timestamp::UNIX_EPOCH))
+}
+
 /// Server-side apply of one child under the operator's field manager, taking over any
 /// field another manager changed. Applying an unchanged object writes nothing.
-async fn apply<K>(api: &Api<K>, name: &str, object: &K, what: &str) -> Result<K>
+async fn apply<K>(api: &Api<K>, object: &K, what: &str) -> Result<K>
 where
-    K: Clone + DeserializeOwned + Serialize + std::fmt::Debug,
+    K: Clone + DeserializeOwned + Serialize + std::fmt::Debug + Resource,
 {
     api.patch(
-        name,
+        &object.name_any(),
         &PatchParams::apply(FIELD_MANAGER).force(),
         &Patch::Apply(object),
     )
