@@ -674,6 +674,15 @@ async fn the_scale_subresource_drives_the_replica_count() {
         md.status.as_ref().is_some_and(|s| s.desired_replicas == 3)
     })
     .await;
+    let events: Api<Event> = Api::namespaced(client.clone(), ns);
+    until("a Scaled event", || async {
+        let list = events.list(&ListParams::default()).await.ok()?;
+        list.items.into_iter().find(|e| {
+            e.reason.as_deref() == Some("Scaled")
+                && e.note.as_deref() == Some("scaled from 1 to 3 replicas")
+        })
+    })
+    .await;
     let scale = apis.mds.get_scale("chat").await.expect("get scale");
     assert_eq!(scale.spec.and_then(|s| s.replicas), Some(3));
     assert_eq!(
