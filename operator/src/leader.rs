@@ -155,7 +155,7 @@ impl LeaderElector {
                     namespace: Some(self.config.namespace.clone()),
                     ..ObjectMeta::default()
                 },
-                spec: Some(self.record(None, now)),
+                spec: Some(next_record(None, &self.config, now)),
             };
             return match self.api.create(&PostParams::default(), &lease).await {
                 Ok(created) => {
@@ -175,7 +175,7 @@ impl LeaderElector {
             return Ok(false);
         }
 
-        lease.spec = Some(self.record(Some(&current), now));
+        lease.spec = Some(next_record(Some(&current), &self.config, now));
         // `replace` sends the resourceVersion we read: if anyone wrote in between, the API
         // server answers 409 and we lost this round.
         match self
@@ -216,29 +216,6 @@ impl LeaderElector {
         }
     }
 
-    /// The record to write when taking or renewing the lease.
-    fn record(&self, current: Option<&LeaseSpec>, now: MicroTime) -> LeaseSpec {
-        let ours = current.and_then(|c| c.holder_identity.as_deref())
-            == Some(self.config.identity.as_str());
-        let transitions = current.and_then(|c| c.lease_transitions).unwrap_or(0);
-        LeaseSpec {
-            holder_identity: Some(self.config.identity.clone()),
-            lease_duration_seconds: Some(duration_seconds(self.config.lease_duration)),
-            acquire_time: if ours {
-                current.and_then(|c| c.acquire_time.clone())
-            } else {
-                Some(now.clone())
-            },
-            renew_time: Some(now),
-            lease_transitions: Some(if ours || current.is_none() {
-                transitions
-            } else {
-                transitions + 1
-            }),
-            ..LeaseSpec::default()
-        }
-    }
-
     fn observe(&mut self, spec: LeaseSpec) {
         if self.observed.as_ref().is_none_or(|o| o.spec != spec) {
             self.observed = Some(Observation {
@@ -262,10 +239,74 @@ impl LeaderElector {
     }
 }
 
+/// The record `config.identity` writes when taking or renewing a lease that holds
+/// `current` (`None`: the lease does not exist yet). As in client-go, a change of holder
+/// counts a transition and resets the acquire time; a renewal keeps both.
+fn next_record(current: Option<&LeaseSpec>, config: &LeaseConfig, now: MicroTime) -> LeaseSpec {
+    let ours = current.and_then(|c| c.holder_identity.as_deref()) == Some(config.identity.as_str());
+    let transitions = current.and_then(|c| c.lease_transitions).unwrap_or(0);
+    LeaseSpec {
+        holder_identity: Some(config.identity.clone()),
+        lease_duration_seconds: Some(duration_seconds(config.lease_duration)),
+        acquire_time: if ours {
+            current.and_then(|c| c.acquire_time.clone())
+        } else {
+            Some(now.clone())
+        },
+        renew_time: Some(now),
+        lease_transitions: Some(if ours || current.is_none() {
+            transitions
+        } else {
+            transitions + 1
+        }),
+        ..LeaseSpec::default()
+    }
+}
+
 fn duration_seconds(d: Duration) -> i32 {
     i32::try_from(d.as_secs().max(1)).unwrap_or(i32::MAX)
 }
 
 fn is_conflict(error: &kube::Error) -> bool {
     matches!(error, kube::Error::Api(status) if status.code == 409)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(seconds: i64) -> MicroTime {
+        MicroTime(Timestamp::from_second(seconds).expect("timestamp"))
+    }
+
+    fn config(identity: &str) -> LeaseConfig {
+        LeaseConfig::new("ns", "lease", identity)
+    }
+
+    #[test]
+    fn a_new_lease_starts_with_no_transitions() {
+        let record = next_record(None, &config("a"), at(10));
+        assert_eq!(record.holder_identity.as_deref(), Some("a"));
+        assert_eq!(record.lease_transitions, Some(0));
+        assert_eq!(record.acquire_time, Some(at(10)));
+        assert_eq!(record.lease_duration_seconds, Some(15));
+    }
+
+    #[test]
+    fn renewing_keeps_acquire_time_and_transitions() {
+        let first = next_record(None, &config("a"), at(10));
+        let renewed = next_record(Some(&first), &config("a"), at(12));
+        assert_eq!(renewed.acquire_time, Some(at(10)));
+        assert_eq!(renewed.renew_time, Some(at(12)));
+        assert_eq!(renewed.lease_transitions, Some(0));
+    }
+
+    #[test]
+    fn taking_over_counts_a_transition() {
+        let first = next_record(None, &config("a"), at(10));
+        let taken = next_record(Some(&first), &config("b"), at(40));
+        assert_eq!(taken.holder_identity.as_deref(), Some("b"));
+        assert_eq!(taken.acquire_time, Some(at(40)));
+        assert_eq!(taken.lease_transitions, Some(1));
+    }
 }
