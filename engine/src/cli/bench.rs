@@ -1,0 +1,131 @@
+//! `modelfleet-engine bench`: the engine side of the CPU benchmark (bench/engine_cpu.sh
+//! runs transformers on the same workload and prints the ratios).
+//!
+//! For each concurrency c: c distinct prompts of P tokens arrive together and are prefilled
+//! in one step; then every sequence decodes D more tokens greedily. Prefill throughput is
+//! c·P over the time to the last first token; decode throughput is c·D over the rest.
+
+use std::time::Instant;
+
+use modelfleet_engine::engine::{Engine, EngineError, GenerationRequest, StopParams};
+use modelfleet_engine::sampling::SamplingParams;
+
+/// Prompt `sequence` of the benchmark. Must match `prompt_ids` in
+/// bench/engine_cpu_transformers.py: distinct per sequence, so no prefix is shared.
+pub fn bench_prompt(sequence: usize, length: usize) -> Vec<u32> {
+    (0..length)
+        .map(|i| 1000 + ((i * 7919 + sequence * 104_729) % 40_000) as u32)
+        .collect()
+}
+
+/// One concurrency level's figures.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct BenchResult {
+    pub side: &'static str,
+    pub concurrency: usize,
+    pub prompt_len: usize,
+    pub decode_tokens: usize,
+    pub prefill_tokens_per_s: f64,
+    pub decode_tokens_per_s: f64,
+    pub ttft_s: f64,
+}
+
+/// Runs one concurrency level to completion on an idle engine.
+pub fn run_level(
+    engine: &mut Engine,
+    concurrency: usize,
+    prompt_len: usize,
+    decode_tokens: usize,
+    first_id: u64,
+) -> Result<BenchResult, EngineError> {
+    let start = Instant::now();
+    for s in 0..concurrency {
+        let request = GenerationRequest {
+            prompt_token_ids: bench_prompt(s, prompt_len),
+            sampling: SamplingParams::greedy(),
+            stop: StopParams {
+                max_tokens: decode_tokens + 1,
+                ignore_eos: true,
+                ..Default::default()
+            },
+        };
+        engine.add_request(first_id + s as u64, request)?;
+    }
+    let mut first_tokens = 0;
+    let mut generated = 0;
+    let mut prefill_done = None;
+    while engine.has_unfinished() {
+        for output in engine.step()? {
+            if output.usage.completion_tokens == 1 {
+                first_tokens += 1;
+            } else {
+                generated += 1;
+            }
+        }
+        if prefill_done.is_none() && first_tokens == concurrency {
+            prefill_done = Some(start.elapsed());
+        }
+    }
+    let total = start.elapsed();
+    let ttft = prefill_done.unwrap_or(total);
+    let decode = total.saturating_sub(ttft).as_secs_f64();
+    Ok(BenchResult {
+        side: "modelfleet-engine",
+        concurrency,
+        prompt_len,
+        decode_tokens,
+        prefill_tokens_per_s: (concurrency * prompt_len) as f64 / ttft.as_secs_f64(),
+        decode_tokens_per_s: if decode > 0.0 {
+            generated as f64 / decode
+        } else {
+            0.0
+        },
+        ttft_s: ttft.as_secs_f64(),
+    })
+}
+
+/// The benchmark command: every level, best of `repeats`, one JSON line each.
+pub fn run(args: &super::BenchArgs) -> anyhow::Result<()> {
+    let max_concurrency = args.concurrency.iter().copied().max().unwrap_or(1).max(1);
+    let per_sequence = (args.prompt_len + args.decode_tokens + 1).div_ceil(args.block_size.max(1));
+    let model_args = super::ModelArgs {
+        model: args.model.clone(),
+        block_size: args.block_size,
+        num_blocks: Some(max_concurrency * per_sequence),
+        kv_cache_bytes: 0,
+        // Every level's prompts are prefilled in one step, as the baseline does.
+        max_num_batched_tokens: max_concurrency * args.prompt_len,
+        max_num_seqs: max_concurrency,
+        threads: args.threads,
+        // Repeated runs reuse the same prompts: each must compute them again.
+        no_prefix_caching: true,
+    };
+    let super::model::LoadedEngine { mut engine, .. } =
+        super::model::LoadedEngine::load(&model_args)?;
+    let mut next_id = 0;
+    let mut level = |engine: &mut Engine, c: usize| -> Result<BenchResult, EngineError> {
+        let result = run_level(engine, c, args.prompt_len, args.decode_tokens, next_id);
+        next_id += c as u64;
+        result
+    };
+    level(&mut engine, 1)?; // warm-up
+    for &c in &args.concurrency {
+        let mut best: Option<BenchResult> = None;
+        for _ in 0..args.repeats.max(1) {
+            let r = level(&mut engine, c)?;
+            best = Some(match best {
+                None => r,
+                Some(b) => BenchResult {
+                    prefill_tokens_per_s: b.prefill_tokens_per_s.max(r.prefill_tokens_per_s),
+                    decode_tokens_per_s: b.decode_tokens_per_s.max(r.decode_tokens_per_s),
+                    ttft_s: b.ttft_s.min(r.ttft_s),
+                    ..b
+                },
+            });
+        }
+        if let Some(best) = best {
+            println!("{}", serde_json::to_string(&best)?);
+        }
+    }
+    Ok(())
+}
