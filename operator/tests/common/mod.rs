@@ -1,5 +1,5 @@
 //! Shared by the cluster tests: one real control plane per test binary, the operator run
-//! in-process, and polling helpers.
+//! in-process, and polling for a condition.
 //!
 //! Starting a control plane costs seconds of CPU, so each test binary starts one and every
 //! test in it works in its own namespace with its own operator scoped to that namespace.
