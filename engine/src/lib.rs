@@ -8,5 +8,6 @@ pub mod backend;
 pub mod detokenizer;
 pub mod engine;
 pub mod kv_cache;
+pub mod model;
 pub mod sampling;
 pub mod scheduler;

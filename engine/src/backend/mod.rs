@@ -6,6 +6,8 @@
 //! names, and returns logits for the chunks that asked for them. Backends never allocate
 //! or free blocks: block accounting belongs to the KV cache manager.
 
+pub mod cpu;
+
 use thiserror::Error;
 
 /// Index of a physical block in the paged KV cache, shared by every layer.
@@ -61,7 +63,10 @@ impl Logits {
 #[derive(Debug, Error)]
 pub enum BackendError {
     #[error("backend '{backend}' is not available: {reason}")]
-    Unavailable { backend: &'static str, reason: String },
+    Unavailable {
+        backend: &'static str,
+        reason: String,
+    },
     #[error("invalid step plan: {0}")]
     InvalidPlan(String),
     #[error("backend failure: {0}")]

@@ -1,13 +1,26 @@
 //! Building an engine for a model on disk from the command line's flags: the one place
 //! the binary meets the model loader and the CPU backend.
 
-use modelfleet_engine::engine::Engine;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use modelfleet_engine::backend::KvCacheShape;
+use modelfleet_engine::backend::cpu::{CpuBackend, num_blocks_for_budget};
+use modelfleet_engine::engine::{Engine, EngineConfig, ModelSpec};
+use modelfleet_engine::model::{LoadedModel, Tokenizer};
+use modelfleet_engine::scheduler::SchedulerConfig;
 
 use super::ModelArgs;
 
 /// Text to token ids, for prompts typed on the command line.
 pub trait Encode {
     fn encode(&self, text: &str) -> anyhow::Result<Vec<u32>>;
+}
+
+impl Encode for Tokenizer {
+    fn encode(&self, text: &str) -> anyhow::Result<Vec<u32>> {
+        Ok(Tokenizer::encode(self, text)?)
+    }
 }
 
 /// An engine ready to step, and the tokenizer of its model.
@@ -18,9 +31,52 @@ pub struct LoadedEngine {
 
 impl LoadedEngine {
     pub fn load(args: &ModelArgs) -> anyhow::Result<Self> {
-        anyhow::bail!(
-            "cannot load {}: this build has no model loader or CPU backend yet",
-            args.model.display()
-        )
+        if let Some(threads) = args.threads {
+            // The CPU backend runs on rayon's global pool; size it before first use.
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build_global()
+                .context("configuring the CPU worker threads")?;
+        }
+        let LoadedModel {
+            config,
+            weights,
+            tokenizer,
+            ..
+        } = LoadedModel::load(&args.model)?;
+        let num_blocks = args.num_blocks.unwrap_or_else(|| {
+            num_blocks_for_budget(&config, args.block_size, args.kv_cache_bytes)
+        });
+        anyhow::ensure!(
+            num_blocks > 0,
+            "a KV cache of {} bytes holds no block of {} tokens for this model; raise --kv-cache-bytes",
+            args.kv_cache_bytes,
+            args.block_size
+        );
+        let spec = ModelSpec {
+            decoder: Arc::new(tokenizer.clone_handle()),
+            eos_token_ids: config.eos_token_ids.clone(),
+            vocab_size: config.vocab_size,
+        };
+        let shape = KvCacheShape {
+            num_blocks,
+            block_size: args.block_size,
+        };
+        let backend = CpuBackend::new(config, Arc::new(weights), shape);
+        let engine = Engine::new(
+            Box::new(backend),
+            spec,
+            EngineConfig {
+                scheduler: SchedulerConfig {
+                    max_num_batched_tokens: args.max_num_batched_tokens,
+                    max_num_seqs: args.max_num_seqs,
+                },
+                enable_prefix_caching: !args.no_prefix_caching,
+            },
+        );
+        Ok(Self {
+            engine,
+            tokenizer: Box::new(tokenizer),
+        })
     }
 }

@@ -1,0 +1,296 @@
+//! The shape of a Llama-family decoder, from `config.json` or GGUF metadata.
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Architecture {
+    Llama,
+    Qwen2,
+    Mistral,
+}
+
+/// How RoPE frequencies are adjusted for long contexts.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RopeScaling {
+    None,
+    /// Positions divided by `factor`.
+    Linear {
+        factor: f32,
+    },
+    /// Llama 3.1's frequency-dependent scaling.
+    Llama3 {
+        factor: f32,
+        low_freq_factor: f32,
+        high_freq_factor: f32,
+        original_max_position_embeddings: f32,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelConfig {
+    pub architecture: Architecture,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_layers: usize,
+    pub num_heads: usize,
+    pub num_kv_heads: usize,
+    pub head_dim: usize,
+    pub vocab_size: usize,
+    pub rms_norm_eps: f32,
+    pub rope_theta: f32,
+    pub rope_scaling: RopeScaling,
+    pub max_position_embeddings: usize,
+    pub tie_word_embeddings: bool,
+    pub qkv_bias: bool,
+    pub bos_token_id: Option<u32>,
+    pub eos_token_ids: Vec<u32>,
+}
+
+impl ModelConfig {
+    /// The inverse frequencies of RoPE's rotation pairs, scaling applied.
+    pub fn rope_inv_freq(&self) -> Vec<f32> {
+        let half = self.head_dim / 2;
+        let base: Vec<f64> = (0..half)
+            .map(|i| 1.0 / (self.rope_theta as f64).powf(2.0 * i as f64 / self.head_dim as f64))
+            .collect();
+        match &self.rope_scaling {
+            RopeScaling::None => base.iter().map(|f| *f as f32).collect(),
+            RopeScaling::Linear { factor } => {
+                base.iter().map(|f| (*f / *factor as f64) as f32).collect()
+            }
+            RopeScaling::Llama3 {
+                factor,
+                low_freq_factor,
+                high_freq_factor,
+                original_max_position_embeddings,
+            } => {
+                let (factor, low, high, original) = (
+                    *factor as f64,
+                    *low_freq_factor as f64,
+                    *high_freq_factor as f64,
+                    *original_max_position_embeddings as f64,
+                );
+                let low_freq_wavelen = original / low;
+                let high_freq_wavelen = original / high;
+                base.iter()
+                    .map(|&freq| {
+                        let wavelen = 2.0 * std::f64::consts::PI / freq;
+                        let scaled = if wavelen < high_freq_wavelen {
+                            freq
+                        } else if wavelen > low_freq_wavelen {
+                            freq / factor
+                        } else {
+                            let smooth = (original / wavelen - low) / (high - low);
+                            (1.0 - smooth) * freq / factor + smooth * freq
+                        };
+                        scaled as f32
+                    })
+                    .collect()
+            }
+        }
+    }
+}
+
+/// The fields of a Hugging Face `config.json` the engine reads.
+#[derive(Debug, Deserialize)]
+pub(crate) struct HfConfig {
+    #[serde(default)]
+    pub architectures: Vec<String>,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub num_key_value_heads: Option<usize>,
+    pub head_dim: Option<usize>,
+    pub vocab_size: usize,
+    #[serde(default = "default_eps")]
+    pub rms_norm_eps: f32,
+    #[serde(default = "default_theta")]
+    pub rope_theta: f32,
+    pub rope_scaling: Option<serde_json::Value>,
+    /// transformers ≥ 5 nests rope settings here.
+    pub rope_parameters: Option<serde_json::Value>,
+    #[serde(default = "default_max_positions")]
+    pub max_position_embeddings: usize,
+    #[serde(default)]
+    pub tie_word_embeddings: bool,
+    pub attention_bias: Option<bool>,
+    pub bos_token_id: Option<u32>,
+    pub eos_token_id: Option<serde_json::Value>,
+}
+
+fn default_eps() -> f32 {
+    1e-6
+}
+fn default_theta() -> f32 {
+    10000.0
+}
+fn default_max_positions() -> usize {
+    4096
+}
+
+impl HfConfig {
+    pub fn into_config(self) -> Result<ModelConfig, String> {
+        let name = self.architectures.first().cloned().unwrap_or_default();
+        let architecture = match name.as_str() {
+            "LlamaForCausalLM" => Architecture::Llama,
+            "Qwen2ForCausalLM" => Architecture::Qwen2,
+            "MistralForCausalLM" => Architecture::Mistral,
+            _ => return Err(format!("architecture:{name}")),
+        };
+        let num_kv_heads = self.num_key_value_heads.unwrap_or(self.num_attention_heads);
+        if self.num_attention_heads == 0
+            || num_kv_heads == 0
+            || self.num_attention_heads % num_kv_heads != 0
+        {
+            return Err(format!(
+                "num_attention_heads ({}) must be a positive multiple of num_key_value_heads ({num_kv_heads})",
+                self.num_attention_heads
+            ));
+        }
+        let head_dim = self
+            .head_dim
+            .unwrap_or(self.hidden_size / self.num_attention_heads);
+        let rope = self.rope_parameters.as_ref().or(self.rope_scaling.as_ref());
+        let rope_theta = self
+            .rope_parameters
+            .as_ref()
+            .and_then(|p| p.get("rope_theta"))
+            .and_then(serde_json::Value::as_f64)
+            .map_or(self.rope_theta, |t| t as f32);
+        let eos_token_ids = match self.eos_token_id {
+            Some(serde_json::Value::Number(n)) => {
+                n.as_u64().map(|v| vec![v as u32]).unwrap_or_default()
+            }
+            Some(serde_json::Value::Array(ids)) => ids
+                .iter()
+                .filter_map(serde_json::Value::as_u64)
+                .map(|v| v as u32)
+                .collect(),
+            _ => Vec::new(),
+        };
+        Ok(ModelConfig {
+            architecture,
+            hidden_size: self.hidden_size,
+            intermediate_size: self.intermediate_size,
+            num_layers: self.num_hidden_layers,
+            num_heads: self.num_attention_heads,
+            num_kv_heads,
+            head_dim,
+            vocab_size: self.vocab_size,
+            rms_norm_eps: self.rms_norm_eps,
+            rope_theta,
+            rope_scaling: parse_rope_scaling(rope)?,
+            max_position_embeddings: self.max_position_embeddings,
+            tie_word_embeddings: self.tie_word_embeddings,
+            qkv_bias: self
+                .attention_bias
+                .unwrap_or(architecture == Architecture::Qwen2),
+            bos_token_id: self.bos_token_id,
+            eos_token_ids,
+        })
+    }
+}
+
+fn parse_rope_scaling(value: Option<&serde_json::Value>) -> Result<RopeScaling, String> {
+    let Some(value) = value.filter(|v| !v.is_null()) else {
+        return Ok(RopeScaling::None);
+    };
+    let kind = value
+        .get("rope_type")
+        .or_else(|| value.get("type"))
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or("default");
+    let number = |key: &str| {
+        value
+            .get(key)
+            .and_then(serde_json::Value::as_f64)
+            .map(|v| v as f32)
+    };
+    match kind {
+        "default" => Ok(RopeScaling::None),
+        "linear" => Ok(RopeScaling::Linear {
+            factor: number("factor").ok_or("rope scaling 'linear' needs a factor")?,
+        }),
+        "llama3" => Ok(RopeScaling::Llama3 {
+            factor: number("factor").ok_or("rope scaling 'llama3' needs a factor")?,
+            low_freq_factor: number("low_freq_factor").unwrap_or(1.0),
+            high_freq_factor: number("high_freq_factor").unwrap_or(4.0),
+            original_max_position_embeddings: number("original_max_position_embeddings")
+                .unwrap_or(8192.0),
+        }),
+        other => Err(format!(
+            "unsupported rope scaling type '{other}' (supported: linear, llama3)"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn llama() -> ModelConfig {
+        ModelConfig {
+            architecture: Architecture::Llama,
+            hidden_size: 64,
+            intermediate_size: 128,
+            num_layers: 1,
+            num_heads: 4,
+            num_kv_heads: 2,
+            head_dim: 16,
+            vocab_size: 10,
+            rms_norm_eps: 1e-5,
+            rope_theta: 10000.0,
+            rope_scaling: RopeScaling::None,
+            max_position_embeddings: 128,
+            tie_word_embeddings: false,
+            qkv_bias: false,
+            bos_token_id: None,
+            eos_token_ids: vec![],
+        }
+    }
+
+    #[test]
+    fn inverse_frequencies_fall_geometrically_from_one() {
+        let inv = llama().rope_inv_freq();
+        assert_eq!(inv.len(), 8);
+        assert!((inv[0] - 1.0).abs() < 1e-7);
+        assert!((inv[1] - 10000f32.powf(-2.0 / 16.0)).abs() < 1e-7);
+    }
+
+    #[test]
+    fn llama3_scaling_keeps_high_frequencies_and_divides_low_ones() {
+        let mut config = llama();
+        config.rope_theta = 500000.0;
+        config.rope_scaling = RopeScaling::Llama3 {
+            factor: 8.0,
+            low_freq_factor: 1.0,
+            high_freq_factor: 4.0,
+            original_max_position_embeddings: 16.0,
+        };
+        let base = llama_with_theta(500000.0).rope_inv_freq();
+        let scaled = config.rope_inv_freq();
+        assert_eq!(scaled[0], base[0], "highest frequency untouched");
+        let last = base.len() - 1;
+        assert!(
+            (scaled[last] - base[last] / 8.0).abs() < 1e-12,
+            "lowest frequency divided"
+        );
+    }
+
+    fn llama_with_theta(theta: f32) -> ModelConfig {
+        ModelConfig {
+            rope_theta: theta,
+            ..llama()
+        }
+    }
+
+    #[test]
+    fn unknown_rope_scaling_is_refused_by_name() {
+        let err = parse_rope_scaling(Some(
+            &serde_json::json!({"rope_type": "yarn", "factor": 2.0}),
+        ))
+        .expect_err("yarn is not supported");
+        assert!(err.contains("yarn"));
+    }
+}

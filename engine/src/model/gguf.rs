@@ -1,0 +1,400 @@
+//! A reader for GGUF (version 2 and 3) files: metadata, tensor directory, and f32 views of
+//! tensors with dequantisation of F32, F16, BF16, Q8_0, Q4_0 and Q4_1.
+//!
+//! Written here rather than taken from a crate: the format is a short header plus a table,
+//! the crates that read it come with whole tensor frameworks attached, and dequantising
+//! straight to f32 is all the engine needs.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use half::{bf16, f16};
+use memmap2::Mmap;
+
+use super::ModelError;
+
+const MAGIC: &[u8; 4] = b"GGUF";
+const DEFAULT_ALIGNMENT: u64 = 32;
+
+/// A metadata value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    U64(u64),
+    I64(i64),
+    F64(f64),
+    Bool(bool),
+    String(String),
+    Array(Vec<Value>),
+}
+
+impl Value {
+    pub fn as_u64(&self) -> Option<u64> {
+        match self {
+            Self::U64(v) => Some(*v),
+            Self::I64(v) => u64::try_from(*v).ok(),
+            _ => None,
+        }
+    }
+
+    pub fn as_f64(&self) -> Option<f64> {
+        match self {
+            Self::F64(v) => Some(*v),
+            Self::U64(v) => Some(*v as f64),
+            Self::I64(v) => Some(*v as f64),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Self::String(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    pub fn as_array(&self) -> Option<&[Value]> {
+        match self {
+            Self::Array(values) => Some(values),
+            _ => None,
+        }
+    }
+}
+
+/// The element types the engine can read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TensorType {
+    F32,
+    F16,
+    Bf16,
+    Q4_0,
+    Q4_1,
+    Q8_0,
+}
+
+impl TensorType {
+    fn from_id(id: u32) -> Option<Self> {
+        Some(match id {
+            0 => Self::F32,
+            1 => Self::F16,
+            2 => Self::Q4_0,
+            3 => Self::Q4_1,
+            8 => Self::Q8_0,
+            30 => Self::Bf16,
+            _ => return None,
+        })
+    }
+
+    /// (elements per block, bytes per block)
+    fn block(self) -> (usize, usize) {
+        match self {
+            Self::F32 => (1, 4),
+            Self::F16 | Self::Bf16 => (1, 2),
+            Self::Q4_0 => (32, 18),
+            Self::Q4_1 => (32, 20),
+            Self::Q8_0 => (32, 34),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct TensorInfo {
+    /// GGUF order: `dims[0]` varies fastest (the row length of a matrix).
+    pub dims: Vec<usize>,
+    pub type_id: u32,
+    offset: u64,
+}
+
+impl TensorInfo {
+    pub fn element_count(&self) -> usize {
+        self.dims.iter().product()
+    }
+}
+
+/// An open GGUF file, memory-mapped.
+pub struct GgufFile {
+    path: PathBuf,
+    map: Mmap,
+    pub metadata: HashMap<String, Value>,
+    pub tensors: HashMap<String, TensorInfo>,
+    data_start: usize,
+}
+
+impl GgufFile {
+    pub fn open(path: &Path) -> Result<Self, ModelError> {
+        let file = std::fs::File::open(path).map_err(|e| ModelError::io(path, e))?;
+        // SAFETY: the file is opened read-only and not modified while mapped; a concurrent
+        // writer would be a user error that at worst yields wrong weights.
+        let map = unsafe { Mmap::map(&file) }.map_err(|e| ModelError::io(path, e))?;
+        let mut reader = Reader {
+            bytes: &map,
+            pos: 0,
+            path,
+        };
+        if reader.take(4)? != MAGIC {
+            return Err(reader.error("missing GGUF magic"));
+        }
+        let version = reader.u32()?;
+        if !(2..=3).contains(&version) {
+            return Err(reader.error(&format!(
+                "unsupported GGUF version {version} (supported: 2, 3)"
+            )));
+        }
+        let tensor_count = reader.u64()?;
+        let kv_count = reader.u64()?;
+        let mut metadata = HashMap::new();
+        for _ in 0..kv_count {
+            let key = reader.string()?;
+            let type_id = reader.u32()?;
+            let value = reader.value(type_id)?;
+            metadata.insert(key, value);
+        }
+        let mut tensors = HashMap::new();
+        for _ in 0..tensor_count {
+            let name = reader.string()?;
+            let n_dims = reader.u32()? as usize;
+            if n_dims > 4 {
+                return Err(reader.error(&format!("tensor {name} has {n_dims} dimensions")));
+            }
+            let dims = (0..n_dims)
+                .map(|_| reader.u64().map(|d| d as usize))
+                .collect::<Result<_, _>>()?;
+            let type_id = reader.u32()?;
+            let offset = reader.u64()?;
+            tensors.insert(
+                name,
+                TensorInfo {
+                    dims,
+                    type_id,
+                    offset,
+                },
+            );
+        }
+        let alignment = metadata
+            .get("general.alignment")
+            .and_then(Value::as_u64)
+            .unwrap_or(DEFAULT_ALIGNMENT);
+        let data_start = (reader.pos as u64).div_ceil(alignment) * alignment;
+        Ok(Self {
+            path: path.to_path_buf(),
+            map,
+            metadata,
+            tensors,
+            data_start: data_start as usize,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.metadata.get(key)
+    }
+
+    /// The tensor's values as f32, dequantised, in GGUF's (row-major, `dims[0]` fastest) order.
+    pub fn tensor_f32(&self, name: &str) -> Result<(Vec<usize>, Vec<f32>), ModelError> {
+        let info = self
+            .tensors
+            .get(name)
+            .ok_or_else(|| ModelError::MissingTensor {
+                path: self.path.clone(),
+                tensor: name.to_string(),
+            })?;
+        let kind =
+            TensorType::from_id(info.type_id).ok_or_else(|| ModelError::UnsupportedDtype {
+                path: self.path.clone(),
+                tensor: name.to_string(),
+                dtype: format!("GGML type {}", info.type_id),
+            })?;
+        let count = info.element_count();
+        let (block_elems, block_bytes) = kind.block();
+        if count % block_elems != 0 {
+            return Err(self.malformed(&format!(
+                "tensor {name}: {count} elements is not a whole number of blocks"
+            )));
+        }
+        let start = self.data_start + info.offset as usize;
+        let end = start + count / block_elems * block_bytes;
+        let bytes = self.map.get(start..end).ok_or_else(|| {
+            self.malformed(&format!("tensor {name} extends past the end of the file"))
+        })?;
+        Ok((info.dims.clone(), dequantize(kind, bytes, count)))
+    }
+
+    fn malformed(&self, reason: &str) -> ModelError {
+        ModelError::Gguf {
+            path: self.path.clone(),
+            reason: reason.to_string(),
+        }
+    }
+}
+
+/// Turns `count` elements of `kind` into f32.
+pub fn dequantize(kind: TensorType, bytes: &[u8], count: usize) -> Vec<f32> {
+    let half = |b: &[u8]| f16::from_le_bytes([b[0], b[1]]).to_f32();
+    let mut out = Vec::with_capacity(count);
+    match kind {
+        TensorType::F32 => out.extend(
+            bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+        ),
+        TensorType::F16 => out.extend(bytes.chunks_exact(2).map(half)),
+        TensorType::Bf16 => out.extend(
+            bytes
+                .chunks_exact(2)
+                .map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32()),
+        ),
+        TensorType::Q8_0 => {
+            for block in bytes.chunks_exact(34) {
+                let scale = half(&block[0..2]);
+                out.extend(block[2..].iter().map(|&q| q as i8 as f32 * scale));
+            }
+        }
+        TensorType::Q4_0 => {
+            for block in bytes.chunks_exact(18) {
+                let scale = half(&block[0..2]);
+                let qs = &block[2..];
+                out.extend(qs.iter().map(|&q| ((q & 0x0F) as f32 - 8.0) * scale));
+                out.extend(qs.iter().map(|&q| ((q >> 4) as f32 - 8.0) * scale));
+            }
+        }
+        TensorType::Q4_1 => {
+            for block in bytes.chunks_exact(20) {
+                let scale = half(&block[0..2]);
+                let min = half(&block[2..4]);
+                let qs = &block[4..];
+                out.extend(qs.iter().map(|&q| (q & 0x0F) as f32 * scale + min));
+                out.extend(qs.iter().map(|&q| (q >> 4) as f32 * scale + min));
+            }
+        }
+    }
+    out
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+    path: &'a Path,
+}
+
+impl Reader<'_> {
+    fn error(&self, reason: &str) -> ModelError {
+        ModelError::Gguf {
+            path: self.path.to_path_buf(),
+            reason: format!("{reason} (at byte {})", self.pos),
+        }
+    }
+
+    fn take(&mut self, n: usize) -> Result<&[u8], ModelError> {
+        let end = self.pos.checked_add(n).filter(|&e| e <= self.bytes.len());
+        let Some(end) = end else {
+            return Err(self.error("unexpected end of file"));
+        };
+        let slice = &self.bytes[self.pos..end];
+        self.pos = end;
+        Ok(slice)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], ModelError> {
+        let mut out = [0u8; N];
+        out.copy_from_slice(self.take(N)?);
+        Ok(out)
+    }
+
+    fn u32(&mut self) -> Result<u32, ModelError> {
+        Ok(u32::from_le_bytes(self.array()?))
+    }
+
+    fn u64(&mut self) -> Result<u64, ModelError> {
+        Ok(u64::from_le_bytes(self.array()?))
+    }
+
+    fn string(&mut self) -> Result<String, ModelError> {
+        let len = self.u64()? as usize;
+        let bytes = self.take(len)?;
+        String::from_utf8(bytes.to_vec()).map_err(|_| self.error("string is not UTF-8"))
+    }
+
+    fn value(&mut self, type_id: u32) -> Result<Value, ModelError> {
+        Ok(match type_id {
+            0 => Value::U64(self.array::<1>()?[0] as u64),
+            1 => Value::I64(self.array::<1>()?[0] as i8 as i64),
+            2 => Value::U64(u16::from_le_bytes(self.array()?) as u64),
+            3 => Value::I64(i16::from_le_bytes(self.array()?) as i64),
+            4 => Value::U64(self.u32()? as u64),
+            5 => Value::I64(i32::from_le_bytes(self.array()?) as i64),
+            6 => Value::F64(f32::from_le_bytes(self.array()?) as f64),
+            7 => Value::Bool(self.array::<1>()?[0] != 0),
+            8 => Value::String(self.string()?),
+            9 => {
+                let element_type = self.u32()?;
+                let len = self.u64()? as usize;
+                if len > self.bytes.len() {
+                    return Err(self.error("array longer than the file"));
+                }
+                let mut values = Vec::with_capacity(len);
+                for _ in 0..len {
+                    values.push(self.value(element_type)?);
+                }
+                Value::Array(values)
+            }
+            10 => Value::U64(self.u64()?),
+            11 => Value::I64(i64::from_le_bytes(self.array()?)),
+            12 => Value::F64(f64::from_le_bytes(self.array()?)),
+            other => return Err(self.error(&format!("unknown metadata type {other}"))),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f16_bytes(v: f32) -> [u8; 2] {
+        f16::from_f32(v).to_le_bytes()
+    }
+
+    #[test]
+    fn q4_0_blocks_centre_nibbles_on_eight() {
+        let mut block = f16_bytes(0.5).to_vec();
+        block.extend((0..16u8).map(|i| i | ((15 - i) << 4)));
+        let values = dequantize(TensorType::Q4_0, &block, 32);
+        assert_eq!(values[0], -4.0); // (0 - 8) * 0.5
+        assert_eq!(values[15], 3.5); // (15 - 8) * 0.5
+        assert_eq!(values[16], 3.5); // high nibble of byte 0 is 15
+        assert_eq!(values[31], -4.0);
+    }
+
+    #[test]
+    fn q4_1_blocks_add_the_minimum() {
+        let mut block = f16_bytes(2.0).to_vec();
+        block.extend(f16_bytes(-1.0));
+        block.extend(std::iter::repeat_n(0x31u8, 16));
+        let values = dequantize(TensorType::Q4_1, &block, 32);
+        assert_eq!(values[0], 1.0); // 1 * 2 - 1
+        assert_eq!(values[16], 5.0); // 3 * 2 - 1
+    }
+
+    #[test]
+    fn q8_0_blocks_are_signed() {
+        let mut block = f16_bytes(0.25).to_vec();
+        block.extend((0..32).map(|i| (i as i8 - 16) as u8));
+        let values = dequantize(TensorType::Q8_0, &block, 32);
+        assert_eq!(values[0], -4.0);
+        assert_eq!(values[31], 3.75);
+    }
+
+    #[test]
+    fn a_truncated_file_is_a_clear_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("bad.gguf");
+        std::fs::write(&path, b"GGUF\x03\x00\x00\x00\x01").expect("write");
+        let err = GgufFile::open(&path).err().expect("truncated");
+        let message = err.to_string();
+        assert!(
+            message.contains("bad.gguf") && message.contains("end of file"),
+            "{message}"
+        );
+    }
+}
