@@ -2,3 +2,9 @@
 
 #[path = "golden/engine_equivalence.rs"]
 mod engine_equivalence;
+
+#[path = "golden/logits.rs"]
+mod logits;
+
+#[path = "golden/demo_model.rs"]
+mod demo_model;
