@@ -136,7 +136,7 @@ fn greedy_continuation_of_the_capital_of_france_is_paris() {
     let model = demo_model();
     let prompt = model.encode("The capital of France is");
     assert_eq!(prompt, vec![504, 3575, 282, 4649, 314]);
-    let out = alone(&model, &prompt, 2);
+    let out = alone(model, &prompt, 2);
     assert_eq!(out.tokens, vec![7042, 30]);
     assert_eq!(out.text, " Paris.");
     assert_eq!(out.finish, Some(FinishReason::Length));
@@ -154,7 +154,7 @@ fn batched_generation_with_staggered_arrivals_equals_one_at_a_time() {
         "Once upon a time",
     ];
     let prompts: Vec<Vec<u32>> = prompts.iter().map(|p| model.encode(p)).collect();
-    let expected: Vec<Generated> = prompts.iter().map(|p| alone(&model, p, 12)).collect();
+    let expected: Vec<Generated> = prompts.iter().map(|p| alone(model, p, 12)).collect();
 
     // A small token budget chunks the long prompts while others decode.
     let config = EngineConfig {
@@ -187,8 +187,8 @@ fn prefix_cache_hit_yields_the_output_of_a_miss() {
                   and science in one short sentence. Question:";
     let first = model.encode(&format!("{system} What is the largest ocean on Earth?"));
     let second = model.encode(&format!("{system} Who painted the Mona Lisa?"));
-    let miss_first = alone(&model, &first, 10);
-    let miss_second = alone(&model, &second, 10);
+    let miss_first = alone(model, &first, 10);
+    let miss_second = alone(model, &second, 10);
     assert_eq!(miss_second.cached_prompt_tokens, 0);
 
     let mut engine = model.engine(ROOMY, EngineConfig::default());
@@ -229,7 +229,7 @@ fn preemption_and_resume_yield_the_uninterrupted_output() {
     let max_tokens = 40;
     let expected: Vec<Generated> = prompts
         .iter()
-        .map(|p| alone(&model, p, max_tokens))
+        .map(|p| alone(model, p, max_tokens))
         .collect();
 
     // Each request needs up to 4 blocks of 16 tokens; 6 blocks cannot hold three at once,
@@ -267,7 +267,7 @@ fn preemption_and_resume_yield_the_uninterrupted_output() {
 fn threaded_handle_streams_the_same_tokens_and_abort_frees_blocks() {
     let model = demo_model();
     let prompt = model.encode("The capital of France is");
-    let expected = alone(&model, &prompt, 8);
+    let expected = alone(model, &prompt, 8);
     let handle =
         EngineHandle::spawn(model.engine(ROOMY, EngineConfig::default())).expect("thread starts");
 
