@@ -42,9 +42,8 @@ demo: tools ## Run a local fleet on the CPU backend with the demo model
 	@exit 2
 
 .PHONY: bench
-bench: ## Benchmarks (figures, not tests)
-	@echo "make bench: not yet available: no benchmarks are built yet" >&2
-	@exit 2
+bench: ## Engine benchmark on the CPU against transformers (figures, not tests; BENCH_OUT=file.md to save)
+	bash bench/engine_cpu.sh
 
 .PHONY: crds
 crds: ## Regenerate crds/ from the Rust API types

@@ -141,7 +141,7 @@ impl HfConfig {
         let num_kv_heads = self.num_key_value_heads.unwrap_or(self.num_attention_heads);
         if self.num_attention_heads == 0
             || num_kv_heads == 0
-            || self.num_attention_heads % num_kv_heads != 0
+            || !self.num_attention_heads.is_multiple_of(num_kv_heads)
         {
             return Err(format!(
                 "num_attention_heads ({}) must be a positive multiple of num_key_value_heads ({num_kv_heads})",
@@ -266,7 +266,7 @@ mod tests {
             factor: 8.0,
             low_freq_factor: 1.0,
             high_freq_factor: 4.0,
-            original_max_position_embeddings: 16.0,
+            original_max_position_embeddings: 8192.0,
         };
         let base = llama_with_theta(500000.0).rope_inv_freq();
         let scaled = config.rope_inv_freq();

@@ -48,7 +48,7 @@ impl SafetensorsSource {
                 });
             }
             let map = map_file(&single)?;
-            let names = SafeTensors::deserialize(&map)
+            SafeTensors::deserialize(&map)
                 .map_err(|e| ModelError::NotAModel {
                     path: single.clone(),
                     reason: e.to_string(),
@@ -56,8 +56,7 @@ impl SafetensorsSource {
                 .names()
                 .into_iter()
                 .map(|n| (n.to_string(), "model.safetensors".to_string()))
-                .collect();
-            names
+                .collect()
         };
         let mut shards = HashMap::new();
         for file in index.values() {
