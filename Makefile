@@ -26,7 +26,7 @@ build: ## Build every binary (release)
 
 .PHONY: test
 test: tools ## Run every test tier that runs without a GPU (release profile)
-	$(CARGO) test --release --workspace --locked
+	$(CARGO) test --release --workspace --locked --no-fail-fast
 
 .PHONY: e2e
 e2e: tools ## Run the control-plane tests only
