@@ -145,11 +145,16 @@ impl Cluster {
         let client = client_from_kubeconfig(&kubeconfig_path).await?;
         wait_ready(&client, &mut cluster_processes, options.ready_timeout).await?;
 
+        // Both components authenticate as the user the RBAC bootstrap policy binds their
+        // roles to, with a kubeconfig of their own.
+        let kubeconfig_for = |user: &str, stem: &str| -> Result<PathBuf, Error> {
+            let creds = pki.issue_client(&ClientIdentity::new(user, &[]), stem)?;
+            let path = dir_path.join(format!("{stem}.kubeconfig"));
+            kubeconfig::write_for_client_cert(&path, &server, pki.ca_pem(), &creds)?;
+            Ok(path)
+        };
         if options.controller_manager {
-            let identity = ClientIdentity::new("system:kube-controller-manager", &[]);
-            let creds = pki.issue_client(&identity, "controller-manager")?;
-            let config = dir_path.join("controller-manager.kubeconfig");
-            kubeconfig::write_for_client_cert(&config, &server, pki.ca_pem(), &creds)?;
+            let config = kubeconfig_for("system:kube-controller-manager", "controller-manager")?;
             cluster_processes.push(ManagedProcess::spawn(
                 "kube-controller-manager",
                 &tool("kube-controller-manager")?,
@@ -158,10 +163,7 @@ impl Cluster {
             )?);
         }
         if options.scheduler {
-            let identity = ClientIdentity::new("system:kube-scheduler", &[]);
-            let creds = pki.issue_client(&identity, "scheduler")?;
-            let config = dir_path.join("scheduler.kubeconfig");
-            kubeconfig::write_for_client_cert(&config, &server, pki.ca_pem(), &creds)?;
+            let config = kubeconfig_for("system:kube-scheduler", "scheduler")?;
             cluster_processes.push(ManagedProcess::spawn(
                 "kube-scheduler",
                 &tool("kube-scheduler")?,
