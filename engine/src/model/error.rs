@@ -35,6 +35,8 @@ pub enum ModelError {
     },
     #[error("{path}: malformed GGUF: {reason}")]
     Gguf { path: PathBuf, reason: String },
+    #[error("could not tokenize the text: {0}")]
+    Encode(String),
     #[error("{path}: tokenizer: {reason}")]
     Tokenizer { path: PathBuf, reason: String },
 }

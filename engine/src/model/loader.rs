@@ -246,7 +246,7 @@ fn load_weights(
     // Tied embeddings: no separate output matrix in the file.
     let lm_head = if source.has(&lm_head_name) {
         Some(source.matrix(&lm_head_name, c.vocab_size, h)?)
-    } else if c.tie_word_embeddings || source.path().extension().is_some_and(|e| e == "gguf") {
+    } else if c.tie_word_embeddings {
         None
     } else {
         return Err(ModelError::MissingTensor {

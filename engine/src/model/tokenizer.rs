@@ -105,10 +105,7 @@ impl Tokenizer {
         self.inner
             .encode(text, false)
             .map(|e| e.get_ids().to_vec())
-            .map_err(|e| ModelError::Tokenizer {
-                path: "<encode>".into(),
-                reason: e.to_string(),
-            })
+            .map_err(|e| ModelError::Encode(e.to_string()))
     }
 
     /// A second handle to the same tokenizer (the engine decodes while the caller encodes).
