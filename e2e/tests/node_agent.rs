@@ -66,6 +66,7 @@ async fn fixture(simulate: bool) -> Fixture {
     config.simulate = simulate;
     config.initial_backoff = Duration::from_millis(500);
     config.max_backoff = Duration::from_secs(4);
+    config.apiserver = Some(apiserver_address(&cluster));
     let agent = NodeAgent::start(client.clone(), config)
         .await
         .expect("node agent starts");
@@ -78,6 +79,14 @@ async fn fixture(simulate: bool) -> Fixture {
         pods,
         cluster,
     }
+}
+
+/// `host:port` of the API server, from its `https://127.0.0.1:<port>` URL.
+fn apiserver_address(cluster: &Cluster) -> std::net::SocketAddr {
+    let url = cluster.server_url();
+    url.trim_start_matches("https://")
+        .parse()
+        .expect("the API server URL is https://IP:PORT")
 }
 
 fn client(f: &Fixture) -> Client {
@@ -358,6 +367,12 @@ async fn deployment_pods_get_their_own_ips_bind_the_same_port_and_serve_the_test
         // The service-account volume the API server adds, at its usual nested path.
         let token_ns = "/file/var/run/secrets/kubernetes.io/serviceaccount/namespace";
         assert_eq!(get(token_ns).await, Some((200, NAMESPACE.into())));
+        // The pod reaches the API server through the in-cluster configuration and is
+        // authenticated by its projected service-account token.
+        assert_eq!(
+            get("/whoami").await,
+            Some((200, format!("system:serviceaccount:{NAMESPACE}:default")))
+        );
     }
     assert_eq!(ips.len(), 2, "each pod has its own IP");
     assert!(

@@ -1,8 +1,9 @@
 //! A small server for the node agent's tests: the container image they deploy.
 //!
 //! HTTP on `--port`: `/healthz` (200), `/env/NAME` (an environment variable), `/file/PATH`
-//! (a file's contents, as the container sees its file system), `/pid`, `/hostname`; anything
-//! else is 404. With `--grpc-port` it also answers `grpc.health.v1` as SERVING. On SIGTERM it
+//! (a file's contents, as the container sees its file system), `/pid`, `/hostname`,
+//! `/whoami` (the user the API server authenticates this pod as, through the in-cluster
+//! configuration); anything else is 404. With `--grpc-port` it also answers `grpc.health.v1` as SERVING. On SIGTERM it
 //! notes the signal in `--note-sigterm` and exits, or keeps running with `--ignore-sigterm`.
 
 use std::path::PathBuf;
@@ -39,7 +40,12 @@ async fn respond(mut stream: TcpStream) -> anyhow::Result<()> {
     }
     let head = String::from_utf8_lossy(&request);
     let path = head.split_whitespace().nth(1).unwrap_or("/").to_string();
-    let (code, body) = if path == "/healthz" {
+    let (code, body) = if path == "/whoami" {
+        match whoami().await {
+            Ok(user) => (200, user),
+            Err(err) => (500, format!("{err:#}")),
+        }
+    } else if path == "/healthz" {
         (200, "ok".to_string())
     } else if path == "/pid" {
         (200, std::process::id().to_string())
@@ -59,7 +65,11 @@ async fn respond(mut stream: TcpStream) -> anyhow::Result<()> {
     } else {
         (404, "not found".to_string())
     };
-    let reason = if code == 200 { "OK" } else { "Not Found" };
+    let reason = match code {
+        200 => "OK",
+        404 => "Not Found",
+        _ => "Internal Server Error",
+    };
     let response = format!(
         "HTTP/1.1 {code} {reason}\r\nContent-Length: {}\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n{body}",
         body.len()
@@ -67,6 +77,26 @@ async fn respond(mut stream: TcpStream) -> anyhow::Result<()> {
     stream.write_all(response.as_bytes()).await?;
     stream.shutdown().await?;
     Ok(())
+}
+
+/// Asks the API server who this pod is, as any in-cluster client would.
+async fn whoami() -> anyhow::Result<String> {
+    use k8s_openapi::api::authentication::v1::SelfSubjectReview;
+    let config = kube::Config::incluster().context("in-cluster configuration")?;
+    let client = kube::Client::try_from(config).context("building a client")?;
+    let reviews: kube::Api<SelfSubjectReview> = kube::Api::all(client);
+    let review = reviews
+        .create(
+            &kube::api::PostParams::default(),
+            &SelfSubjectReview::default(),
+        )
+        .await
+        .context("creating a SelfSubjectReview")?;
+    Ok(review
+        .status
+        .and_then(|s| s.user_info)
+        .and_then(|u| u.username)
+        .unwrap_or_default())
 }
 
 async fn serve_grpc(port: u16) -> anyhow::Result<()> {

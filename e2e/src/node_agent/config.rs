@@ -1,6 +1,7 @@
 //! What a node agent runs: its nodes, how images map to local binaries, its timings.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -19,6 +20,9 @@ pub struct NodeAgentConfig {
     /// The kubelet uses 10s and 300s; tests want shorter.
     pub initial_backoff: Duration,
     pub max_backoff: Duration,
+    /// The API server, for pods that talk to it (an operator in a pod): the agent forwards
+    /// `kubernetes.default.svc:443` from inside pods to it. `None`: pods cannot reach it.
+    pub apiserver: Option<SocketAddr>,
 }
 
 impl NodeAgentConfig {
@@ -29,6 +33,7 @@ impl NodeAgentConfig {
             simulate: false,
             initial_backoff: Duration::from_secs(10),
             max_backoff: Duration::from_secs(300),
+            apiserver: None,
         }
     }
 }

@@ -11,6 +11,7 @@
 //! every namespace, veth, bridge and directory it made. In simulated mode
 //! ([`NodeAgentConfig::simulate`]) pods are reported Running and Ready and nothing runs.
 
+mod apiserver_proxy;
 mod config;
 mod env;
 mod launch;
@@ -210,6 +211,7 @@ pub fn group_alive(pgid: u32) -> bool {
 /// Plays kubelet for its nodes until dropped or shut down.
 pub struct NodeAgent {
     context: Arc<AgentContext>,
+    /// Node watchers and the API server forwarder.
     watchers: Vec<JoinHandle<()>>,
     nodes: Vec<FakeNode>,
 }
@@ -256,6 +258,12 @@ impl NodeAgent {
             nodes: Vec::new(),
         };
         // From here on, dropping `agent` on an error cleans up what exists.
+        if let (Some(apiserver), Some(bridge)) = (context.config.apiserver, &context.bridge) {
+            let gateway = bridge.subnet.gateway();
+            agent
+                .watchers
+                .push(apiserver_proxy::start(gateway, apiserver).await?);
+        }
         for spec in &context.config.nodes {
             agent
                 .nodes

@@ -17,6 +17,7 @@ use kube::{Client, ResourceExt};
 use tokio::sync::{Notify, oneshot, watch};
 use tracing::Instrument;
 
+use super::apiserver_proxy;
 use super::env::{self, PodFacts, Sources};
 use super::launch::{self, LaunchSpec, MountSpec};
 use super::network::PodNetwork;
@@ -304,6 +305,20 @@ impl PodRuntime {
             }
         }
 
+        let hosts = apiserver_proxy::hosts_file(
+            ip,
+            &self.pod.name_any(),
+            self.context
+                .config
+                .apiserver
+                .map(|_| self.context.subnet.gateway()),
+        );
+        let hosts_path = self.dirs.disk.join("etc-hosts");
+        std::fs::write(&hosts_path, hosts).map_err(|source| NodeAgentError::Io {
+            context: format!("writing {}", hosts_path.display()),
+            source,
+        })?;
+
         let Some(prepared) = self.prepare_until_ready(ip, stop).await else {
             return Ok(());
         };
@@ -500,6 +515,22 @@ impl PodRuntime {
             env.push(("PATH".into(), path));
         }
         env.push(("HOSTNAME".into(), self.pod.name_any()));
+        if self.context.config.apiserver.is_some() {
+            // As the kubelet sets them for the `kubernetes` Service; the pod's own env wins.
+            let port = apiserver_proxy::SERVICE_PORT.to_string();
+            for (name, value) in [
+                (
+                    "KUBERNETES_SERVICE_HOST",
+                    apiserver_proxy::SERVICE_HOST.to_string(),
+                ),
+                ("KUBERNETES_SERVICE_PORT", port.clone()),
+                ("KUBERNETES_SERVICE_PORT_HTTPS", port),
+            ] {
+                if !env.iter().any(|(k, _)| k == name) {
+                    env.insert(0, (name.into(), value));
+                }
+            }
+        }
         let expand = |words: &[String]| -> Vec<String> {
             words.iter().map(|w| env::expand(w, &env)).collect()
         };
@@ -563,6 +594,14 @@ impl PodRuntime {
                 source,
                 target: PathBuf::from(&mount.mount_path),
                 read_only: mount.read_only == Some(true),
+            });
+        }
+        // The kubelet manages every container's /etc/hosts unless the pod mounts its own.
+        if !mounts.iter().any(|m| m.target == Path::new("/etc/hosts")) {
+            mounts.push(MountSpec {
+                source: self.dirs.disk.join("etc-hosts"),
+                target: PathBuf::from("/etc/hosts"),
+                read_only: false,
             });
         }
         let root = self.dirs.disk.join("roots").join(&container.name);
