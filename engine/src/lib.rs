@@ -7,6 +7,7 @@
 pub mod backend;
 pub mod detokenizer;
 pub mod engine;
+pub mod fetch;
 pub mod kv_cache;
 pub mod model;
 pub mod sampling;

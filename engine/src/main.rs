@@ -20,7 +20,10 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Generate(args) => cli::generate::run(&args),
         Command::Bench(args) => cli::bench::run(&args),
-        Command::Serve | Command::Fetch => Err(anyhow::anyhow!(
+        Command::Fetch(args) => modelfleet_engine::fetch::run(args)
+            .map(drop)
+            .map_err(anyhow::Error::from),
+        Command::Serve => Err(anyhow::anyhow!(
             "this subcommand is not yet available in this build of modelfleet-engine"
         )),
     };

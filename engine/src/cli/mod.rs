@@ -27,8 +27,8 @@ pub enum Command {
     Bench(BenchArgs),
     /// Serve gRPC and HTTP (not yet available).
     Serve,
-    /// Fetch model weights into a directory (not yet available).
-    Fetch,
+    /// Fetch a model's files at a pinned revision into a directory (the pod's init container).
+    Fetch(modelfleet_engine::fetch::FetchArgs),
 }
 
 /// Where the model is and how big its KV cache is.
