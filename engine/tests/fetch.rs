@@ -521,6 +521,41 @@ async fn an_interrupted_transfer_resumes_with_a_range_request() -> TestResult {
 }
 
 #[tokio::test]
+async fn a_partial_download_that_has_every_byte_is_verified_without_a_request() -> TestResult {
+    let server = TestServer::start().await?;
+    let files = tiny_model();
+    publish(&server, "acme/tiny", "c0ffee", &files);
+    let model = resolve_path("acme/tiny", "c0ffee", "model.safetensors");
+    let partial_of = |dest: &Path, body: &[u8]| -> TestResult {
+        std::fs::write(dest.join("model.safetensors.modelfleet-partial"), body)?;
+        marker_in_progress(dest, "hf://acme/tiny", "c0ffee")
+    };
+
+    // What a run leaves when it stops between the last byte and the rename.
+    let dest = tempfile::tempdir()?;
+    partial_of(dest.path(), &files[3].body)?;
+    let summary = fetch(&hub_args(&server, "c0ffee", dest.path(), &[])).await?;
+    assert!(
+        server.requests_for(&model).is_empty(),
+        "{:?}",
+        server.requests()
+    );
+    assert_eq!(summary.fetched, FETCHED_BY_DEFAULT);
+    assert_same_files(dest.path(), &files, &FETCHED_BY_DEFAULT)?;
+    assert_eq!(leftovers(dest.path())?, Vec::<String>::new());
+
+    // The right length but other bytes: the checksum catches it and the file is fetched anew.
+    let dest = tempfile::tempdir()?;
+    partial_of(dest.path(), &vec![0; files[3].body.len()])?;
+    fetch(&hub_args(&server, "c0ffee", dest.path(), &[])).await?;
+    let requests = server.requests_for(&model);
+    assert_eq!(requests.len(), 1, "{requests:?}");
+    assert_eq!(requests[0].range, None);
+    assert_same_files(dest.path(), &files, &FETCHED_BY_DEFAULT)?;
+    Ok(())
+}
+
+#[tokio::test]
 async fn a_cut_transfer_is_retried_and_resumed_within_one_run() -> TestResult {
     let server = TestServer::start().await?;
     let files = tiny_model();
