@@ -736,6 +736,25 @@ async fn http_manifest_lists_files_with_sizes_and_checksums() -> TestResult {
         message.contains("2026-11-01") && message.contains("2026-12-01"),
         "{message}"
     );
+
+    // A manifest naming one path twice would have two downloads write one file.
+    let twice =
+        serde_json::json!({ "files": [{ "path": "config.json" }, { "path": "config.json" }] });
+    server.put(
+        "/models/twice/modelfleet-manifest.json",
+        twice.to_string().into_bytes(),
+        vec![],
+    );
+    let source = format!("{}/models/twice", server.url());
+    let error = fetch(&args(&source, "v1", tempfile::tempdir()?.path(), &[]))
+        .await
+        .expect_err("a path listed twice");
+    assert!(
+        error
+            .to_string()
+            .contains("'config.json' is listed more than once"),
+        "{error}"
+    );
     Ok(())
 }
 

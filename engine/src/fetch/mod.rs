@@ -279,6 +279,13 @@ async fn plan(
             path: bad.path.clone(),
         });
     }
+    let mut seen = HashSet::new();
+    if let Some(twice) = files.iter().find(|f| !seen.insert(f.path.as_str())) {
+        return Err(FetchError::Listing {
+            uri: uri.to_string(),
+            reason: format!("'{}' is listed more than once", twice.path),
+        });
+    }
     if files.is_empty() {
         return Err(FetchError::NoFiles {
             uri: uri.to_string(),
