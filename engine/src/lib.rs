@@ -10,5 +10,6 @@ pub mod engine;
 pub mod fetch;
 pub mod kv_cache;
 pub mod model;
+pub mod proto;
 pub mod sampling;
 pub mod scheduler;
