@@ -46,8 +46,9 @@ bench: ## Engine benchmark on the CPU against transformers (figures, not tests; 
 	bash bench/engine_cpu.sh
 
 .PHONY: crds
-crds: ## Regenerate crds/ from the Rust API types
+crds: ## Regenerate crds/ from the Rust API types (and the Helm chart's copy)
 	$(CARGO) run --release --locked -p modelfleet-operator -- crdgen --out-dir crds
+	cp crds/*.yaml charts/modelfleet/crds/
 
 .PHONY: lint
 lint: ## rustfmt check + clippy with warnings denied
