@@ -9,6 +9,7 @@ pub mod detokenizer;
 pub mod engine;
 pub mod fetch;
 pub mod kv_cache;
+pub mod loadgen;
 pub mod model;
 pub mod proto;
 pub mod sampling;
