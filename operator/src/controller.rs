@@ -28,11 +28,13 @@ use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{ModelDeployment, ModelDeploymentStatus};
+use crate::autoscaler::prometheus::PrometheusClient;
+use crate::autoscaler::{AutoscalerConfig, Verdicts, ticker};
 use crate::desired::{
     DEPLOYMENT_LABEL, DesiredState, desired_replicas, desired_state, selector_string,
 };
 use crate::metrics::Metrics;
-use crate::status::{Observed, compute_status, crash_looping_pods};
+use crate::status::{AutoscalerView, Observed, compute_status, crash_looping_pods};
 use crate::transitions::{Severity, transitions};
 use crate::{Error, Result};
 
@@ -55,6 +57,9 @@ pub struct ControllerConfig {
     pub namespace: Option<String>,
     /// This process's name in events (`reportingInstance`).
     pub identity: String,
+    /// Read the queue depth from Prometheus and size fleets by it; `None` holds each
+    /// ModelDeployment at the size its status last recorded (or `spec.replicas.min`).
+    pub autoscaler: Option<AutoscalerConfig>,
 }
 
 /// What every reconcile shares.
@@ -63,6 +68,8 @@ pub struct Context {
     recorder: Recorder,
     metrics: Metrics,
     store: Store<ModelDeployment>,
+    /// The autoscaler's verdicts; `None` when it is off.
+    verdicts: Option<Verdicts>,
     /// Consecutive failures per object, for exponential backoff.
     failures: Mutex<HashMap<ObjectRef<ModelDeployment>, u32>>,
 }
@@ -74,6 +81,13 @@ pub async fn run_controller(
     metrics: Metrics,
     shutdown: CancellationToken,
 ) -> Result<()> {
+    let prometheus = config
+        .autoscaler
+        .as_ref()
+        .map(|a| PrometheusClient::new(&a.prometheus_url))
+        .transpose()?;
+    // The autoscaler asks for a reconcile whenever its verdict on an object changes.
+    let (autoscaled, verdict_changes) = futures::channel::mpsc::unbounded();
     let children = watcher::Config::default().labels(MANAGED_SELECTOR);
     let controller = Controller::new(
         scoped::<ModelDeployment>(&client, &config),
@@ -92,18 +106,34 @@ pub async fn run_controller(
         children,
         model_deployment_of_pod,
     )
+    .reconcile_on(verdict_changes)
     // Coalesce bursts (a rollout touches many objects) into one reconcile.
     .with_config(kube::runtime::controller::Config::default().debounce(DEBOUNCE))
-    .graceful_shutdown_on(shutdown.cancelled_owned());
+    .graceful_shutdown_on(shutdown.clone().cancelled_owned());
     let reporter = Reporter {
         controller: FIELD_MANAGER.into(),
         instance: Some(config.identity.clone()),
+    };
+    let verdicts = prometheus.as_ref().map(|_| Verdicts::default());
+    let ticker_stop = shutdown.child_token();
+    let ticker = match (&config.autoscaler, prometheus, &verdicts) {
+        (Some(autoscaler), Some(prometheus), Some(verdicts)) => Some(tokio::spawn(ticker::run(
+            autoscaler.clone(),
+            prometheus,
+            controller.store(),
+            verdicts.clone(),
+            autoscaled,
+            metrics.clone(),
+            ticker_stop.clone(),
+        ))),
+        _ => None,
     };
     let context = Arc::new(Context {
         recorder: Recorder::new(client.clone(), reporter),
         client,
         metrics,
         store: controller.store(),
+        verdicts,
         failures: Mutex::default(),
     });
     tracing::info!(
@@ -119,6 +149,10 @@ pub async fn run_controller(
             }
         })
         .await;
+    ticker_stop.cancel();
+    if let Some(ticker) = ticker {
+        let _ = ticker.await;
+    }
     tracing::info!("controller stopped");
     Ok(())
 }
@@ -155,8 +189,21 @@ pub async fn reconcile(md: Arc<ModelDeployment>, ctx: Arc<Context>) -> Result<Ac
         what: "metadata.namespace",
     })?;
 
-    // The autoscaler's decision will feed in here; until then the size comes from the spec.
-    let replicas = desired_replicas(&md.spec.replicas, None);
+    // The autoscaler's latest verdict, else the size the status recorded (so a restart or a
+    // Prometheus outage holds it), within the spec's bounds; `spec.replicas.count` wins.
+    let verdict = ctx
+        .verdicts
+        .as_ref()
+        .and_then(|v| v.get(&ObjectRef::from(md.as_ref())));
+    let held = md
+        .status
+        .as_ref()
+        .filter(|s| s.observed_generation.is_some())
+        .map(|s| s.desired_replicas);
+    let replicas = desired_replicas(
+        &md.spec.replicas,
+        verdict.as_ref().map(|v| v.replicas).or(held),
+    );
     let desired = desired_state(&md, replicas)?;
     let applied = apply_children(&ctx.client, &namespace, &desired).await?;
     let crash_looping = crash_looping_pods(&engine_pods(&ctx.client, &namespace, &md).await?);
@@ -164,13 +211,23 @@ pub async fn reconcile(md: Arc<ModelDeployment>, ctx: Arc<Context>) -> Result<Ac
     let observed = Observed {
         deployment: Some(&applied.deployment),
         crash_looping_pods: crash_looping,
+        autoscaler: match (&ctx.verdicts, &verdict) {
+            (None, _) => AutoscalerView::Off,
+            (Some(_), None) => AutoscalerView::Awaiting,
+            (Some(_), Some(verdict)) => AutoscalerView::Verdict(verdict),
+        },
     };
     let status = compute_status(&md, replicas, &observed, &now());
     if md.status.as_ref() != Some(&status) {
         write_status(&ctx.client, &namespace, &md.name_any(), &status).await?;
         ctx.metrics.status_writes.inc();
     }
-    for transition in transitions(md.status.as_ref(), &status, applied.created) {
+    let scale_cause = |from, to| {
+        verdict
+            .as_ref()
+            .and_then(|v| v.cause_of(from, to).map(String::from))
+    };
+    for transition in transitions(md.status.as_ref(), &status, applied.created, scale_cause) {
         let type_ = match transition.severity {
             Severity::Normal => EventType::Normal,
             Severity::Warning => EventType::Warning,

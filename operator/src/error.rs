@@ -45,6 +45,10 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// The Prometheus URL the autoscaler was given cannot be used.
+    #[error("Prometheus URL {url:?}: {reason}")]
+    Prometheus { url: String, reason: String },
+
     /// This process held the leader lease and could not renew it in time.
     #[error("lost the leader lease {lease} (not renewed within {deadline:?})")]
     LeadershipLost { lease: String, deadline: Duration },
@@ -69,6 +73,7 @@ impl Error {
         "metrics",
         "telemetry",
         "leadership_lost",
+        "prometheus",
     ];
 
     /// A short, bounded label for metrics.
@@ -82,6 +87,7 @@ impl Error {
             Self::Metrics(_) => "metrics",
             Self::Telemetry { .. } => "telemetry",
             Self::LeadershipLost { .. } => "leadership_lost",
+            Self::Prometheus { .. } => "prometheus",
         }
     }
 }
@@ -108,6 +114,10 @@ mod tests {
             Error::LeadershipLost {
                 lease: "l".into(),
                 deadline: Duration::from_secs(1),
+            },
+            Error::Prometheus {
+                url: "u".into(),
+                reason: "r".into(),
             },
         ];
         for error in &errors {

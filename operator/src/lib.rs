@@ -6,9 +6,11 @@
 //!   its changes raise.
 //! - [`controller`]: the reconciler, the only part that talks to the API server about
 //!   ModelDeployments; [`leader`] and [`operator`] decide when it runs.
+//! - [`autoscaler`]: the queue-depth autoscaler (Prometheus in, a replica count out).
 //! - [`metrics`], [`telemetry`]: what the operator tells about itself.
 
 pub mod api;
+pub mod autoscaler;
 pub mod conditions;
 pub mod controller;
 pub mod crdgen;

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use modelfleet_operator::autoscaler::AutoscalerConfig;
 use modelfleet_operator::controller::ControllerConfig;
 use modelfleet_operator::crdgen;
 use modelfleet_operator::leader::LeaseConfig;
@@ -66,6 +67,14 @@ struct RunArgs {
     /// This process's identity in the lease and in events (the pod name in a cluster).
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
+    /// Base URL of the Prometheus that scrapes the engine pods (e.g.
+    /// http://prometheus.monitoring:9090). Without it the queue-depth autoscaler is off and
+    /// each ModelDeployment keeps the size its status records.
+    #[arg(long, env = "MODELFLEET_PROMETHEUS_URL")]
+    prometheus_url: Option<String>,
+    /// How often the autoscaler reads every ModelDeployment's queue depth (e.g. 15s).
+    #[arg(long, env = "MODELFLEET_AUTOSCALE_INTERVAL", default_value = "15s", value_parser = parse_duration)]
+    autoscale_interval: Duration,
     /// Log line format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -102,10 +111,20 @@ async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
         retry_period: Duration::from_secs(args.retry_period_seconds),
         ..LeaseConfig::new(&args.lease_namespace, &args.lease_name, &identity)
     });
+    let autoscaler = args.prometheus_url.map(|url| AutoscalerConfig {
+        prometheus_url: url,
+        interval: args.autoscale_interval,
+    });
+    if autoscaler.is_none() {
+        tracing::warn!(
+            "no --prometheus-url: the queue-depth autoscaler is off (ScalingActive=False, NoPrometheus)"
+        );
+    }
     let config = OperatorConfig {
         controller: ControllerConfig {
             namespace: args.namespace,
             identity,
+            autoscaler,
         },
         leader_election,
         telemetry_addr: Some(args.telemetry_addr),
@@ -124,6 +143,18 @@ async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
     });
     run(client, config, Metrics::new()?, shutdown).await?;
     Ok(())
+}
+
+/// A Go-style duration of at least one millisecond.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let parsed: Duration = text
+        .parse::<kube::core::Duration>()
+        .map_err(|e| e.to_string())?
+        .into();
+    if parsed < Duration::from_millis(1) {
+        return Err("must be at least 1ms".into());
+    }
+    Ok(parsed)
 }
 
 /// SIGTERM (Kubernetes stopping the pod) or Ctrl-C.

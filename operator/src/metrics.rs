@@ -13,6 +13,8 @@ pub const RECONCILE_DURATION_SECONDS: &str = "modelfleet_operator_reconcile_dura
 pub const MANAGED_MODELDEPLOYMENTS: &str = "modelfleet_operator_managed_modeldeployments";
 pub const STATUS_WRITES_TOTAL: &str = "modelfleet_operator_status_writes_total";
 pub const LEADER: &str = "modelfleet_operator_leader";
+pub const AUTOSCALER_QUERY_FAILURES_TOTAL: &str =
+    "modelfleet_operator_autoscaler_query_failures_total";
 
 /// Label on [`RECONCILE_ERRORS_TOTAL`]: the kind of error (bounded set, see
 /// [`crate::Error::metric_label`]).
@@ -29,6 +31,7 @@ pub struct Metrics {
     pub managed: IntGauge,
     pub status_writes: IntCounter,
     pub leader: IntGauge,
+    pub autoscaler_query_failures: IntCounter,
 }
 
 impl Metrics {
@@ -59,6 +62,10 @@ impl Metrics {
             "ModelDeployment status updates written",
         )?;
         let leader = IntGauge::new(LEADER, "1 while this process holds the leader lease")?;
+        let autoscaler_query_failures = IntCounter::new(
+            AUTOSCALER_QUERY_FAILURES_TOTAL,
+            "Queue-depth queries to Prometheus that got no answer",
+        )?;
         // Export every error kind at 0 from the start, so rates and alerts have a series.
         for label in crate::Error::METRIC_LABELS {
             reconcile_errors.with_label_values(&[*label]);
@@ -69,6 +76,7 @@ impl Metrics {
         registry.register(Box::new(managed.clone()))?;
         registry.register(Box::new(status_writes.clone()))?;
         registry.register(Box::new(leader.clone()))?;
+        registry.register(Box::new(autoscaler_query_failures.clone()))?;
         Ok(Self {
             registry,
             reconciles,
@@ -77,6 +85,7 @@ impl Metrics {
             managed,
             status_writes,
             leader,
+            autoscaler_query_failures,
         })
     }
 
@@ -111,6 +120,7 @@ mod tests {
             MANAGED_MODELDEPLOYMENTS,
             STATUS_WRITES_TOTAL,
             LEADER,
+            AUTOSCALER_QUERY_FAILURES_TOTAL,
         ] {
             assert!(text.contains(name), "{name} missing from\n{text}");
         }

@@ -6,6 +6,7 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::api::{ModelDeployment, ModelDeploymentStatus, condition};
+use crate::autoscaler::{Activity, Verdict};
 use crate::conditions::{self, Observation, Status};
 use crate::desired::{REVISION_ANNOTATION, endpoint, selector_string};
 
@@ -23,6 +24,20 @@ pub struct Observed<'a> {
     pub deployment: Option<&'a Deployment>,
     /// Names of the pods with a crash-looping container.
     pub crash_looping_pods: Vec<String>,
+    /// What the queue-depth autoscaler said.
+    pub autoscaler: AutoscalerView<'a>,
+}
+
+/// The autoscaler as the status reports it.
+#[derive(Clone, Debug, Default)]
+pub enum AutoscalerView<'a> {
+    /// The operator runs without a Prometheus URL: nothing reads the queue depth.
+    Off,
+    /// No reading yet since the operator started.
+    #[default]
+    Awaiting,
+    /// The latest verdict.
+    Verdict(&'a Verdict),
 }
 
 /// The status `md` should have, given what was observed and the replica count asked for.
@@ -60,7 +75,7 @@ pub fn compute_status(
         ready(md, desired_replicas, &rollout),
         progressing(&rollout, updated_revision.as_deref()),
         degraded(&rollout, &observed.crash_looping_pods),
-        scaling_active(md),
+        scaling_active(md, desired_replicas, &observed.autoscaler),
     ];
     ModelDeploymentStatus {
         observed_generation: md.metadata.generation,
@@ -71,7 +86,10 @@ pub fn compute_status(
         current_revision,
         updated_revision,
         last_scale_time,
-        queue_depth: previous.queue_depth,
+        queue_depth: match &observed.autoscaler {
+            AutoscalerView::Verdict(v) if v.queue_depth.is_some() => v.queue_depth,
+            _ => previous.queue_depth,
+        },
         endpoint: Some(endpoint(md)),
         selector: Some(selector_string(md)),
         conditions: conditions::merge(
@@ -257,8 +275,8 @@ fn degraded(rollout: &Rollout, crash_looping: &[String]) -> Observation {
 }
 
 /// Who decides the replica count. The queue-depth autoscaler is active only when neither a
-/// fixed size nor the `scale` subresource does.
-fn scaling_active(md: &ModelDeployment) -> Observation {
+/// fixed size nor the `scale` subresource does, and only while it can read the queue depth.
+fn scaling_active(md: &ModelDeployment, desired: i32, view: &AutoscalerView<'_>) -> Observation {
     let obs = |status, reason, message| Observation {
         type_: condition::SCALING_ACTIVE,
         status,
@@ -281,14 +299,45 @@ fn scaling_active(md: &ModelDeployment) -> Observation {
             format!("spec.replicas.min == max == {}", replicas.min),
         )
     } else {
-        obs(
-            Status::Unknown,
-            "AwaitingMetrics",
-            format!(
-                "no queue-depth decision yet; running spec.replicas.min ({})",
-                replicas.min
+        match view {
+            AutoscalerView::Off => obs(
+                Status::False,
+                "NoPrometheus",
+                format!(
+                    "the operator runs without --prometheus-url, so nothing reads the queue \
+                     depth; holding {desired} replicas"
+                ),
             ),
-        )
+            AutoscalerView::Awaiting => obs(
+                Status::Unknown,
+                "AwaitingMetrics",
+                format!("no queue-depth reading yet; holding {desired} replicas"),
+            ),
+            AutoscalerView::Verdict(v) => match &v.activity {
+                Activity::Active => obs(
+                    Status::True,
+                    "QueueDepth",
+                    format!(
+                        "queue depth {} against a target of {} per replica",
+                        v.queue_depth.unwrap_or_default(),
+                        v.target_queue_depth
+                    ),
+                ),
+                Activity::NoMetrics => obs(
+                    Status::False,
+                    "NoMetrics",
+                    format!(
+                        "Prometheus has no modelfleet_engine_queue_depth series for this \
+                         ModelDeployment (are its pods scraped?); holding {desired} replicas"
+                    ),
+                ),
+                Activity::PrometheusUnavailable(error) => obs(
+                    Status::False,
+                    "PrometheusUnavailable",
+                    format!("cannot query Prometheus ({error}); holding {desired} replicas"),
+                ),
+            },
+        }
     }
 }
 
@@ -543,6 +592,7 @@ mod tests {
             &Observed {
                 deployment: None,
                 crash_looping_pods: names,
+                ..Observed::default()
             },
             &at(10),
         );
@@ -636,5 +686,43 @@ mod tests {
         md.spec.replicas.count = Some(3);
         let s = compute_status(&md, 3, &Observed::default(), &at(10));
         assert_eq!(cond(&s, "ScalingActive").reason, "ScaleSubresource");
+    }
+
+    #[test]
+    fn scaling_active_follows_the_autoscaler_and_holds_the_size_it_reports() {
+        let mut md = minimal("chat");
+        md.spec.replicas.max = 4;
+        let with = |view| Observed {
+            autoscaler: view,
+            ..Observed::default()
+        };
+        let s = compute_status(&md, 2, &with(AutoscalerView::Off), &at(10));
+        assert_eq!(cond(&s, "ScalingActive").status, "False");
+        assert_eq!(cond(&s, "ScalingActive").reason, "NoPrometheus");
+
+        let mut verdict = Verdict {
+            replicas: 3,
+            queue_depth: Some(12.0),
+            activity: Activity::Active,
+            target_queue_depth: 4.0,
+            last_change: None,
+        };
+        let active = verdict.clone();
+        let s = compute_status(&md, 3, &with(AutoscalerView::Verdict(&active)), &at(10));
+        assert_eq!(cond(&s, "ScalingActive").status, "True");
+        assert_eq!(s.queue_depth, Some(12.0));
+        md.status = Some(s);
+
+        verdict.activity = Activity::PrometheusUnavailable("connection refused".into());
+        verdict.queue_depth = None;
+        let s = compute_status(&md, 3, &with(AutoscalerView::Verdict(&verdict)), &at(20));
+        let c = cond(&s, "ScalingActive");
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("False", "PrometheusUnavailable")
+        );
+        assert!(c.message.contains("connection refused"), "{}", c.message);
+        assert!(c.message.contains("holding 3 replicas"), "{}", c.message);
+        assert_eq!(s.queue_depth, Some(12.0), "the last reading stays");
     }
 }

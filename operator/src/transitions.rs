@@ -31,11 +31,13 @@ impl Transition {
 }
 
 /// The transitions from `old` to `new`. `created` says whether this reconcile created the
-/// Deployment (its first apply).
+/// Deployment (its first apply); `scale_cause` gives the reason of a change of size, given
+/// its from and to (the autoscaler's explanation).
 pub fn transitions(
     old: Option<&ModelDeploymentStatus>,
     new: &ModelDeploymentStatus,
     created: bool,
+    scale_cause: impl Fn(i32, i32) -> Option<String>,
 ) -> Vec<Transition> {
     let mut out = Vec::new();
     if created {
@@ -51,13 +53,12 @@ pub fn transitions(
 
     if !created && old.observed_generation.is_some() && old.desired_replicas != new.desired_replicas
     {
-        out.push(Transition::normal(
-            "Scaled",
-            format!(
-                "scaled from {} to {} replicas",
-                old.desired_replicas, new.desired_replicas
-            ),
-        ));
+        let (from, to) = (old.desired_replicas, new.desired_replicas);
+        let note = match scale_cause(from, to) {
+            Some(cause) => format!("scaled from {from} to {to} replicas: {cause}"),
+            None => format!("scaled from {from} to {to} replicas"),
+        };
+        out.push(Transition::normal("Scaled", note));
     }
     if let (Some(before), Some(after)) = (&old.updated_revision, &new.updated_revision)
         && before != after
@@ -127,6 +128,10 @@ mod tests {
         }
     }
 
+    fn no_cause(_: i32, _: i32) -> Option<String> {
+        None
+    }
+
     fn reasons(t: &[Transition]) -> Vec<&str> {
         t.iter().map(|t| t.reason.as_str()).collect()
     }
@@ -134,13 +139,16 @@ mod tests {
     #[test]
     fn first_apply_is_created_only() {
         let new = status(1, None, None, false);
-        assert_eq!(reasons(&transitions(None, &new, true)), vec!["Created"]);
+        assert_eq!(
+            reasons(&transitions(None, &new, true, no_cause)),
+            vec!["Created"]
+        );
     }
 
     #[test]
     fn unchanged_status_has_no_transitions() {
         let s = status(2, Some("a"), Some("a"), false);
-        assert!(transitions(Some(&s), &s, false).is_empty());
+        assert!(transitions(Some(&s), &s, false, no_cause).is_empty());
     }
 
     #[test]
@@ -148,27 +156,42 @@ mod tests {
         let old = status(1, Some("a"), Some("a"), false);
         let rolling = status(3, Some("b"), Some("a"), false);
         assert_eq!(
-            reasons(&transitions(Some(&old), &rolling, false)),
+            reasons(&transitions(Some(&old), &rolling, false, no_cause)),
             vec!["Scaled", "RolloutStarted"]
         );
         let done = status(3, Some("b"), Some("b"), false);
         assert_eq!(
-            reasons(&transitions(Some(&rolling), &done, false)),
+            reasons(&transitions(Some(&rolling), &done, false, no_cause)),
             vec!["RolloutFinished"]
         );
+    }
+
+    #[test]
+    fn a_scale_names_its_cause_when_there_is_one() {
+        let old = status(1, Some("a"), Some("a"), false);
+        let new = status(3, Some("a"), Some("a"), false);
+        let t = transitions(Some(&old), &new, false, |from, to| {
+            (from == 1 && to == 3).then(|| "queue depth 12 over target 4 per replica".to_string())
+        });
+        assert_eq!(
+            t[0].note,
+            "scaled from 1 to 3 replicas: queue depth 12 over target 4 per replica"
+        );
+        let t = transitions(Some(&old), &new, false, no_cause);
+        assert_eq!(t[0].note, "scaled from 1 to 3 replicas");
     }
 
     #[test]
     fn degraded_warns_once_and_recovery_is_reported() {
         let fine = status(1, Some("a"), None, false);
         let bad = status(1, Some("a"), None, true);
-        let t = transitions(Some(&fine), &bad, false);
+        let t = transitions(Some(&fine), &bad, false, no_cause);
         assert_eq!(t.len(), 1);
         assert_eq!(t[0].severity, Severity::Warning);
         assert_eq!(t[0].reason, "CrashLoopBackOff");
-        assert!(transitions(Some(&bad), &bad, false).is_empty());
+        assert!(transitions(Some(&bad), &bad, false, no_cause).is_empty());
         assert_eq!(
-            reasons(&transitions(Some(&bad), &fine, false)),
+            reasons(&transitions(Some(&bad), &fine, false, no_cause)),
             vec!["Recovered"]
         );
     }

@@ -217,6 +217,7 @@ pub fn start_operator_with(
         controller: ControllerConfig {
             namespace: Some(namespace.into()),
             identity: identity.into(),
+            autoscaler: None,
         },
         leader_election: lease,
         telemetry_addr,
