@@ -77,11 +77,16 @@ pub(crate) fn failure(status: &Status) -> Failure {
     }
 }
 
+/// The causes under `error`, each said once (transport errors repeat their cause's words).
 fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut parts = Vec::new();
+    let mut parts: Vec<String> = Vec::new();
     let mut source = error.source();
     while let Some(e) = source {
-        parts.push(e.to_string());
+        let text = e.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.retain(|p| !text.contains(p.as_str()));
+            parts.push(text);
+        }
         source = e.source();
     }
     parts.join(": ")
