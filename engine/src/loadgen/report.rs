@@ -254,10 +254,16 @@ impl Report {
         }
         if self.per_target.len() > 1 {
             let _ = writeln!(out, "per target:");
+            let width = self
+                .per_target
+                .iter()
+                .map(|t| t.target.len())
+                .max()
+                .unwrap_or(0);
             for t in &self.per_target {
                 let _ = writeln!(
                     out,
-                    "  {:<40} {} ok, {} failed, {} output tokens",
+                    "  {:<width$}  {} ok, {} failed, {} output tokens",
                     t.target, t.ok, t.failed, t.output_tokens
                 );
             }
