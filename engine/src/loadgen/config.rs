@@ -87,7 +87,7 @@ impl LoadConfig {
     /// Refuses settings a run cannot honour.
     pub fn validate(&self) -> Result<(), LoadgenError> {
         match self.arrival {
-            Arrival::Closed { concurrency } if concurrency == 0 => {
+            Arrival::Closed { concurrency: 0 } => {
                 return Err(LoadgenError::Config(
                     "concurrency must be at least 1".into(),
                 ));
