@@ -14,3 +14,4 @@ pub mod model;
 pub mod proto;
 pub mod sampling;
 pub mod scheduler;
+pub mod server;

@@ -99,6 +99,7 @@ pub fn run(args: &super::BenchArgs) -> anyhow::Result<()> {
         threads: args.threads,
         // Repeated runs reuse the same prompts: each must compute them again.
         no_prefix_caching: true,
+        enable_prefix_caching: false,
     };
     let super::model::LoadedEngine { mut engine, .. } =
         super::model::LoadedEngine::load(&model_args)?;

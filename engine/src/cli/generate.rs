@@ -13,6 +13,7 @@ pub fn run(args: &GenerateArgs) -> anyhow::Result<()> {
     let LoadedEngine {
         mut engine,
         tokenizer,
+        ..
     } = LoadedEngine::load(&args.model)?;
     let prompt_token_ids = tokenizer.encode(&args.prompt)?;
     let request = GenerationRequest {

@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod generate;
 pub mod model;
+pub mod serve;
 
 use std::path::PathBuf;
 
@@ -25,8 +26,9 @@ pub enum Command {
     Generate(GenerateArgs),
     /// Measure prefill and decode throughput on a model (JSON lines on stdout).
     Bench(BenchArgs),
-    /// Serve gRPC and HTTP (not yet available).
-    Serve,
+    /// Serve the model over gRPC and the OpenAI-compatible HTTP API until SIGTERM, then
+    /// drain.
+    Serve(ServeArgs),
     /// Fetch a model's files at a pinned revision into a directory (the pod's init container).
     Fetch(modelfleet_engine::fetch::FetchArgs),
 }
@@ -59,6 +61,59 @@ pub struct ModelArgs {
     /// Compute every prompt in full instead of reusing cached prefix blocks.
     #[arg(long)]
     pub no_prefix_caching: bool,
+    /// Reuse cached prefix blocks (the default; accepted for vLLM-style argument lists).
+    #[arg(long, conflicts_with = "no_prefix_caching")]
+    pub enable_prefix_caching: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BackendKind {
+    Cpu,
+    Cuda,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Dtype {
+    Auto,
+    Float32,
+    Bfloat16,
+    Float16,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// The name clients ask for (`model` in requests); defaults to the model's file or
+    /// directory name.
+    #[arg(long)]
+    pub served_name: Option<String>,
+    /// Address both servers listen on.
+    #[arg(long, default_value = "0.0.0.0")]
+    pub host: std::net::IpAddr,
+    #[arg(long, default_value_t = 50051)]
+    pub grpc_port: u16,
+    #[arg(long, default_value_t = 8000)]
+    pub http_port: u16,
+    /// Longest prompt plus output a request may have (default: the model's context).
+    #[arg(long)]
+    pub max_model_len: Option<usize>,
+    /// Requests that may wait beyond the running batch before new ones are refused with
+    /// RESOURCE_EXHAUSTED / 429.
+    #[arg(long, default_value_t = 256)]
+    pub max_queued_requests: usize,
+    /// Seconds requests in flight may run after SIGTERM before they are cut off.
+    #[arg(long, default_value_t = 30)]
+    pub drain_timeout_seconds: u64,
+    #[arg(long, value_enum, default_value_t = BackendKind::Cpu)]
+    pub backend: BackendKind,
+    /// Precision of the weights on the device; the CPU backend always computes in float32.
+    #[arg(long, value_enum, default_value_t = Dtype::Auto)]
+    pub dtype: Dtype,
+    /// Fraction of GPU memory for weights and KV cache (CUDA backend); the CPU backend
+    /// budgets its KV cache with --kv-cache-bytes.
+    #[arg(long, default_value_t = 0.9)]
+    pub gpu_memory_utilization: f32,
 }
 
 #[derive(Debug, Clone, Args)]

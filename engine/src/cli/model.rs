@@ -7,26 +7,18 @@ use anyhow::Context as _;
 use modelfleet_engine::backend::KvCacheShape;
 use modelfleet_engine::backend::cpu::{CpuBackend, num_blocks_for_budget};
 use modelfleet_engine::engine::{Engine, EngineConfig, ModelSpec};
-use modelfleet_engine::model::{LoadedModel, Tokenizer};
+use modelfleet_engine::model::{LoadedModel, ModelConfig, Tokenizer};
 use modelfleet_engine::scheduler::SchedulerConfig;
 
 use super::ModelArgs;
 
-/// Text to token ids, for prompts typed on the command line.
-pub trait Encode {
-    fn encode(&self, text: &str) -> anyhow::Result<Vec<u32>>;
-}
-
-impl Encode for Tokenizer {
-    fn encode(&self, text: &str) -> anyhow::Result<Vec<u32>> {
-        Ok(Tokenizer::encode(self, text)?)
-    }
-}
-
-/// An engine ready to step, and the tokenizer of its model.
+/// An engine ready to step, and what else the model brought.
 pub struct LoadedEngine {
     pub engine: Engine,
-    pub tokenizer: Box<dyn Encode>,
+    pub tokenizer: Tokenizer,
+    pub config: ModelConfig,
+    pub chat_template: Option<String>,
+    pub kv_cache: KvCacheShape,
 }
 
 impl LoadedEngine {
@@ -42,6 +34,7 @@ impl LoadedEngine {
             config,
             weights,
             tokenizer,
+            chat_template,
             ..
         } = LoadedModel::load(&args.model)?;
         let num_blocks = args.num_blocks.unwrap_or_else(|| {
@@ -62,7 +55,7 @@ impl LoadedEngine {
             num_blocks,
             block_size: args.block_size,
         };
-        let backend = CpuBackend::new(config, Arc::new(weights), shape);
+        let backend = CpuBackend::new(config.clone(), Arc::new(weights), shape);
         let engine = Engine::new(
             Box::new(backend),
             spec,
@@ -76,7 +69,10 @@ impl LoadedEngine {
         );
         Ok(Self {
             engine,
-            tokenizer: Box::new(tokenizer),
+            tokenizer,
+            config,
+            chat_template,
+            kv_cache: shape,
         })
     }
 }

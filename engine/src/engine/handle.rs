@@ -5,7 +5,7 @@
 //! pending command, so an abort frees the request's KV blocks before the next step.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
@@ -32,6 +32,9 @@ enum Command {
 pub struct EngineHandle {
     commands: Sender<Command>,
     next_id: Arc<AtomicU64>,
+    /// Requests sent to the loop that it has not taken in yet. They wait like the
+    /// scheduler's queue does, so [`EngineHandle::stats`] counts them as waiting.
+    pending_adds: Arc<AtomicUsize>,
     stats: Arc<Mutex<SchedulerStats>>,
     thread: Arc<Mutex<Option<JoinHandle<()>>>>,
 }
@@ -42,12 +45,15 @@ impl EngineHandle {
         let (commands, receiver) = mpsc::channel();
         let stats = Arc::new(Mutex::new(engine.stats()));
         let loop_stats = Arc::clone(&stats);
+        let pending_adds = Arc::new(AtomicUsize::new(0));
+        let loop_pending = Arc::clone(&pending_adds);
         let thread = std::thread::Builder::new()
             .name("engine-loop".into())
-            .spawn(move || run_loop(engine, receiver, loop_stats))?;
+            .spawn(move || run_loop(engine, receiver, loop_stats, &loop_pending))?;
         Ok(EngineHandle {
             commands,
             next_id: Arc::new(AtomicU64::new(0)),
+            pending_adds,
             stats,
             thread: Arc::new(Mutex::new(Some(thread))),
         })
@@ -58,13 +64,19 @@ impl EngineHandle {
     pub fn generate(&self, request: GenerationRequest) -> Result<OutputStream, EngineError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (outputs, receiver) = unbounded_channel();
-        self.commands
+        self.pending_adds.fetch_add(1, Ordering::SeqCst);
+        if self
+            .commands
             .send(Command::Add {
                 id,
                 request,
                 outputs,
             })
-            .map_err(|_| EngineError::Stopped)?;
+            .is_err()
+        {
+            self.pending_adds.fetch_sub(1, Ordering::SeqCst);
+            return Err(EngineError::Stopped);
+        }
         Ok(OutputStream {
             id,
             outputs: receiver,
@@ -73,9 +85,12 @@ impl EngineHandle {
         })
     }
 
-    /// Queue depth, running requests, KV cache usage and preemptions after the last step.
+    /// Queue depth, running requests, KV cache usage and preemptions after the last step;
+    /// requests on their way into the loop count as waiting.
     pub fn stats(&self) -> SchedulerStats {
-        *self.stats.lock().unwrap_or_else(PoisonError::into_inner)
+        let mut stats = *self.stats.lock().unwrap_or_else(PoisonError::into_inner);
+        stats.waiting += self.pending_adds.load(Ordering::SeqCst);
+        stats
     }
 
     /// Stops the loop (unfinished streams end) and waits for its thread.
@@ -140,13 +155,18 @@ impl Drop for OutputStream {
     }
 }
 
-fn run_loop(mut engine: Engine, commands: Receiver<Command>, stats: Arc<Mutex<SchedulerStats>>) {
+fn run_loop(
+    mut engine: Engine,
+    commands: Receiver<Command>,
+    stats: Arc<Mutex<SchedulerStats>>,
+    pending_adds: &AtomicUsize,
+) {
     let mut sinks: HashMap<RequestId, OutputSink> = HashMap::new();
     loop {
         if !engine.has_unfinished() {
             match commands.recv() {
                 Ok(command) => {
-                    if !apply(&mut engine, &mut sinks, command) {
+                    if !apply(&mut engine, &mut sinks, command, (&stats, pending_adds)) {
                         return;
                     }
                 }
@@ -156,7 +176,7 @@ fn run_loop(mut engine: Engine, commands: Receiver<Command>, stats: Arc<Mutex<Sc
         loop {
             match commands.try_recv() {
                 Ok(command) => {
-                    if !apply(&mut engine, &mut sinks, command) {
+                    if !apply(&mut engine, &mut sinks, command, (&stats, pending_adds)) {
                         return;
                     }
                 }
@@ -182,20 +202,28 @@ fn apply(
     engine: &mut Engine,
     sinks: &mut HashMap<RequestId, OutputSink>,
     command: Command,
+    (stats, pending_adds): (&Mutex<SchedulerStats>, &AtomicUsize),
 ) -> bool {
     match command {
         Command::Add {
             id,
             request,
             outputs,
-        } => match engine.add_request(id, request) {
-            Ok(()) => {
-                sinks.insert(id, outputs);
+        } => {
+            let added = engine.add_request(id, request);
+            // Publish the scheduler's count before this request stops counting as pending,
+            // so a reader never sees it in neither.
+            *stats.lock().unwrap_or_else(PoisonError::into_inner) = engine.stats();
+            pending_adds.fetch_sub(1, Ordering::SeqCst);
+            match added {
+                Ok(()) => {
+                    sinks.insert(id, outputs);
+                }
+                Err(error) => {
+                    let _ = outputs.send(Err(error));
+                }
             }
-            Err(error) => {
-                let _ = outputs.send(Err(error));
-            }
-        },
+        }
         Command::Abort(id) => {
             sinks.remove(&id);
             if let Err(error) = engine.abort(id) {

@@ -122,6 +122,12 @@ impl Tokenizer {
     pub fn token_to_id(&self, token: &str) -> Option<u32> {
         self.inner.token_to_id(token)
     }
+
+    /// The token's text as the vocabulary spells it (chat templates use this for
+    /// `bos_token` and `eos_token`).
+    pub fn id_to_token(&self, id: u32) -> Option<String> {
+        self.inner.id_to_token(id)
+    }
 }
 
 impl Decode for Tokenizer {

@@ -1,0 +1,150 @@
+//! `modelfleet-engine serve`: load the model behind open ports, serve until SIGTERM, drain.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use modelfleet_engine::engine::EngineHandle;
+use modelfleet_engine::fetch::marker;
+use modelfleet_engine::server::{self, ChatTemplate, ModelInfo, ServerConfig, ServingModel};
+use tokio::signal::unix::{SignalKind, signal};
+
+use super::model::LoadedEngine;
+use super::{BackendKind, Dtype, ServeArgs};
+
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    check_backend(&args)?;
+    let served_name = args
+        .served_name
+        .clone()
+        .unwrap_or_else(|| default_served_name(&args.model.model));
+    let config = ServerConfig {
+        served_name: served_name.clone(),
+        grpc_addr: SocketAddr::new(args.host, args.grpc_port),
+        http_addr: SocketAddr::new(args.host, args.http_port),
+        max_num_seqs: args.model.max_num_seqs,
+        max_queued_requests: args.max_queued_requests,
+        drain_timeout: Duration::from_secs(args.drain_timeout_seconds),
+    };
+    // The CPU backend computes on rayon's threads; the servers need only a few.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let shutdown = shutdown_signal()?;
+        server::run(
+            config,
+            move || load(&args, served_name).map_err(|e| format!("{e:#}")),
+            shutdown,
+        )
+        .await
+        .map_err(anyhow::Error::from)
+    })
+}
+
+fn check_backend(args: &ServeArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.backend == BackendKind::Cpu,
+        "this build of modelfleet-engine has no CUDA backend; use --backend cpu"
+    );
+    anyhow::ensure!(
+        args.gpu_memory_utilization > 0.0 && args.gpu_memory_utilization <= 1.0,
+        "--gpu-memory-utilization must be in (0, 1], got {}",
+        args.gpu_memory_utilization
+    );
+    if !matches!(args.dtype, Dtype::Auto | Dtype::Float32) {
+        tracing::info!(dtype = ?args.dtype, "the CPU backend computes in float32");
+    }
+    Ok(())
+}
+
+/// Resolves on SIGTERM (Kubernetes stopping the pod) or Ctrl-C.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    let mut term = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = tokio::signal::ctrl_c() => tracing::info!("interrupt received"),
+        }
+    })
+}
+
+fn load(args: &ServeArgs, served_name: String) -> anyhow::Result<ServingModel> {
+    let LoadedEngine {
+        engine,
+        tokenizer,
+        config,
+        chat_template,
+        kv_cache,
+    } = LoadedEngine::load(&args.model)?;
+    let max_model_len = match args.max_model_len {
+        None => config.max_position_embeddings,
+        Some(len) if len <= config.max_position_embeddings => len,
+        Some(len) => anyhow::bail!(
+            "--max-model-len {len} is longer than the model's context of {} tokens",
+            config.max_position_embeddings
+        ),
+    };
+    let token_text = |id: Option<u32>| {
+        id.and_then(|id| tokenizer.id_to_token(id))
+            .unwrap_or_default()
+    };
+    let chat_template = chat_template
+        .map(|source| {
+            ChatTemplate::new(
+                source,
+                token_text(config.bos_token_id),
+                token_text(config.eos_token_ids.first().copied()),
+            )
+        })
+        .transpose()
+        .context("the model's chat template does not parse")?;
+    let info = ModelInfo {
+        served_name,
+        architecture: format!("{:?}", config.architecture).to_lowercase(),
+        vocab_size: config.vocab_size,
+        max_model_len,
+        block_size: kv_cache.block_size,
+        num_kv_blocks: kv_cache.num_blocks,
+        max_num_seqs: args.model.max_num_seqs,
+        backend: "cpu".into(),
+        eos_token_ids: config.eos_token_ids.clone(),
+        revision: fetched_revision(&args.model.model),
+    };
+    tracing::info!(
+        model = %args.model.model.display(),
+        served_name = %info.served_name,
+        max_model_len,
+        kv_cache_blocks = kv_cache.num_blocks,
+        revision = info.revision.as_deref().unwrap_or("-"),
+        "model loaded"
+    );
+    Ok(ServingModel {
+        engine: EngineHandle::spawn(engine).context("starting the engine loop")?,
+        tokenizer,
+        chat_template,
+        info,
+    })
+}
+
+/// The revision `fetch` recorded beside the weights, if they came that way.
+fn fetched_revision(model: &Path) -> Option<String> {
+    let dir = if model.is_dir() {
+        model
+    } else {
+        model.parent()?
+    };
+    marker::read_complete(dir).map(|m| m.identity.revision)
+}
+
+fn default_served_name(model: &Path) -> String {
+    let name = if model.is_file() {
+        model.file_stem()
+    } else {
+        model.file_name()
+    };
+    name.map_or_else(|| "model".into(), |n| n.to_string_lossy().into_owned())
+}

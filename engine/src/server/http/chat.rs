@@ -1,0 +1,149 @@
+//! `POST /v1/chat/completions`: messages rendered with the model's chat template.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::extract::rejection::JsonRejection;
+use axum::response::sse::Event;
+use axum::response::{IntoResponse, Response};
+
+use super::openai::{
+    AssistantMessage, ChatChoice, ChatChunkChoice, ChatCompletionChunk, ChatCompletionRequest,
+    ChatCompletionResponse, ChatDelta, SamplingFields, finish_reason, parse_body,
+};
+use super::sse::{self, ChunkShape, json_event};
+use super::{response_id, unix_now};
+use crate::engine::Usage;
+use crate::server::error::ApiError;
+use crate::server::generation::Delta;
+use crate::server::state::ServingState;
+
+const ROLE: &str = "assistant";
+
+pub async fn handle(
+    State(state): State<Arc<ServingState>>,
+    body: Result<Json<serde_json::Value>, JsonRejection>,
+) -> Response {
+    let parsed = body
+        .map_err(|rejection| ApiError::from_rejection(&rejection))
+        .and_then(|Json(body)| {
+            Ok((
+                parse_body::<ChatCompletionRequest>(&body)?,
+                parse_body::<SamplingFields>(&body)?,
+            ))
+        });
+    let (request, sampling) = match parsed {
+        Ok(parsed) => parsed,
+        Err(error) => return state.refuse(error).into_response(),
+    };
+    let streaming = sampling.stream;
+    let include_usage = sampling
+        .stream_options
+        .as_ref()
+        .is_some_and(|o| o.include_usage);
+    let generation = match state.generate(|model| request.into_params(sampling, model)) {
+        Ok(generation) => generation,
+        Err(error) => return error.into_response(),
+    };
+    let header = Header {
+        id: response_id("chatcmpl"),
+        created: unix_now(),
+        model: state.served_name().to_string(),
+    };
+    if streaming {
+        return sse::stream(
+            generation,
+            Chunks {
+                header,
+                include_usage,
+            },
+        )
+        .into_response();
+    }
+    match generation.collect().await {
+        Ok(completed) => Json(ChatCompletionResponse {
+            id: header.id,
+            object: "chat.completion",
+            created: header.created,
+            model: header.model,
+            choices: vec![ChatChoice {
+                index: 0,
+                message: AssistantMessage {
+                    role: ROLE,
+                    content: completed.text,
+                },
+                logprobs: None,
+                finish_reason: finish_reason(completed.finish_reason.as_ref()),
+            }],
+            usage: completed.usage.into(),
+        })
+        .into_response(),
+        Err(error) => error.into_response(),
+    }
+}
+
+struct Header {
+    id: String,
+    created: u64,
+    model: String,
+}
+
+struct Chunks {
+    header: Header,
+    include_usage: bool,
+}
+
+impl Chunks {
+    fn chunk(&self, choices: Vec<ChatChunkChoice>, usage: Option<Usage>) -> Event {
+        json_event(&ChatCompletionChunk {
+            id: self.header.id.clone(),
+            object: "chat.completion.chunk",
+            created: self.header.created,
+            model: self.header.model.clone(),
+            choices,
+            usage: usage.map(Into::into),
+        })
+    }
+}
+
+impl ChunkShape for Chunks {
+    fn opening(&mut self) -> Option<Event> {
+        Some(self.chunk(
+            vec![ChatChunkChoice {
+                index: 0,
+                delta: ChatDelta {
+                    role: Some(ROLE),
+                    content: Some(String::new()),
+                },
+                logprobs: None,
+                finish_reason: None,
+            }],
+            None,
+        ))
+    }
+
+    fn delta(&mut self, delta: &Delta) -> Option<Event> {
+        let reason = finish_reason(delta.finish_reason.as_ref());
+        if delta.text.is_empty() && reason.is_none() {
+            return None;
+        }
+        Some(self.chunk(
+            vec![ChatChunkChoice {
+                index: 0,
+                delta: ChatDelta {
+                    role: None,
+                    content: (!delta.text.is_empty()).then(|| delta.text.clone()),
+                },
+                logprobs: None,
+                finish_reason: reason,
+            }],
+            None,
+        ))
+    }
+
+    fn closing(&mut self, usage: Usage) -> Option<Event> {
+        self.include_usage
+            .then(|| self.chunk(Vec::new(), Some(usage)))
+    }
+}

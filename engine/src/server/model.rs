@@ -1,0 +1,48 @@
+//! The model a server serves: its engine loop, its tokenizer, its chat template, and the
+//! facts clients may ask about.
+
+use crate::engine::EngineHandle;
+use crate::model::Tokenizer;
+
+use super::chat_template::ChatTemplate;
+use super::error::ApiError;
+
+/// What `ModelInfo` and `/v1/models` report, and what validation checks requests against.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelInfo {
+    pub served_name: String,
+    pub architecture: String,
+    pub vocab_size: usize,
+    /// Longest prompt plus output a request may have.
+    pub max_model_len: usize,
+    pub block_size: usize,
+    pub num_kv_blocks: usize,
+    pub max_num_seqs: usize,
+    pub backend: String,
+    pub eos_token_ids: Vec<u32>,
+    /// The revision `fetch` put the weights at, when it did.
+    pub revision: Option<String>,
+}
+
+impl ModelInfo {
+    /// Tokens the whole KV cache holds.
+    pub fn kv_cache_tokens(&self) -> usize {
+        self.num_kv_blocks * self.block_size
+    }
+}
+
+/// A loaded model behind a running engine loop.
+pub struct ServingModel {
+    pub engine: EngineHandle,
+    pub tokenizer: Tokenizer,
+    pub chat_template: Option<ChatTemplate>,
+    pub info: ModelInfo,
+}
+
+impl ServingModel {
+    pub fn tokenize(&self, text: &str) -> Result<Vec<u32>, ApiError> {
+        self.tokenizer.encode(text).map_err(|e| {
+            ApiError::invalid(format!("the prompt cannot be tokenised: {e}"), "prompt")
+        })
+    }
+}

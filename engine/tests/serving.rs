@@ -1,0 +1,19 @@
+//! `modelfleet-engine serve` over real sockets with the demo model: gRPC and the
+//! OpenAI-compatible HTTP API, health and drain, backpressure, metrics, bad input.
+
+#[path = "golden/support.rs"]
+mod golden_support;
+
+#[path = "serving/support.rs"]
+mod support;
+
+#[path = "serving/bad_input.rs"]
+mod bad_input;
+#[path = "serving/generation.rs"]
+mod generation;
+#[path = "serving/information.rs"]
+mod information;
+#[path = "serving/lifecycle.rs"]
+mod lifecycle;
+#[path = "serving/load.rs"]
+mod load;
