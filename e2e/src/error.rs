@@ -41,6 +41,9 @@ pub enum Error {
     #[error("writing a kubeconfig: {0}")]
     Kubeconfig(String),
 
+    #[error("Prometheus: {0}")]
+    Prometheus(String),
+
     #[error("talking to the apiserver: {0}")]
     Kube(#[from] kube::Error),
 }

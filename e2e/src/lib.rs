@@ -3,7 +3,8 @@
 //! [`Cluster::start`] runs etcd and kube-apiserver (plus, on request, the controller-manager
 //! and the scheduler) from the binaries `make tools` provisions, on free local ports, with
 //! TLS, service-account tokens and RBAC, and hands back a [`kube::Client`]. Tests in parallel
-//! each get their own cluster.
+//! each get their own cluster. [`prometheus::Prometheus`] scrapes pods found through a
+//! cluster's API server, or fixed targets.
 
 mod cluster;
 mod error;
@@ -13,6 +14,7 @@ pub mod nodes;
 pub mod pki;
 mod ports;
 pub mod process;
+pub mod prometheus;
 pub mod tools;
 pub mod wait;
 

@@ -3,7 +3,9 @@
 //! HTTP on `--port`: `/healthz` (200), `/env/NAME` (an environment variable), `/file/PATH`
 //! (a file's contents, as the container sees its file system), `/pid`, `/hostname`,
 //! `/whoami` (the user the API server authenticates this pod as, through the in-cluster
-//! configuration); anything else is 404. With `--grpc-port` it also answers `grpc.health.v1` as SERVING. On SIGTERM it
+//! configuration), `/metrics` (Prometheus text: requests served, and
+//! `modelfleet_engine_queue_depth` with the value of `--queue-depth`, standing in for an
+//! engine); anything else is 404. With `--grpc-port` it also answers `grpc.health.v1` as SERVING. On SIGTERM it
 //! notes the signal in `--note-sigterm` and exits, or keeps running with `--ignore-sigterm`.
 
 use std::path::PathBuf;
@@ -26,9 +28,25 @@ struct Args {
     /// Keep running after SIGTERM (to prove SIGKILL follows the grace period).
     #[arg(long)]
     ignore_sigterm: bool,
+    /// The `modelfleet_engine_queue_depth` this server reports on `/metrics`.
+    #[arg(long, default_value_t = 0.0)]
+    queue_depth: f64,
 }
 
-async fn respond(mut stream: TcpStream) -> anyhow::Result<()> {
+/// Requests answered so far, for `/metrics`.
+static REQUESTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn metrics(queue_depth: f64) -> String {
+    let served = REQUESTS.load(std::sync::atomic::Ordering::Relaxed);
+    format!(
+        "# TYPE modelfleet_test_server_requests_total counter\n\
+         modelfleet_test_server_requests_total {served}\n\
+         # TYPE modelfleet_engine_queue_depth gauge\n\
+         modelfleet_engine_queue_depth {queue_depth}\n"
+    )
+}
+
+async fn respond(mut stream: TcpStream, queue_depth: f64) -> anyhow::Result<()> {
     let mut request = Vec::new();
     let mut buf = [0u8; 1024];
     while !request.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -40,7 +58,10 @@ async fn respond(mut stream: TcpStream) -> anyhow::Result<()> {
     }
     let head = String::from_utf8_lossy(&request);
     let path = head.split_whitespace().nth(1).unwrap_or("/").to_string();
-    let (code, body) = if path == "/whoami" {
+    REQUESTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let (code, body) = if path == "/metrics" {
+        (200, metrics(queue_depth))
+    } else if path == "/whoami" {
         match whoami().await {
             Ok(user) => (200, user),
             Err(err) => (500, format!("{err:#}")),
@@ -131,8 +152,9 @@ async fn main() -> anyhow::Result<()> {
         tokio::select! {
             accepted = listener.accept() => {
                 let (stream, _) = accepted.context("accepting")?;
+                let queue_depth = args.queue_depth;
                 tokio::spawn(async move {
-                    if let Err(err) = respond(stream).await {
+                    if let Err(err) = respond(stream, queue_depth).await {
                         eprintln!("request failed: {err:#}");
                     }
                 });

@@ -1,0 +1,619 @@
+//! Prometheus for the tests and the demo: Debian's binary (provisioned by `make tools`) on a
+//! free local port with its own data directory.
+//!
+//! Two ways to find what to scrape, usable together:
+//! - [`KubernetesPods`]: pod discovery against a harness [`Cluster`]'s API server,
+//!   authenticated as a service account that may only read pods. Pods that carry the label
+//!   `modelfleet.dev/deployment` and run are scraped at
+//!   `<pod IP>:<container port named http>/metrics`, and their series get the labels
+//!   `namespace`, `pod` and `modeldeployment` (from that pod label): what the operator's
+//!   autoscaler queries. Debian's build has no `kubernetes_sd_configs`, so the harness
+//!   serves the pods it watches to `http_sd_configs` with the `__meta_kubernetes_pod_*`
+//!   labels that role `pod` would give (see `pod_discovery`); the relabelling is the one a
+//!   cluster's Prometheus would use.
+//! - [`StaticTarget`]s: fixed `host:port` targets with fixed labels (for tests without pods).
+//!
+//! [`Prometheus::stop`] and [`Prometheus::start_again`] keep the port and the data, as a
+//! Prometheus pod restarting would. Dropping it stops the process; if the drop happens while
+//! a test panics, the directory is kept and the log tail printed.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::core::v1::ServiceAccount;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef, Subject};
+use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
+use serde::Deserialize;
+use serde_json::json;
+
+mod pod_discovery;
+
+use crate::process::ManagedProcess;
+use crate::{Cluster, Error};
+
+/// The pod label that marks an engine pod and names its ModelDeployment.
+pub const DEPLOYMENT_LABEL: &str = "modelfleet.dev/deployment";
+/// The container port scraped on each pod.
+pub const METRICS_PORT_NAME: &str = "http";
+/// Series labels set by the relabelling of pod targets.
+pub const NAMESPACE_LABEL: &str = "namespace";
+pub const POD_LABEL: &str = "pod";
+pub const MODEL_DEPLOYMENT_LABEL: &str = "modeldeployment";
+/// Job names in the generated configuration (the `job` label of every series).
+pub const PODS_JOB: &str = "modelfleet-pods";
+pub const STATIC_JOB: &str = "static";
+
+/// Name of the service account (in `kube-system`) Prometheus discovers pods as.
+const SERVICE_ACCOUNT: &str = "modelfleet-prometheus";
+const SYSTEM_NAMESPACE: &str = "kube-system";
+const FIELD_MANAGER: &str = "modelfleet-e2e";
+/// Bytes of the log printed when something fails.
+const LOG_TAIL_BYTES: u64 = 4000;
+
+/// What to run and what to scrape.
+#[derive(Clone, Debug)]
+pub struct PrometheusOptions {
+    /// Scrape interval, also the rule evaluation interval and the scrape timeout.
+    pub scrape_interval: Duration,
+    /// Discover pods through the Kubernetes API.
+    pub kubernetes_pods: Option<KubernetesPods>,
+    /// Fixed targets.
+    pub static_targets: Vec<StaticTarget>,
+    /// How long to wait for `/-/ready`.
+    pub ready_timeout: Duration,
+}
+
+impl Default for PrometheusOptions {
+    fn default() -> Self {
+        Self {
+            scrape_interval: Duration::from_secs(1),
+            kubernetes_pods: None,
+            static_targets: Vec::new(),
+            ready_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// How Prometheus reaches a cluster's API server to discover pods.
+#[derive(Clone, Debug)]
+pub struct KubernetesPods {
+    /// `https://127.0.0.1:<port>`.
+    pub api_server: String,
+    /// The CA the API server's certificate chains to, PEM.
+    pub ca_pem: String,
+    /// A bearer token allowed to list and watch pods.
+    pub token: String,
+    /// Watch only these namespaces; empty watches all.
+    pub namespaces: Vec<String>,
+}
+
+impl KubernetesPods {
+    /// Access to `cluster` as the service account `kube-system/modelfleet-prometheus`,
+    /// created (idempotently) with a ClusterRole that may only get, list and watch pods,
+    /// and a token from the TokenRequest API valid for a day.
+    pub async fn for_cluster(cluster: &Cluster) -> Result<Self, Error> {
+        let client = cluster.client();
+        let apply = PatchParams::apply(FIELD_MANAGER).force();
+        let meta = |name: &str, namespace: Option<&str>| ObjectMeta {
+            name: Some(name.to_string()),
+            namespace: namespace.map(String::from),
+            ..ObjectMeta::default()
+        };
+        let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), SYSTEM_NAMESPACE);
+        let account = ServiceAccount {
+            metadata: meta(SERVICE_ACCOUNT, Some(SYSTEM_NAMESPACE)),
+            ..ServiceAccount::default()
+        };
+        accounts
+            .patch(SERVICE_ACCOUNT, &apply, &Patch::Apply(&account))
+            .await?;
+        let role = ClusterRole {
+            metadata: meta(SERVICE_ACCOUNT, None),
+            rules: Some(vec![PolicyRule {
+                api_groups: Some(vec![String::new()]),
+                resources: Some(vec!["pods".into()]),
+                verbs: vec!["get".into(), "list".into(), "watch".into()],
+                ..PolicyRule::default()
+            }]),
+            ..ClusterRole::default()
+        };
+        Api::<ClusterRole>::all(client.clone())
+            .patch(SERVICE_ACCOUNT, &apply, &Patch::Apply(&role))
+            .await?;
+        let binding = ClusterRoleBinding {
+            metadata: meta(SERVICE_ACCOUNT, None),
+            role_ref: RoleRef {
+                api_group: "rbac.authorization.k8s.io".into(),
+                kind: "ClusterRole".into(),
+                name: SERVICE_ACCOUNT.into(),
+            },
+            subjects: Some(vec![Subject {
+                kind: "ServiceAccount".into(),
+                name: SERVICE_ACCOUNT.into(),
+                namespace: Some(SYSTEM_NAMESPACE.into()),
+                ..Subject::default()
+            }]),
+        };
+        Api::<ClusterRoleBinding>::all(client.clone())
+            .patch(SERVICE_ACCOUNT, &apply, &Patch::Apply(&binding))
+            .await?;
+        let request = TokenRequest {
+            spec: TokenRequestSpec {
+                audiences: Vec::new(),
+                expiration_seconds: Some(24 * 3600),
+                ..TokenRequestSpec::default()
+            },
+            ..TokenRequest::default()
+        };
+        let token = accounts
+            .create_token_request(SERVICE_ACCOUNT, &PostParams::default(), &request)
+            .await?
+            .status
+            .map(|s| s.token)
+            .ok_or_else(|| {
+                Error::Prometheus("the TokenRequest came back without a token".into())
+            })?;
+        Ok(Self {
+            api_server: cluster.server_url().to_string(),
+            ca_pem: cluster.ca_pem().to_string(),
+            token,
+            namespaces: Vec::new(),
+        })
+    }
+}
+
+/// A fixed scrape target.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StaticTarget {
+    /// `host:port`; scraped at `/metrics`.
+    pub address: String,
+    /// Labels put on every series of this target.
+    pub labels: BTreeMap<String, String>,
+}
+
+impl StaticTarget {
+    pub fn new(address: impl Into<String>) -> Self {
+        Self {
+            address: address.into(),
+            labels: BTreeMap::new(),
+        }
+    }
+
+    pub fn label(mut self, name: &str, value: &str) -> Self {
+        self.labels.insert(name.to_string(), value.to_string());
+        self
+    }
+}
+
+/// One series of an instant-query answer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sample {
+    pub labels: BTreeMap<String, String>,
+    pub value: f64,
+}
+
+/// A running (or stopped) Prometheus. Dropping it stops the process.
+pub struct Prometheus {
+    process: Option<ManagedProcess>,
+    program: PathBuf,
+    args: Vec<String>,
+    port: u16,
+    options: PrometheusOptions,
+    /// Serves discovered pods to Prometheus; lives across stop and start.
+    discovery: Option<pod_discovery::PodDiscovery>,
+    /// `None` once the directory has been kept for inspection.
+    dir: Option<tempfile::TempDir>,
+    dir_path: PathBuf,
+}
+
+impl Prometheus {
+    /// Writes the configuration, starts Prometheus on a free port and waits for `/-/ready`.
+    pub async fn start(options: PrometheusOptions) -> Result<Self, Error> {
+        let program = crate::tools::tool("prometheus")?;
+        let dir = tempfile::Builder::new()
+            .prefix("modelfleet-prometheus-")
+            .tempdir()
+            .map_err(|e| Error::io("creating the Prometheus directory", e))?;
+        let dir_path = dir.path().to_path_buf();
+        let discovery = options
+            .kubernetes_pods
+            .as_ref()
+            .map(pod_discovery::PodDiscovery::start)
+            .transpose()?;
+        let config = render_config(&options, discovery.as_ref().map(|d| d.url()))?;
+        let config_path = dir_path.join("prometheus.yml");
+        std::fs::write(&config_path, config)
+            .map_err(|e| Error::io("writing the Prometheus configuration", e))?;
+        let port = crate::ports::free_ports(1)?[0];
+        let args = vec![
+            format!("--config.file={}", config_path.display()),
+            format!("--storage.tsdb.path={}", dir_path.join("data").display()),
+            format!("--web.listen-address=127.0.0.1:{port}"),
+            "--storage.tsdb.retention.time=1d".into(),
+            "--log.level=info".into(),
+        ];
+        let mut prometheus = Self {
+            process: None,
+            program,
+            args,
+            port,
+            options,
+            discovery,
+            dir: Some(dir),
+            dir_path,
+        };
+        prometheus.start_again().await?;
+        tracing::info!(url = %prometheus.url(), dir = %prometheus.dir().display(), "Prometheus ready");
+        Ok(prometheus)
+    }
+
+    /// Starts the process again after [`Self::stop`], on the same port with the same data,
+    /// and waits until it is ready. Does nothing if it runs.
+    pub async fn start_again(&mut self) -> Result<(), Error> {
+        if self.is_running() {
+            return Ok(());
+        }
+        self.process = Some(ManagedProcess::spawn(
+            "prometheus",
+            &self.program,
+            &self.args,
+            &self.log_path(),
+        )?);
+        self.wait_ready(self.options.ready_timeout).await
+    }
+
+    /// Stops the process (SIGTERM, then SIGKILL after a grace period); port and data stay.
+    pub fn stop(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            process.stop();
+        }
+    }
+
+    /// Whether the process runs.
+    pub fn is_running(&mut self) -> bool {
+        self.process
+            .as_mut()
+            .is_some_and(|p| p.exit_status().is_none())
+    }
+
+    /// `http://127.0.0.1:<port>`, the base URL of the HTTP API.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The directory: `prometheus.yml`, `data/`, `prometheus.log` and credentials.
+    pub fn dir(&self) -> &Path {
+        &self.dir_path
+    }
+
+    /// Where the pod discovery serves its targets (`http_sd_configs`), when pods are
+    /// discovered.
+    pub fn pod_discovery_url(&self) -> Option<&str> {
+        self.discovery.as_ref().map(|d| d.url())
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir_path.join("prometheus.log")
+    }
+
+    /// The last bytes of Prometheus's log.
+    pub fn log_tail(&self) -> String {
+        crate::process::tail(&self.log_path(), LOG_TAIL_BYTES)
+    }
+
+    /// Polls `/-/ready` until it answers 200, failing early if the process exits.
+    pub async fn wait_ready(&mut self, timeout: Duration) -> Result<(), Error> {
+        let started = Instant::now();
+        loop {
+            if let Some(process) = self.process.as_mut()
+                && let Some(status) = process.exit_status()
+            {
+                return Err(Error::ComponentExited {
+                    name: "prometheus".into(),
+                    status: status.to_string(),
+                    log_tail: self.log_tail(),
+                });
+            }
+            if self.get("/-/ready").await.is_ok() {
+                return Ok(());
+            }
+            if started.elapsed() > timeout {
+                return Err(Error::NotReady {
+                    what: format!("Prometheus {}/-/ready", self.url()),
+                    seconds: timeout.as_secs(),
+                    log_tail: self.log_tail(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// An instant query: every series of the answer (a scalar answer is one unlabelled
+    /// sample).
+    pub async fn query(&self, promql: &str) -> Result<Vec<Sample>, Error> {
+        let body = self
+            .get(&format!("/api/v1/query?query={}", percent_encode(promql)))
+            .await?;
+        parse_query_answer(&body).map_err(|e| Error::Prometheus(format!("query {promql:?}: {e}")))
+    }
+
+    /// The sum of an instant query's values; `None` when the answer is empty.
+    pub async fn query_value(&self, promql: &str) -> Result<Option<f64>, Error> {
+        let samples = self.query(promql).await?;
+        Ok((!samples.is_empty()).then(|| samples.iter().map(|s| s.value).sum()))
+    }
+
+    /// Polls `promql` until `accept` takes its answer; the error names the query, the last
+    /// answer and the log tail.
+    pub async fn wait_for(
+        &self,
+        promql: &str,
+        timeout: Duration,
+        accept: impl Fn(&[Sample]) -> bool,
+    ) -> Result<Vec<Sample>, Error> {
+        let started = Instant::now();
+        let mut last: String;
+        loop {
+            match self.query(promql).await {
+                Ok(samples) if accept(&samples) => return Ok(samples),
+                Ok(samples) => last = format!("{samples:?}"),
+                Err(e) => last = e.to_string(),
+            }
+            if started.elapsed() > timeout {
+                return Err(Error::NotReady {
+                    what: format!("Prometheus query {promql:?} (last answer: {last})"),
+                    seconds: timeout.as_secs(),
+                    log_tail: self.log_tail(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// The active scrape targets as `(scrape URL, health, labels)`, for diagnostics.
+    pub async fn active_targets(
+        &self,
+    ) -> Result<Vec<(String, String, BTreeMap<String, String>)>, Error> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Target {
+            scrape_url: String,
+            health: String,
+            labels: BTreeMap<String, String>,
+        }
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Data {
+            active_targets: Vec<Target>,
+        }
+        #[derive(Deserialize)]
+        struct Answer {
+            data: Data,
+        }
+        let body = self.get("/api/v1/targets?state=active").await?;
+        let answer: Answer = serde_json::from_str(&body)
+            .map_err(|e| Error::Prometheus(format!("reading /api/v1/targets: {e}")))?;
+        Ok(answer
+            .data
+            .active_targets
+            .into_iter()
+            .map(|t| (t.scrape_url, t.health, t.labels))
+            .collect())
+    }
+
+    /// GET `path` from the HTTP API; the body of a 2xx answer.
+    async fn get(&self, path: &str) -> Result<String, Error> {
+        // A client per call: a kube client belongs to the runtime that built it, and callers
+        // of one Prometheus may live in different runtimes.
+        let uri = self
+            .url()
+            .parse()
+            .map_err(|e| Error::Prometheus(format!("bad URL {}: {e}", self.url())))?;
+        let mut config = kube::Config::new(uri);
+        config.connect_timeout = Some(Duration::from_secs(2));
+        config.read_timeout = Some(Duration::from_secs(10));
+        let client = kube::Client::try_from(config)?;
+        let request = http::Request::get(path)
+            .body(Vec::new())
+            .map_err(|e| Error::Prometheus(format!("building a request for {path}: {e}")))?;
+        client
+            .request_text(request)
+            .await
+            .map_err(|e| Error::Prometheus(format!("GET {}{path}: {e}", self.url())))
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let kept = self.dir.take().map(tempfile::TempDir::keep);
+            eprintln!(
+                "--- Prometheus log (kept in {}) ---\n{}",
+                kept.as_deref().unwrap_or(&self.dir_path).display(),
+                self.log_tail()
+            );
+        }
+        self.stop();
+    }
+}
+
+/// `prometheus.yml` for `options`, with pods discovered from `pod_discovery_url`.
+fn render_config(
+    options: &PrometheusOptions,
+    pod_discovery_url: Option<&str>,
+) -> Result<String, Error> {
+    let interval = format!("{}ms", options.scrape_interval.as_millis().max(1));
+    let mut jobs = Vec::new();
+    if let Some(url) = pod_discovery_url {
+        let label = |name: &str| format!("__meta_kubernetes_pod_label_{}", sanitize(name));
+        jobs.push(json!({
+            "job_name": PODS_JOB,
+            "metrics_path": "/metrics",
+            "http_sd_configs": [{ "url": url, "refresh_interval": interval }],
+            "relabel_configs": [
+                { "source_labels": [label(DEPLOYMENT_LABEL)], "regex": ".+", "action": "keep" },
+                { "source_labels": ["__meta_kubernetes_pod_container_port_name"],
+                  "regex": METRICS_PORT_NAME, "action": "keep" },
+                { "source_labels": ["__meta_kubernetes_pod_phase"], "regex": "Running", "action": "keep" },
+                { "source_labels": ["__meta_kubernetes_namespace"], "target_label": NAMESPACE_LABEL },
+                { "source_labels": ["__meta_kubernetes_pod_name"], "target_label": POD_LABEL },
+                { "source_labels": [label(DEPLOYMENT_LABEL)], "target_label": MODEL_DEPLOYMENT_LABEL },
+            ],
+        }));
+    }
+    if !options.static_targets.is_empty() {
+        let configs: Vec<_> = options
+            .static_targets
+            .iter()
+            .map(|t| json!({ "targets": [t.address], "labels": t.labels }))
+            .collect();
+        jobs.push(json!({
+            "job_name": STATIC_JOB,
+            "metrics_path": "/metrics",
+            "static_configs": configs,
+        }));
+    }
+    let config = json!({
+        "global": {
+            "scrape_interval": interval,
+            "scrape_timeout": interval,
+            "evaluation_interval": interval,
+        },
+        "scrape_configs": jobs,
+    });
+    serde_yaml::to_string(&config)
+        .map_err(|e| Error::Prometheus(format!("rendering prometheus.yml: {e}")))
+}
+
+/// A Kubernetes label name as Prometheus's service discovery spells it in meta labels.
+fn sanitize(name: &str) -> String {
+    name.chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect()
+}
+
+fn parse_query_answer(body: &str) -> Result<Vec<Sample>, String> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Data {
+        result_type: String,
+        result: serde_json::Value,
+    }
+    #[derive(Deserialize)]
+    struct Answer {
+        status: String,
+        data: Option<Data>,
+        error: Option<String>,
+    }
+    #[derive(Deserialize)]
+    struct Series {
+        #[serde(default)]
+        metric: BTreeMap<String, String>,
+        value: (f64, String),
+    }
+    let answer: Answer = serde_json::from_str(body).map_err(|e| format!("{e}: {body}"))?;
+    if answer.status != "success" {
+        return Err(answer.error.unwrap_or(answer.status));
+    }
+    let data = answer.data.ok_or("no data")?;
+    let number = |text: &str| {
+        text.parse::<f64>()
+            .map_err(|e| format!("value {text:?}: {e}"))
+    };
+    match data.result_type.as_str() {
+        "vector" => {
+            let series: Vec<Series> =
+                serde_json::from_value(data.result).map_err(|e| e.to_string())?;
+            series
+                .into_iter()
+                .map(|s| {
+                    Ok(Sample {
+                        labels: s.metric,
+                        value: number(&s.value.1)?,
+                    })
+                })
+                .collect()
+        }
+        "scalar" => {
+            let (_, value): (f64, String) =
+                serde_json::from_value(data.result).map_err(|e| e.to_string())?;
+            Ok(vec![Sample {
+                labels: BTreeMap::new(),
+                value: number(&value)?,
+            }])
+        }
+        other => Err(format!(
+            "a {other} answer where an instant vector was expected"
+        )),
+    }
+}
+
+fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() * 3);
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pod_discovery_keeps_labelled_pods_and_relabels_onto_series() {
+        let options = PrometheusOptions {
+            kubernetes_pods: Some(KubernetesPods {
+                api_server: "https://127.0.0.1:6443".into(),
+                ca_pem: "CA".into(),
+                token: "TOKEN".into(),
+                namespaces: vec!["ml".into()],
+            }),
+            static_targets: vec![StaticTarget::new("127.0.0.1:9000").label("a", "b")],
+            ..PrometheusOptions::default()
+        };
+        let yaml = render_config(&options, Some("http://127.0.0.1:1/targets")).expect("renders");
+        let config: serde_yaml::Value = serde_yaml::from_str(&yaml).expect("parses");
+        assert_eq!(config["global"]["scrape_interval"].as_str(), Some("1000ms"));
+        let pods = &config["scrape_configs"][0];
+        let relabel = pods["relabel_configs"].as_sequence().expect("relabel list");
+        assert_eq!(
+            relabel[0]["source_labels"][0].as_str(),
+            Some("__meta_kubernetes_pod_label_modelfleet_dev_deployment")
+        );
+        let targets: Vec<&str> = relabel
+            .iter()
+            .filter_map(|r| r["target_label"].as_str())
+            .collect();
+        assert_eq!(targets, ["namespace", "pod", "modeldeployment"]);
+        let sd = &pods["http_sd_configs"][0];
+        assert_eq!(sd["url"].as_str(), Some("http://127.0.0.1:1/targets"));
+        let static_job = &config["scrape_configs"][1];
+        assert_eq!(
+            static_job["static_configs"][0]["labels"]["a"].as_str(),
+            Some("b")
+        );
+    }
+
+    #[test]
+    fn answers_parse_into_samples() {
+        let body = r#"{"status":"success","data":{"resultType":"vector","result":[
+            {"metric":{"pod":"a"},"value":[1.5,"3"]}]}}"#;
+        let samples = parse_query_answer(body).expect("parses");
+        assert_eq!(samples.len(), 1);
+        assert_eq!(samples[0].labels["pod"], "a");
+        assert_eq!(samples[0].value, 3.0);
+        let err = parse_query_answer(r#"{"status":"error","error":"bad"}"#).expect_err("error");
+        assert_eq!(err, "bad");
+    }
+}

@@ -1,0 +1,275 @@
+//! The harness's Prometheus for real: it scrapes fixed targets with fixed labels, keeps its
+//! data across a stop and a start on the same port, and finds engine pods run by the node
+//! agent through the API server, labelling their series with namespace, pod and
+//! ModelDeployment.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Container, ContainerPort, Pod, PodSpec};
+use kube::api::{Api, ObjectMeta, PostParams};
+use modelfleet_e2e::node_agent::{ImageMap, NodeAgent, NodeAgentConfig};
+use modelfleet_e2e::nodes::{self, FakeNodeSpec};
+use modelfleet_e2e::prometheus::{
+    DEPLOYMENT_LABEL, KubernetesPods, Prometheus, PrometheusOptions, Sample, StaticTarget,
+};
+use modelfleet_e2e::{Cluster, ClusterOptions, wait};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// Generous: the machine running these may be busy compiling or running other tests.
+const TIMEOUT: Duration = Duration::from_secs(120);
+const SERVER_IMAGE: &str = "modelfleet.test/http-server:v1";
+const NAMESPACE: &str = "ml";
+const NODE: &str = "gpu-node-0";
+
+/// Serves `/metrics` with `modelfleet_engine_queue_depth` at the value in `depth`
+/// (hundredths), the way an engine would. Returns its `host:port`.
+async fn serve_metrics(depth: Arc<AtomicU64>) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("address").to_string();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            let depth = depth.clone();
+            tokio::spawn(async move {
+                let mut request = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let value = depth.load(Ordering::SeqCst) as f64 / 100.0;
+                let body = format!(
+                    "# TYPE modelfleet_engine_queue_depth gauge\nmodelfleet_engine_queue_depth {value}\n"
+                );
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(response.as_bytes()).await;
+                let _ = stream.shutdown().await;
+            });
+        }
+    });
+    address
+}
+
+fn single_value(samples: &[Sample]) -> Option<f64> {
+    match samples {
+        [one] => Some(one.value),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn static_targets_are_scraped_with_their_labels_and_data_survives_a_restart() {
+    let depth = Arc::new(AtomicU64::new(300));
+    let address = serve_metrics(depth.clone()).await;
+    let mut prometheus = Prometheus::start(PrometheusOptions {
+        scrape_interval: Duration::from_millis(500),
+        static_targets: vec![
+            StaticTarget::new(&address)
+                .label("namespace", "ml")
+                .label("modeldeployment", "chat"),
+        ],
+        ..PrometheusOptions::default()
+    })
+    .await
+    .expect("Prometheus starts");
+
+    let query = r#"modelfleet_engine_queue_depth{namespace="ml",modeldeployment="chat"}"#;
+    let samples = prometheus
+        .wait_for(query, TIMEOUT, |s| single_value(s) == Some(3.0))
+        .await
+        .expect("the first value is scraped");
+    let labels = &samples[0].labels;
+    assert_eq!(labels.get("job").map(String::as_str), Some("static"));
+    assert_eq!(labels.get("instance"), Some(&address));
+
+    depth.store(700, Ordering::SeqCst);
+    prometheus
+        .wait_for(query, TIMEOUT, |s| single_value(s) == Some(7.0))
+        .await
+        .expect("a changed value is scraped");
+
+    let url = prometheus.url();
+    prometheus.stop();
+    assert!(!prometheus.is_running());
+    assert!(
+        prometheus.query("up").await.is_err(),
+        "a stopped Prometheus answers nothing"
+    );
+
+    depth.store(100, Ordering::SeqCst);
+    prometheus.start_again().await.expect("starts again");
+    assert_eq!(prometheus.url(), url, "same port after a restart");
+    prometheus
+        .wait_for(query, TIMEOUT, |s| single_value(s) == Some(1.0))
+        .await
+        .expect("scraping resumes");
+    // The value 7 was only ever scraped before the restart: the data directory was kept.
+    let before = prometheus
+        .query_value(r#"max_over_time(modelfleet_engine_queue_depth{modeldeployment="chat"}[10m])"#)
+        .await
+        .expect("query");
+    assert_eq!(before, Some(7.0));
+}
+
+/// Fields drop in order: Prometheus and the agent's pods go before the control plane.
+struct Fleet {
+    prometheus: Prometheus,
+    agent: NodeAgent,
+    cluster: Cluster,
+}
+
+fn engine_like_pod(name: &str, labels: BTreeMap<String, String>, queue_depth: f64) -> Pod {
+    Pod {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            labels: Some(labels),
+            ..ObjectMeta::default()
+        },
+        spec: Some(PodSpec {
+            containers: vec![Container {
+                name: "engine".into(),
+                image: Some(SERVER_IMAGE.into()),
+                args: Some(vec![
+                    "--port".into(),
+                    "8000".into(),
+                    "--queue-depth".into(),
+                    queue_depth.to_string(),
+                ]),
+                ports: Some(vec![ContainerPort {
+                    container_port: 8000,
+                    name: Some("http".into()),
+                    ..ContainerPort::default()
+                }]),
+                ..Container::default()
+            }],
+            ..PodSpec::default()
+        }),
+        ..Pod::default()
+    }
+}
+
+fn pod_ip(pod: &Pod) -> Option<String> {
+    pod.status.as_ref()?.pod_ip.clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_found_through_the_api_server_are_scraped_with_namespace_pod_and_model_deployment() {
+    let cluster = Cluster::start(ClusterOptions::full())
+        .await
+        .expect("control plane starts");
+    cluster
+        .create_namespace(NAMESPACE)
+        .await
+        .expect("namespace");
+    let client = cluster.client();
+    let images =
+        ImageMap::new().with_binary(SERVER_IMAGE, env!("CARGO_BIN_EXE_modelfleet-test-server"));
+    let agent = NodeAgent::start(
+        client.clone(),
+        NodeAgentConfig::new(vec![FakeNodeSpec::gpu_node(NODE, 4)], images),
+    )
+    .await
+    .expect("node agent starts");
+    nodes::wait_schedulable(client.clone(), NODE, TIMEOUT)
+        .await
+        .expect("the node becomes schedulable");
+    let access = KubernetesPods::for_cluster(&cluster)
+        .await
+        .expect("a service account for Prometheus");
+    let prometheus = Prometheus::start(PrometheusOptions {
+        scrape_interval: Duration::from_millis(500),
+        kubernetes_pods: Some(access),
+        ..PrometheusOptions::default()
+    })
+    .await
+    .expect("Prometheus starts");
+    let fleet = Fleet {
+        prometheus,
+        agent,
+        cluster,
+    };
+
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
+    let engine_labels: BTreeMap<String, String> = [
+        (DEPLOYMENT_LABEL.to_string(), "chat".to_string()),
+        ("app".to_string(), "engine".to_string()),
+    ]
+    .into();
+    let other_labels: BTreeMap<String, String> = [("app".to_string(), "other".to_string())].into();
+    for pod in [
+        engine_like_pod("chat-0", engine_labels, 5.0),
+        engine_like_pod("unrelated", other_labels, 9.0),
+    ] {
+        pods.create(&PostParams::default(), &pod)
+            .await
+            .expect("create pod");
+    }
+    let mut ips = BTreeMap::new();
+    for name in ["chat-0", "unrelated"] {
+        let ip = wait::until(
+            &format!("pod {name} running with an IP"),
+            TIMEOUT,
+            || async { pods.get(name).await.ok().as_ref().and_then(pod_ip) },
+        )
+        .await;
+        ips.insert(name, ip);
+    }
+
+    let samples = fleet
+        .prometheus
+        .wait_for("modelfleet_engine_queue_depth", TIMEOUT, |s| !s.is_empty())
+        .await
+        .expect("the engine pod is discovered and scraped");
+    assert_eq!(samples.len(), 1, "only the labelled pod: {samples:?}");
+    let labels = &samples[0].labels;
+    assert_eq!(samples[0].value, 5.0);
+    assert_eq!(labels.get("namespace").map(String::as_str), Some(NAMESPACE));
+    assert_eq!(labels.get("pod").map(String::as_str), Some("chat-0"));
+    assert_eq!(
+        labels.get("modeldeployment").map(String::as_str),
+        Some("chat")
+    );
+    assert_eq!(
+        labels.get("instance"),
+        Some(&format!("{}:8000", ips["chat-0"])),
+        "scraped at the pod IP and the port named http"
+    );
+
+    // The unlabelled pod is never a target.
+    let targets = fleet.prometheus.active_targets().await.expect("targets");
+    assert_eq!(targets.len(), 1, "{targets:?}");
+    assert!(
+        !targets[0].0.contains(&ips["unrelated"]),
+        "the unlabelled pod is not scraped: {targets:?}"
+    );
+
+    // Deleting the pod removes its target: its series goes stale.
+    pods.delete("chat-0", &Default::default())
+        .await
+        .expect("delete pod");
+    fleet
+        .prometheus
+        .wait_for("modelfleet_engine_queue_depth", TIMEOUT, |s| s.is_empty())
+        .await
+        .expect("the deleted pod's series goes stale");
+
+    let Fleet {
+        prometheus,
+        agent,
+        cluster,
+    } = fleet;
+    drop(prometheus);
+    agent.shutdown().await;
+    drop(cluster);
+}
