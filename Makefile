@@ -60,6 +60,11 @@ print-kubectl: ## Print the absolute path of the provisioned kubectl
 	@bash $(TOOLS) kubectl >/dev/null 2>&1 || bash $(TOOLS) kubectl
 	@bash $(TOOLS) print-bin kubectl
 
+.PHONY: print-grpcurl
+print-grpcurl: ## Print the absolute path of the provisioned grpcurl
+	@bash $(TOOLS) grpcurl >/dev/null 2>&1 || bash $(TOOLS) grpcurl
+	@bash $(TOOLS) print-bin grpcurl
+
 .PHONY: print-helm
 print-helm: ## Print the absolute path of the provisioned helm
 	@bash $(TOOLS) kubectl >/dev/null 2>&1 || bash $(TOOLS) kubectl

