@@ -30,6 +30,9 @@ use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Status};
 
+#[path = "golden/support.rs"]
+mod support;
+
 /// Time between streamed tokens of the test servers.
 const TOKEN_GAP: Duration = Duration::from_millis(2);
 
@@ -254,8 +257,17 @@ fn assert_ordered(name: &str, s: Option<LatencySummary>) -> LatencySummary {
     s
 }
 
-/// Every request succeeded with `max_tokens` tokens, and the figures are consistent.
+/// Every request succeeded with `max_tokens` tokens, and the figures are consistent. The
+/// test servers send one token per delta, so their inter-token gaps can be counted exactly.
 fn assert_all_ok(report: &Report, requests: u64, max_tokens: u32) {
+    let itl = assert_all_ok_with_tokens(report, requests, max_tokens);
+    assert_eq!(itl.count as u64, requests * u64::from(max_tokens - 1));
+}
+
+/// As [`assert_all_ok`], for a server whose text deltas need not be one token each (a
+/// character split over tokens, a held-back possible stop string): at most one gap per token
+/// after the first. Returns the inter-token summary.
+fn assert_all_ok_with_tokens(report: &Report, requests: u64, max_tokens: u32) -> LatencySummary {
     assert_eq!(report.requests.ok, requests, "{}", report.to_text());
     assert_eq!(report.requests.total, requests);
     assert_eq!(report.requests.failed(), 0);
@@ -265,11 +277,13 @@ fn assert_all_ok(report: &Report, requests: u64, max_tokens: u32) {
     let e2e = assert_ordered("e2e", report.latency.e2e);
     assert_eq!(ttft.count as u64, requests);
     assert_eq!(e2e.count as u64, requests);
-    assert_eq!(itl.count as u64, requests * u64::from(max_tokens - 1));
+    assert!(itl.count as u64 <= requests * u64::from(max_tokens - 1));
     // A request's first token comes before its end.
     assert!(ttft.p50_ms <= e2e.max_ms);
+    assert!(ttft.max_ms <= e2e.max_ms);
     assert!(report.throughput.requests_per_sec > 0.0);
     assert!(report.throughput.output_tokens_per_sec > report.throughput.requests_per_sec);
+    itl
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -424,6 +438,35 @@ async fn live_counters_move_during_a_run_and_cancel_ends_it_with_a_report() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replaced_targets_take_the_load_from_the_next_request_on() {
+    let (old, served_old) = spawn_grpc(Behaviour::Stream).await;
+    let (new, served_new) = spawn_grpc(Behaviour::Stream).await;
+    let mut config = config(Arrival::Closed { concurrency: 2 }, 1, 4);
+    config.stop = StopAfter::default(); // until cancelled
+    let generator = LoadGenerator::new(config, vec![old.clone()]).expect("config");
+    let (live, targets) = (generator.live(), generator.targets());
+    let cancel = CancellationToken::new();
+    let run = tokio::spawn(generator.run(cancel.clone()));
+    while live.snapshot().ok < 4 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    targets.replace(vec![new.clone()]);
+    // At most the two requests in flight at the switch still reach the old target.
+    let old_at_switch = served_old.requests();
+    while served_new.requests() < 6 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    cancel.cancel();
+    let report = run.await.expect("run task").expect("run");
+    assert!(served_old.requests() <= old_at_switch + 2);
+    assert_eq!(report.targets, vec![old.to_string(), new.to_string()]);
+    // Six requests reached the new target; the two in flight at cancellation are dropped.
+    assert!(report.per_target[1].ok >= 4, "{}", report.to_text());
+    assert_eq!(report.requests.failed(), 0);
+    assert_eq!(targets.current().to_vec(), vec![new]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_prints_a_json_report_and_fails_only_when_nothing_was_reached() {
     let (target, served) = spawn_grpc(Behaviour::Stream).await;
     let bin = env!("CARGO_BIN_EXE_modelfleet-loadgen");
@@ -459,4 +502,120 @@ async fn the_binary_prints_a_json_report_and_fails_only_when_nothing_was_reached
         .await
         .expect("run the binary");
     assert_eq!(invalid.status.code(), Some(2), "{invalid:?}");
+}
+
+// ---------------------------------------------------------------------------------------
+// The real engine.
+
+/// `modelfleet-engine serve` on the demo model, on free local ports; killed when dropped.
+struct Engine {
+    child: std::process::Child,
+    grpc: SocketAddr,
+    http: SocketAddr,
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        let _already_exited = self.child.kill();
+        let _status = self.child.wait();
+    }
+}
+
+fn free_local_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free local port")
+}
+
+impl Engine {
+    /// Starts the engine and waits until `/ready` says the weights are loaded and warm.
+    async fn start(extra_args: &[&str]) -> Self {
+        let model = support::demo_model_dir();
+        assert!(
+            model.join("model.gguf").is_file(),
+            "no demo model in {}: run `make tools`",
+            model.display()
+        );
+        let (grpc, http) = (free_local_addr(), free_local_addr());
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_modelfleet-engine"))
+            .arg("serve")
+            .arg("--model")
+            .arg(&model)
+            .args(["--host", "127.0.0.1"])
+            .args(["--grpc-port", &grpc.port().to_string()])
+            .args(["--http-port", &http.port().to_string()])
+            .args(extra_args)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("start modelfleet-engine serve");
+        let mut engine = Engine { child, grpc, http };
+        let client = reqwest::Client::new();
+        let ready = format!("http://{http}/ready");
+        loop {
+            if let Some(status) = engine.child.try_wait().expect("engine status") {
+                panic!("modelfleet-engine serve exited before it was ready: {status}");
+            }
+            match client.get(&ready).send().await {
+                Ok(response) if response.status().is_success() => return engine,
+                _ => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_real_engine_serves_a_closed_loop_over_grpc_completions_and_chat() {
+    let engine = Engine::start(&[]).await;
+    let base = format!("http://{}", engine.http);
+    let targets = vec![
+        Target::grpc(engine.grpc.to_string()),
+        Target::http_completions(&base).expect("target"),
+        Target::http_chat(&base).expect("target"),
+    ];
+    let (requests, max_tokens) = (6, 12);
+    let report = modelfleet_engine::loadgen::run(
+        config(Arrival::Closed { concurrency: 3 }, requests, max_tokens),
+        targets,
+        CancellationToken::new(),
+    )
+    .await
+    .expect("run");
+    let itl = assert_all_ok_with_tokens(&report, requests, max_tokens);
+    // Tokens arrived in more than one delta per request.
+    assert!(itl.count as u64 >= requests, "{}", report.to_text());
+    for target in &report.per_target {
+        assert_eq!(target.ok, 2, "{}", report.to_text());
+        assert_eq!(target.output_tokens, 2 * u64::from(max_tokens));
+    }
+    // The engine reported the prompts' token counts (12 filler words each, at least a token
+    // per word).
+    assert!(
+        report.prompt_tokens >= requests * 12,
+        "{}",
+        report.to_text()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_real_engine_at_capacity_is_counted_as_rejected_not_as_errors() {
+    let engine = Engine::start(&["--max-num-seqs", "1", "--max-queued-requests", "1"]).await;
+    let targets = vec![
+        Target::grpc(engine.grpc.to_string()),
+        Target::http_completions(&format!("http://{}", engine.http)).expect("target"),
+    ];
+    // Six clients against room for two requests: some must be refused.
+    let report = modelfleet_engine::loadgen::run(
+        config(Arrival::Closed { concurrency: 6 }, 12, 4),
+        targets,
+        CancellationToken::new(),
+    )
+    .await
+    .expect("run");
+    let r = report.requests;
+    assert_eq!(r.total, 12);
+    assert!(r.ok >= 1, "{}", report.to_text());
+    assert!(r.rejected >= 1, "{}", report.to_text());
+    assert_eq!(r.ok + r.rejected, 12, "{}", report.to_text());
+    assert_eq!(report.output_tokens, r.ok * 4);
 }

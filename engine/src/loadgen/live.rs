@@ -153,7 +153,7 @@ mod tests {
 
     fn record(outcome: Outcome, ttft_ms: u64, tokens: u64) -> RequestRecord {
         RequestRecord {
-            target: 0,
+            target: "grpc://a:1".into(),
             outcome,
             error: None,
             reached_server: true,

@@ -51,4 +51,4 @@ pub use report::{ErrorSample, Latencies, Report, RequestCounts, TargetCounts, Th
 pub use runner::{LoadGenerator, run};
 pub use schedule::PoissonSchedule;
 pub use sse::{SseDecoder, StreamChunk, parse_chunk};
-pub use target::{HttpApi, Target};
+pub use target::{HttpApi, Target, TargetSet};

@@ -75,8 +75,8 @@ pub struct Completion {
 /// The record of one request, kept for the report.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RequestRecord {
-    /// Index into the run's targets.
-    pub target: usize,
+    /// The target it was sent to, as written (`grpc://host:port`, or the HTTP URL).
+    pub target: String,
     pub outcome: Outcome,
     /// The failure's message; `None` when the request succeeded.
     pub error: Option<String>,
@@ -146,7 +146,7 @@ impl TokenTimer {
     /// The record of a request whose stream ended at `end`.
     pub fn into_record(
         self,
-        target: usize,
+        target: String,
         end: Instant,
         result: Result<Completion, Failure>,
     ) -> RequestRecord {
@@ -195,7 +195,7 @@ mod tests {
         timer.tokens(ms(50), 1);
         timer.tokens(ms(70), 2); // two tokens in one delta: two gaps of 10 ms
         let record = timer.into_record(
-            1,
+            "grpc://b:1".into(),
             ms(75),
             Ok(Completion {
                 output_tokens: None,
@@ -203,7 +203,7 @@ mod tests {
             }),
         );
         assert_eq!(record.outcome, Outcome::Ok);
-        assert_eq!(record.target, 1);
+        assert_eq!(record.target, "grpc://b:1");
         assert_eq!(record.ttft, Some(Duration::from_millis(40)));
         assert_eq!(
             record.inter_token,
@@ -224,7 +224,7 @@ mod tests {
         let mut timer = TokenTimer::new(t0);
         timer.tokens(t0 + Duration::from_millis(3), 1);
         let ok = timer.clone().into_record(
-            0,
+            "grpc://a:1".into(),
             t0 + Duration::from_millis(9),
             Ok(Completion {
                 output_tokens: Some(2),
@@ -233,7 +233,7 @@ mod tests {
         );
         assert_eq!(ok.output_tokens, 2);
         let failed = timer.into_record(
-            0,
+            "grpc://a:1".into(),
             t0 + Duration::from_millis(9),
             Err(Failure::new(Outcome::Rejected, "429")),
         );
@@ -241,8 +241,11 @@ mod tests {
         assert_eq!(failed.error.as_deref(), Some("429"));
         assert!(failed.reached_server);
         assert_eq!(failed.output_tokens, 1);
-        let unreachable =
-            TokenTimer::new(t0).into_record(0, t0, Err(Failure::unreachable("connection refused")));
+        let unreachable = TokenTimer::new(t0).into_record(
+            "grpc://a:1".into(),
+            t0,
+            Err(Failure::unreachable("connection refused")),
+        );
         assert_eq!(unreachable.outcome, Outcome::Unavailable);
         assert!(!unreachable.reached_server);
         assert_eq!(unreachable.ttft, None);

@@ -100,7 +100,8 @@ pub struct ErrorSample {
 }
 
 impl Report {
-    /// The report of a run over `targets` whose requests produced `records`.
+    /// The report of a run over `targets` whose requests produced `records`. Targets that
+    /// records name but `targets` does not (added while the run ran) follow them.
     pub fn from_records(
         arrival: Arrival,
         targets: &[Target],
@@ -126,18 +127,26 @@ impl Report {
             if !r.reached_server {
                 requests.unreachable += 1;
             }
-            let slot = per_target.get_mut(r.target);
+            let slot = match per_target.iter().position(|t| t.target == r.target) {
+                Some(i) => &mut per_target[i],
+                None => {
+                    per_target.push(TargetCounts {
+                        target: r.target.clone(),
+                        ok: 0,
+                        failed: 0,
+                        output_tokens: 0,
+                    });
+                    let last = per_target.len() - 1;
+                    &mut per_target[last]
+                }
+            };
             if r.outcome == Outcome::Ok {
                 output_tokens += r.output_tokens;
                 prompt_tokens += r.prompt_tokens.unwrap_or(0);
-                if let Some(t) = slot {
-                    t.ok += 1;
-                    t.output_tokens += r.output_tokens;
-                }
+                slot.ok += 1;
+                slot.output_tokens += r.output_tokens;
             } else {
-                if let Some(t) = slot {
-                    t.failed += 1;
-                }
+                slot.failed += 1;
                 let message = r.error.as_deref().unwrap_or("");
                 *errors.entry((r.outcome, message)).or_default() += 1;
             }
@@ -168,7 +177,7 @@ impl Report {
         let per_sec = |n: u64| if secs > 0.0 { n as f64 / secs } else { 0.0 };
         Report {
             arrival,
-            targets: targets.iter().map(ToString::to_string).collect(),
+            targets: per_target.iter().map(|t| t.target.clone()).collect(),
             elapsed_secs: secs,
             cancelled,
             requests,
@@ -288,12 +297,12 @@ impl Report {
 mod tests {
     use super::*;
 
-    fn ok(target: usize, ttft_ms: u64, gaps_ms: &[u64], tokens: u64) -> RequestRecord {
+    fn ok(target: &str, ttft_ms: u64, gaps_ms: &[u64], tokens: u64) -> RequestRecord {
         let inter_token: Vec<Duration> =
             gaps_ms.iter().map(|&g| Duration::from_millis(g)).collect();
         let e2e = Duration::from_millis(ttft_ms + gaps_ms.iter().sum::<u64>());
         RequestRecord {
-            target,
+            target: target.into(),
             outcome: Outcome::Ok,
             error: None,
             reached_server: true,
@@ -305,9 +314,9 @@ mod tests {
         }
     }
 
-    fn failed(target: usize, outcome: Outcome, message: &str, reached: bool) -> RequestRecord {
+    fn failed(target: &str, outcome: Outcome, message: &str, reached: bool) -> RequestRecord {
         RequestRecord {
-            target,
+            target: target.into(),
             outcome,
             error: Some(message.into()),
             reached_server: reached,
@@ -319,19 +328,22 @@ mod tests {
         }
     }
 
+    const A: &str = "grpc://a:1";
+    const B: &str = "http://b:2/v1/completions";
+
     fn report() -> Report {
         let targets: Vec<Target> = ["grpc://a:1", "http://b:2"]
             .iter()
             .map(|t| t.parse().expect("target"))
             .collect();
         let records = vec![
-            ok(0, 100, &[10, 20], 3),
-            ok(1, 200, &[30, 40], 3),
-            ok(0, 300, &[50, 60], 3),
-            failed(1, Outcome::Rejected, "HTTP 429", true),
-            failed(1, Outcome::Rejected, "HTTP 429", true),
-            failed(0, Outcome::Unavailable, "connection refused", false),
-            failed(0, Outcome::Error, "stream broke", true),
+            ok(A, 100, &[10, 20], 3),
+            ok(B, 200, &[30, 40], 3),
+            ok(A, 300, &[50, 60], 3),
+            failed(B, Outcome::Rejected, "HTTP 429", true),
+            failed(B, Outcome::Rejected, "HTTP 429", true),
+            failed(A, Outcome::Unavailable, "connection refused", false),
+            failed(A, Outcome::Error, "stream broke", true),
         ];
         Report::from_records(
             Arrival::Closed { concurrency: 2 },
@@ -376,6 +388,22 @@ mod tests {
         assert_eq!(r.errors[0].message, "HTTP 429");
         assert_eq!(r.errors[0].count, 2);
         assert_eq!(r.errors.len(), 3);
+    }
+
+    #[test]
+    fn a_target_added_during_the_run_gets_its_own_row() {
+        let targets: Vec<Target> = vec![A.parse().expect("target")];
+        let records = vec![ok(A, 100, &[10], 2), ok("grpc://c:3", 100, &[10], 2)];
+        let r = Report::from_records(
+            Arrival::Closed { concurrency: 1 },
+            &targets,
+            &records,
+            Duration::from_secs(1),
+            false,
+        );
+        assert_eq!(r.targets, vec![A.to_owned(), "grpc://c:3".to_owned()]);
+        assert_eq!(r.per_target[1].ok, 1);
+        assert_eq!(r.per_target[1].output_tokens, 2);
     }
 
     #[test]

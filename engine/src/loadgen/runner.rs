@@ -1,8 +1,9 @@
 //! Drives a run: issues requests by the arrival schedule, spreads them over the targets
 //! round-robin, records each one, and builds the report.
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::task::JoinSet;
@@ -12,21 +13,23 @@ use super::config::{Arrival, LoadConfig};
 use super::error::LoadgenError;
 use super::live::LiveStats;
 use super::prompt::prompt_text;
-use super::record::{Failure, Outcome, RequestRecord, TokenTimer};
+use super::record::{Completion, Failure, Outcome, RequestRecord, TokenTimer};
 use super::report::Report;
 use super::schedule::PoissonSchedule;
-use super::target::{Client, Target};
+use super::target::{Client, Target, TargetSet};
 
 /// After a request that found no engine to connect to, a closed-loop client waits this long
 /// before its next one instead of spinning on refused connections.
 const UNREACHABLE_PAUSE: Duration = Duration::from_millis(100);
 
 /// A load run, ready to start. Create it, take [`LoadGenerator::live`] if something should
-/// watch the run, then [`LoadGenerator::run`] it.
+/// watch the run and [`LoadGenerator::targets`] if its targets will change, then
+/// [`LoadGenerator::run`] it.
 #[derive(Debug)]
 pub struct LoadGenerator {
     config: LoadConfig,
-    targets: Vec<Target>,
+    initial_targets: Vec<Target>,
+    targets: TargetSet,
     live: Arc<LiveStats>,
 }
 
@@ -39,9 +42,15 @@ impl LoadGenerator {
         }
         Ok(Self {
             config,
-            targets,
+            targets: TargetSet::new(targets.clone()),
+            initial_targets: targets,
             live: Arc::new(LiveStats::new()),
         })
+    }
+
+    /// The run's targets, shared: replace them while it runs to follow a fleet's pods.
+    pub fn targets(&self) -> TargetSet {
+        self.targets.clone()
     }
 
     /// The running figures of this run, shared.
@@ -58,15 +67,17 @@ impl LoadGenerator {
             .connect_timeout(Duration::from_secs(10))
             .build()
             .map_err(|e| LoadgenError::HttpClient(e.to_string()))?;
-        let clients = self
-            .targets
-            .iter()
-            .map(|t| Client::new(t, &http))
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut clients = HashMap::new();
+        for target in &self.initial_targets {
+            clients.insert(target.clone(), Client::new(target, &http)?);
+        }
         let start = Instant::now();
         self.live.mark_started(start);
         let run = Arc::new(Run {
-            clients,
+            targets: self.targets.clone(),
+            http,
+            clients: Mutex::new(clients),
+            seen: Mutex::new(self.initial_targets.clone()),
             config: self.config.clone(),
             live: Arc::clone(&self.live),
             issued: AtomicU64::new(0),
@@ -77,9 +88,10 @@ impl LoadGenerator {
             Arrival::Closed { concurrency } => closed_loop(&run, concurrency).await,
             Arrival::Poisson { rate, seed } => poisson(&run, start, rate, seed).await,
         };
+        let seen = run.seen.lock().map(|s| s.clone()).unwrap_or_default();
         Ok(Report::from_records(
             self.config.arrival,
-            &self.targets,
+            &seen,
             &records,
             start.elapsed(),
             cancel.is_cancelled(),
@@ -98,7 +110,12 @@ pub async fn run(
 
 /// What every request task of one run shares.
 struct Run {
-    clients: Vec<Client>,
+    targets: TargetSet,
+    http: reqwest::Client,
+    /// One connection per target ever used, kept while the run lasts.
+    clients: Mutex<HashMap<Target, Client>>,
+    /// Every target requests were sent to, in the order first used (for the report).
+    seen: Mutex<Vec<Target>>,
     config: LoadConfig,
     live: Arc<LiveStats>,
     issued: AtomicU64,
@@ -119,15 +136,59 @@ impl Run {
         }
     }
 
-    /// Sends request `index` to its target (round-robin) and records how it went.
+    /// The connection to `target`, made on first use.
+    fn client(&self, target: &Target) -> Result<Client, Failure> {
+        let mut clients = self
+            .clients
+            .lock()
+            .map_err(|_| Failure::new(Outcome::Error, "the connection table is poisoned"))?;
+        if let Some(client) = clients.get(target) {
+            return Ok(client.clone());
+        }
+        let client = Client::new(target, &self.http)
+            .map_err(|e| Failure::new(Outcome::Error, e.to_string()))?;
+        clients.insert(target.clone(), client.clone());
+        if let Ok(mut seen) = self.seen.lock() {
+            seen.push(target.clone());
+        }
+        Ok(client)
+    }
+
+    /// Sends request `index` to its target (round-robin over the current targets) and
+    /// records how it went.
     async fn one(&self, index: u64) -> RequestRecord {
-        let target = (index % self.clients.len() as u64) as usize;
         let settings = &self.config.request;
         let prompt = prompt_text(&settings.prompt, self.config.seed, index);
         let _in_flight = self.live.request_started();
         let mut timer = TokenTimer::new(Instant::now());
-        let send = self.clients[target].send(prompt, settings, &mut timer);
-        let result = match settings.timeout {
+        let targets = self.targets.current();
+        let Some(target) = targets.get((index % targets.len().max(1) as u64) as usize) else {
+            let record = timer.into_record(
+                "(no target)".to_owned(),
+                Instant::now(),
+                Err(Failure::unreachable("no targets to send to")),
+            );
+            self.live.request_finished(&record);
+            return record;
+        };
+        let result = match self.client(target) {
+            Ok(client) => self.send(&client, prompt, &mut timer).await,
+            Err(failure) => Err(failure),
+        };
+        let record = timer.into_record(target.to_string(), Instant::now(), result);
+        self.live.request_finished(&record);
+        record
+    }
+
+    async fn send(
+        &self,
+        client: &Client,
+        prompt: String,
+        timer: &mut TokenTimer,
+    ) -> Result<Completion, Failure> {
+        let settings = &self.config.request;
+        let send = client.send(prompt, settings, timer);
+        match settings.timeout {
             Some(limit) => tokio::time::timeout(limit, send).await.unwrap_or_else(|_| {
                 Err(Failure::new(
                     Outcome::Error,
@@ -135,10 +196,7 @@ impl Run {
                 ))
             }),
             None => send.await,
-        };
-        let record = timer.into_record(target, Instant::now(), result);
-        self.live.request_finished(&record);
-        record
+        }
     }
 }
 

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::{Arc, RwLock};
 
 use reqwest::Url;
 use serde::Serialize;
@@ -14,7 +15,7 @@ use super::{grpc, http};
 use crate::proto::v1::generation_client::GenerationClient;
 
 /// Which OpenAI-compatible endpoint an HTTP target streams from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum HttpApi {
     /// `/v1/completions`: the prompt as given; chunks carry `choices[0].text`.
@@ -28,7 +29,7 @@ pub enum HttpApi {
 ///
 /// Parsed from `grpc://host:port`, `http://host:port` (streams `/v1/completions`), or an
 /// `http(s)://host:port/v1/completions` or `/v1/chat/completions` URL.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Target {
     Grpc {
         /// `host:port`.
@@ -119,6 +120,40 @@ impl fmt::Display for Target {
         match self {
             Target::Grpc { authority } => write!(f, "grpc://{authority}"),
             Target::Http { url, .. } => f.write_str(url),
+        }
+    }
+}
+
+/// The targets of a run, replaceable while it runs: a fleet's pods come and go (scale-up,
+/// rollout), and load should follow them. Cloning gives another handle to the same set.
+/// Requests go round-robin over the targets current when each is sent; an empty set fails
+/// requests as unreachable until targets are added.
+#[derive(Debug, Clone, Default)]
+pub struct TargetSet {
+    current: Arc<RwLock<Arc<[Target]>>>,
+}
+
+impl TargetSet {
+    pub fn new(targets: Vec<Target>) -> Self {
+        Self {
+            current: Arc::new(RwLock::new(targets.into())),
+        }
+    }
+
+    /// From now on, requests go to these targets. Requests in flight finish where they are.
+    pub fn replace(&self, targets: Vec<Target>) {
+        let targets: Arc<[Target]> = targets.into();
+        match self.current.write() {
+            Ok(mut current) => *current = targets,
+            Err(poisoned) => *poisoned.into_inner() = targets,
+        }
+    }
+
+    /// The targets now.
+    pub fn current(&self) -> Arc<[Target]> {
+        match self.current.read() {
+            Ok(current) => Arc::clone(&current),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
         }
     }
 }
