@@ -116,6 +116,8 @@ pub async fn run_controller(
     };
     let verdicts = prometheus.as_ref().map(|_| Verdicts::default());
     let ticker_stop = shutdown.child_token();
+    // Also when this future is dropped mid-way (an aborted task), the ticker stops.
+    let _stop_ticker = ticker_stop.clone().drop_guard();
     let ticker = match (&config.autoscaler, prometheus, &verdicts) {
         (Some(autoscaler), Some(prometheus), Some(verdicts)) => Some(tokio::spawn(ticker::run(
             autoscaler.clone(),

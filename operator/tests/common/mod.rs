@@ -20,6 +20,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use modelfleet_e2e::{Cluster, ClusterOptions};
 use modelfleet_operator::api::ModelDeployment;
+use modelfleet_operator::autoscaler::AutoscalerConfig;
 use modelfleet_operator::controller::ControllerConfig;
 use modelfleet_operator::crdgen::CRD_FILE;
 use modelfleet_operator::leader::LeaseConfig;
@@ -211,21 +212,49 @@ pub fn start_operator_with(
     lease: Option<LeaseConfig>,
     telemetry_addr: Option<std::net::SocketAddr>,
 ) -> RunningOperator {
+    start_operator_config(
+        client,
+        OperatorConfig {
+            controller: ControllerConfig {
+                namespace: Some(namespace.into()),
+                identity: identity.into(),
+                autoscaler: None,
+            },
+            leader_election: lease,
+            telemetry_addr,
+        },
+    )
+}
+
+/// Starts an operator watching `namespace` with the queue-depth autoscaler on.
+pub fn start_autoscaling_operator(
+    client: Client,
+    namespace: &str,
+    identity: &str,
+    autoscaler: AutoscalerConfig,
+) -> RunningOperator {
+    start_operator_config(
+        client,
+        OperatorConfig {
+            controller: ControllerConfig {
+                namespace: Some(namespace.into()),
+                identity: identity.into(),
+                autoscaler: Some(autoscaler),
+            },
+            leader_election: None,
+            telemetry_addr: None,
+        },
+    )
+}
+
+pub fn start_operator_config(client: Client, config: OperatorConfig) -> RunningOperator {
     let metrics = Metrics::new().expect("metrics");
     let shutdown = CancellationToken::new();
-    let config = OperatorConfig {
-        controller: ControllerConfig {
-            namespace: Some(namespace.into()),
-            identity: identity.into(),
-            autoscaler: None,
-        },
-        leader_election: lease,
-        telemetry_addr,
-    };
+    let identity = config.controller.identity.clone();
     let task = tokio::spawn(run(client, config, metrics.clone(), shutdown.clone()));
     RunningOperator {
         metrics,
-        identity: identity.into(),
+        identity,
         shutdown,
         task,
     }
