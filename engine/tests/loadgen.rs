@@ -362,6 +362,36 @@ async fn poisson_arrivals_issue_the_requested_number_of_requests() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duration_stops_issuing_and_lets_requests_in_flight_finish() {
+    let (target, served) = spawn_grpc(Behaviour::Stream).await;
+    for arrival in [
+        Arrival::Closed { concurrency: 3 },
+        Arrival::Poisson {
+            rate: 100.0,
+            seed: 5,
+        },
+    ] {
+        let mut config = config(arrival, 1, 4);
+        config.stop = StopAfter {
+            requests: None,
+            duration: Some(Duration::from_millis(300)),
+        };
+        let generator = LoadGenerator::new(config, vec![target.clone()]).expect("config");
+        let live = generator.live();
+        let before = served.requests();
+        let report = generator.run(CancellationToken::new()).await.expect("run");
+        assert!(!report.cancelled);
+        assert!(report.requests.ok > 0, "{}", report.to_text());
+        // Every request the server saw finished and was counted.
+        assert_eq!(report.requests.ok, served.requests() - before);
+        assert_eq!(report.requests.total, report.requests.ok);
+        assert_eq!(live.snapshot().issued, report.requests.total);
+        assert_eq!(live.snapshot().in_flight, 0);
+        assert_eq!(report.output_tokens, report.requests.ok * 4);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn overload_is_counted_as_rejected_over_grpc_and_http() {
     let (grpc, _) = spawn_grpc(Behaviour::Overloaded).await;
     let (addr, _) = spawn_http(Behaviour::Overloaded).await;
