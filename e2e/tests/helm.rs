@@ -425,6 +425,20 @@ impl Fixture {
     }
 }
 
+impl Fixture {
+    /// Waits until the example's ScalingActive condition has `reason`.
+    async fn until_scaling_reason(&self, reason: &str) -> ModelDeployment {
+        let mds = self.model_deployments();
+        let what = format!("ScalingActive with reason {reason}");
+        wait::until(&what, TIMEOUT, || async {
+            let md = mds.get(EXAMPLE).await.ok()?;
+            let condition = md.status.as_ref()?.condition("ScalingActive")?.clone();
+            (condition.reason == reason).then_some(md)
+        })
+        .await
+    }
+}
+
 fn is_ready(pod: &Pod) -> bool {
     pod.status
         .as_ref()
@@ -523,14 +537,22 @@ async fn the_charts_rbac_grants_exactly_the_operators_rules() {
     let docs = tools.template(&[]).await;
     let cluster_roles = of_kind(&docs, "ClusterRole");
     assert_eq!(cluster_roles.len(), 1);
-    assert_eq!(rules_of(cluster_roles[0]), rbac::controller_rules());
+    assert_eq!(
+        rules_of(cluster_roles[0]),
+        rbac::controller_rules(),
+        "charts/modelfleet/templates/clusterrole.yaml must grant exactly operator/src/rbac.rs's rules"
+    );
     let roles = of_kind(&docs, "Role");
     assert_eq!(roles.len(), 1);
     assert_eq!(
         roles[0]["metadata"]["namespace"].as_str(),
         Some(OPERATOR_NS)
     );
-    assert_eq!(rules_of(roles[0]), rbac::leader_election_rules());
+    assert_eq!(
+        rules_of(roles[0]),
+        rbac::leader_election_rules(),
+        "the chart's leader-election Role must grant exactly operator/src/rbac.rs's rules"
+    );
     // Watching every namespace: one ClusterRoleBinding, no RoleBinding to the ClusterRole.
     let bindings = of_kind(&docs, "ClusterRoleBinding");
     assert_eq!(bindings.len(), 1);
@@ -584,6 +606,7 @@ async fn the_operator_deployment_is_highly_available_restricted_and_configured_b
             "nodeSelector.pool=system",
             "tolerations[0].key=dedicated",
             "tolerations[0].operator=Exists",
+            "autoscaler.interval=30s",
         ])
         .await;
     let deployment = of_kind(&docs, "Deployment")[0];
@@ -648,6 +671,7 @@ async fn the_operator_deployment_is_highly_available_restricted_and_configured_b
         env("MODELFLEET_PROMETHEUS_URL").as_deref(),
         Some("http://prometheus.monitoring.svc:9090")
     );
+    assert_eq!(env("MODELFLEET_AUTOSCALE_INTERVAL").as_deref(), Some("30s"));
     assert_eq!(
         env("MODELFLEET_ENGINE_IMAGE").as_deref(),
         Some("ghcr.io/modelfleet/engine:1.2.4")
@@ -657,6 +681,16 @@ async fn the_operator_deployment_is_highly_available_restricted_and_configured_b
     let defaults = tools.template(&[]).await;
     assert!(of_kind(&defaults, "ServiceMonitor").is_empty());
     assert!(of_kind(&defaults, "PodMonitor").is_empty());
+    let default_env =
+        &of_kind(&defaults, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["env"];
+    assert!(
+        !default_env
+            .as_sequence()
+            .expect("env")
+            .iter()
+            .any(|e| e["name"].as_str() == Some("MODELFLEET_PROMETHEUS_URL")),
+        "no Prometheus URL unless one is given: {default_env:?}"
+    );
     let service = of_kind(&defaults, "Service")[0];
     assert_eq!(
         service["spec"]["ports"][0]["name"].as_str(),
@@ -694,6 +728,7 @@ async fn bad_values_are_rejected_with_a_message_naming_the_value() {
         ("image.repository=Not An Image", "/image/repository"),
         ("image.pullPolicy=Sometimes", "/image/pullPolicy"),
         ("metrics.port=70000", "/metrics/port"),
+        ("autoscaler.interval=soon", "/autoscaler/interval"),
         ("watchNamespaces[0]=Team_A", "/watchNamespaces/0"),
         ("replicas=2", "'replicas' not allowed"),
         (
@@ -777,6 +812,8 @@ async fn helm_install_runs_the_operator_under_its_service_account_and_the_exampl
         status.conditions.iter().any(|c| c.type_ == "Ready"),
         "{status:?}"
     );
+    // No prometheus.url by default: the autoscaler is off and says why.
+    f.until_scaling_reason("NoPrometheus").await;
     let deployments: Api<Deployment> = Api::namespaced(f.client.clone(), TEAM_NS);
     let services: Api<Service> = Api::namespaced(f.client.clone(), TEAM_NS);
     let pdbs: Api<PodDisruptionBudget> = Api::namespaced(f.client.clone(), TEAM_NS);
@@ -1006,7 +1043,11 @@ async fn helm_upgrade_with_a_changed_value_rolls_the_operator_and_uninstall_leav
         serde_json::from_str::<serde_json::Value>(&first_line).is_ok(),
         "JSON logs first: {first_line}"
     );
+    f.apply_example().await;
+    f.until_scaling_reason("NoPrometheus").await;
 
+    // New values: text logs, and a Prometheus URL (one that refuses connections: the
+    // operator says so in ScalingActive, which shows the URL reached it).
     let chart = chart();
     f.tools
         .helm(&[
@@ -1018,6 +1059,10 @@ async fn helm_upgrade_with_a_changed_value_rolls_the_operator_and_uninstall_leav
             "--reuse-values",
             "--set",
             "logFormat=text",
+            "--set",
+            "prometheus.url=http://127.0.0.1:9",
+            "--set",
+            "autoscaler.interval=1s",
             "--wait",
             "--timeout",
             "4m",
@@ -1060,11 +1105,10 @@ async fn helm_upgrade_with_a_changed_value_rolls_the_operator_and_uninstall_leav
         .ok();
     let status: serde_json::Value = serde_json::from_str(&status.stdout).expect("status JSON");
     assert_eq!(status["version"].as_u64(), Some(2));
+    // The upgraded operator reconciles, with the Prometheus URL from the chart.
+    f.until_scaling_reason("PrometheusUnavailable").await;
 
-    // The upgraded operator works; then everything the chart made goes, but the CRD and the
-    // ModelDeployments stay.
-    f.apply_example().await;
-    f.reconciled().await;
+    // Everything the chart made goes, but the CRD and the ModelDeployments stay.
     let manifest = f
         .tools
         .helm(&["get", "manifest", RELEASE, "-n", OPERATOR_NS])
