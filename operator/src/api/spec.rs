@@ -226,8 +226,12 @@ pub struct ReplicasSpec {
     #[serde(default = "default_max_replicas")]
     #[schemars(range(min = 1, max = 1000))]
     pub max: i32,
-    /// A fixed count, set by the `scale` subresource (HPA, KEDA, `kubectl scale`) to drive
-    /// the fleet instead of the built-in autoscaler; kept within `[min, max]`.
+    /// A fixed count that drives the fleet instead of the built-in autoscaler, kept within
+    /// `[min, max]`. The `scale` subresource (HPA, KEDA, `kubectl scale`) reads and writes
+    /// it. While it is unset the built-in autoscaler decides, and the subresource reports
+    /// spec replicas 0 (its status replicas are the pods that exist); an HPA leaves such a
+    /// target alone, so hand the fleet to one by setting this once (`kubectl scale md NAME
+    /// --replicas=N`), and back by removing it: the autoscaler resumes from that size.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 1000))]
     pub count: Option<i32>,
