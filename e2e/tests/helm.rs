@@ -426,6 +426,31 @@ impl Fixture {
 }
 
 impl Fixture {
+    /// `kubectl auth can-i`: may the chart's ServiceAccount patch ModelDeployment status in
+    /// TEAM_NS?
+    async fn operator_can_patch_status(&self) -> bool {
+        let account = format!("system:serviceaccount:{OPERATOR_NS}:{FULLNAME}");
+        let ran = self
+            .tools
+            .kubectl(&[
+                "auth",
+                "can-i",
+                "patch",
+                "modeldeployments.modelfleet.dev",
+                "--subresource=status",
+                "-n",
+                TEAM_NS,
+                "--as",
+                &account,
+            ])
+            .await;
+        match ran.stdout.trim() {
+            "yes" => true,
+            "no" => false,
+            _ => panic!("{}", ran.describe()),
+        }
+    }
+
     /// Waits until the example's ScalingActive condition has `reason`.
     async fn until_scaling_reason(&self, reason: &str) -> ModelDeployment {
         let mds = self.model_deployments();
@@ -944,6 +969,9 @@ async fn without_one_cluster_role_rule_the_operator_reports_the_refusal_and_reco
     f.install(&[]).await;
     let leader = f.leader().await;
 
+    let account = format!("system:serviceaccount:{OPERATOR_NS}:{FULLNAME}");
+    assert!(f.operator_can_patch_status().await);
+
     // Take away the status rule, as a cluster admin trimming the ClusterRole might.
     let roles: Api<ClusterRole> = Api::all(f.client.clone());
     let role = roles.get(FULLNAME).await.expect("the chart's ClusterRole");
@@ -966,6 +994,14 @@ async fn without_one_cluster_role_rule_the_operator_reports_the_refusal_and_reco
         .await
         .ok();
 
+    // The API server's authorizer sees the change before the example is applied.
+    wait::until(
+        "the status rule to be gone for the API server",
+        TIMEOUT,
+        || async { (!f.operator_can_patch_status().await).then_some(()) },
+    )
+    .await;
+
     f.apply_example().await;
     let event = wait::until("a ReconcileFailed event", TIMEOUT, || async {
         let events = events_about(&f.client, TEAM_NS, EXAMPLE).await;
@@ -976,7 +1012,6 @@ async fn without_one_cluster_role_rule_the_operator_reports_the_refusal_and_reco
     .await;
     assert_eq!(event.type_.as_deref(), Some("Warning"));
     let note = event.note.clone().unwrap_or_default();
-    let account = format!("system:serviceaccount:{OPERATOR_NS}:{FULLNAME}");
     for expected in [
         "writing the ModelDeployment status",
         "forbidden",
