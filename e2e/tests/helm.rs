@@ -12,12 +12,12 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, PolicyRule, Role};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, DynamicObject, ListParams};
+use kube::api::{Api, DynamicObject, ListParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::{Client, ResourceExt};
 use modelfleet_e2e::node_agent::{ImageMap, NodeAgent, NodeAgentConfig};
@@ -286,6 +286,22 @@ async fn fixture() -> Fixture {
         .create_namespace(TEAM_NS)
         .await
         .expect("team namespace");
+    // The operator's namespace admits only pods that meet the "restricted" Pod Security
+    // Standard, as a careful platform team would set it up.
+    let namespace: Namespace = serde_json::from_value(serde_json::json!({
+        "metadata": {
+            "name": OPERATOR_NS,
+            "labels": {
+                "pod-security.kubernetes.io/enforce": "restricted",
+                "pod-security.kubernetes.io/enforce-version": "latest",
+            },
+        },
+    }))
+    .expect("namespace");
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &namespace)
+        .await
+        .expect("operator namespace");
     let tools = Tools::new(Some(cluster.kubeconfig_path()));
     Fixture {
         agent,
@@ -817,6 +833,20 @@ async fn helm_install_runs_the_operator_under_its_service_account_and_the_exampl
             "the node agent runs the operator binary: {id}"
         );
     }
+    // They were admitted under the "restricted" Pod Security Standard, which is enforced:
+    // a pod that asks for less is refused there.
+    let loose: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": { "name": "loose" },
+        "spec": { "containers": [{ "name": "c", "image": OPERATOR_IMAGE }] },
+    }))
+    .expect("pod");
+    let refused = f
+        .operator_pods_api()
+        .create(&PostParams::default(), &loose)
+        .await
+        .expect_err("a pod without the restricted security context is refused");
+    assert!(refused.to_string().contains("PodSecurity"), "{refused}");
+
     // One of them leads, under its pod name (POD_NAME from the downward API), which it can
     // only do with the chart's leader-election Role.
     let leader = f.leader().await;
