@@ -6,8 +6,10 @@
 //! each get their own cluster. [`prometheus::Prometheus`] scrapes pods found through a
 //! cluster's API server, or fixed targets.
 
+pub mod binaries;
 mod cluster;
 mod error;
+pub mod fleet;
 pub mod kubeconfig;
 pub mod node_agent;
 pub mod nodes;

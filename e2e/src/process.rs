@@ -25,6 +25,17 @@ pub struct ManagedProcess {
 impl ManagedProcess {
     /// Starts `program args…` with stdout and stderr appended to `log`.
     pub fn spawn(name: &str, program: &Path, args: &[String], log: &Path) -> Result<Self, Error> {
+        Self::spawn_with_env(name, program, args, &[], log)
+    }
+
+    /// Like [`ManagedProcess::spawn`], with extra environment variables.
+    pub fn spawn_with_env(
+        name: &str,
+        program: &Path,
+        args: &[String],
+        env: &[(&str, &std::ffi::OsStr)],
+        log: &Path,
+    ) -> Result<Self, Error> {
         let out = File::options()
             .create(true)
             .append(true)
@@ -36,6 +47,7 @@ impl ManagedProcess {
         let mut command = Command::new(program);
         command
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err);

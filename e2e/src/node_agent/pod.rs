@@ -731,6 +731,7 @@ impl PodRuntime {
                 (terminate(&mut child, pid, grace).await, Some(why))
             }
             Ended::Stop(grace) => {
+                let grace = pre_stop(&container, &mut child, grace).await;
                 let _ = terminate(&mut child, pid, grace).await;
                 self.context.untrack_process(pid);
                 return None;
@@ -805,6 +806,36 @@ fn find_in_path(name: &str) -> Option<PathBuf> {
 fn kill_group(pgid: u32, signal: libc::c_int) {
     // SAFETY: kill(2) has no memory-safety preconditions.
     unsafe { libc::kill(-(pgid as i32), signal) };
+}
+
+/// Runs the container's `preStop` hook before SIGTERM, as the kubelet does, within the grace
+/// period; returns what is left of it. Only the `sleep` action is run (what ModelFleet's
+/// engine pods use, so Services stop routing to a pod before it starts refusing requests).
+async fn pre_stop(
+    container: &Container,
+    child: &mut tokio::process::Child,
+    grace: Duration,
+) -> Duration {
+    let Some(hook) = container
+        .lifecycle
+        .as_ref()
+        .and_then(|l| l.pre_stop.as_ref())
+    else {
+        return grace;
+    };
+    let Some(sleep) = &hook.sleep else {
+        tracing::warn!(container = %container.name, "only the preStop sleep action is run; skipping this hook");
+        return grace;
+    };
+    let pause = Duration::from_secs(sleep.seconds.max(0) as u64).min(grace);
+    tracing::info!(container = %container.name, seconds = pause.as_secs(), "preStop: sleeping before SIGTERM");
+    let started = Instant::now();
+    // A container that exits by itself during the hook needs no signal.
+    tokio::select! {
+        () = tokio::time::sleep(pause) => {}
+        _ = child.wait() => {}
+    }
+    grace.saturating_sub(started.elapsed())
 }
 
 /// SIGTERM to the container's process group, up to `grace` to exit, then SIGKILL.

@@ -12,9 +12,10 @@ use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
 };
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, GRPCAction, PodSecurityContext,
-    PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecurityContext,
-    Toleration, TopologySpreadConstraint, Volume, VolumeMount,
+    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, GRPCAction, Lifecycle,
+    LifecycleHandler, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
+    SeccompProfile, SecurityContext, SleepAction, Toleration, TopologySpreadConstraint, Volume,
+    VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -42,6 +43,9 @@ const GPU_PRODUCT_LABEL: &str = "nvidia.com/gpu.product";
 const ENGINE_UID: i64 = 65532;
 /// Time for the engine to drain in-flight requests after SIGTERM.
 const TERMINATION_GRACE_SECONDS: i64 = 60;
+/// How long a deleted engine keeps serving before SIGTERM starts its drain (which the engine
+/// bounds at 30s by default): the two fit in the grace period.
+const PRE_STOP_SLEEP_SECONDS: i64 = 5;
 /// Loading weights can take minutes: the startup probe allows this many seconds.
 const STARTUP_BUDGET_SECONDS: i32 = 1800;
 const PROBE_PERIOD_SECONDS: i32 = 10;
@@ -203,6 +207,18 @@ fn engine_container(md: &ModelDeployment) -> Container {
         startup_probe: Some(grpc_probe(STARTUP_BUDGET_SECONDS / PROBE_PERIOD_SECONDS)),
         readiness_probe: Some(grpc_probe(3)),
         liveness_probe: Some(grpc_probe(6)),
+        // A deleted pod leaves its Service's endpoints at once, but kube-proxy, gateways and
+        // clients learn of it a moment later. The engine keeps serving through that moment
+        // and only then gets SIGTERM, so nobody is sent to an engine that already refuses.
+        lifecycle: Some(Lifecycle {
+            pre_stop: Some(LifecycleHandler {
+                sleep: Some(SleepAction {
+                    seconds: PRE_STOP_SLEEP_SECONDS,
+                }),
+                ..LifecycleHandler::default()
+            }),
+            ..Lifecycle::default()
+        }),
         volume_mounts: Some(vec![
             mount(MODEL_VOLUME, MODEL_DIR),
             mount(SHM_VOLUME, "/dev/shm"),
@@ -600,6 +616,23 @@ mod tests {
             budget >= 600,
             "weights need minutes to load, startup budget is {budget}s"
         );
+    }
+
+    #[test]
+    fn engine_keeps_serving_briefly_after_deletion_within_the_grace_period() {
+        let d = build_deployment(&minimal("chat"), 1).expect("deployment");
+        let sleep = engine(&d)
+            .lifecycle
+            .as_ref()
+            .and_then(|l| l.pre_stop.as_ref())
+            .and_then(|h| h.sleep.as_ref())
+            .map(|s| s.seconds);
+        assert_eq!(sleep, Some(PRE_STOP_SLEEP_SECONDS));
+        let grace = pod_spec(&d)
+            .termination_grace_period_seconds
+            .expect("grace");
+        // The engine's own drain deadline is 30s.
+        assert!(PRE_STOP_SLEEP_SECONDS + 30 < grace);
     }
 
     #[test]

@@ -1,0 +1,100 @@
+//! The workspace's own binaries that the harness runs as pods or beside the control plane
+//! (`modelfleet-engine`, `modelfleet-operator`).
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use crate::Error;
+
+/// Built once per process; concurrent tests wait for the first build.
+static BUILD: Mutex<()> = Mutex::new(());
+
+/// `target/<profile>/<name>` of package `package`, built first when it is missing or older
+/// than the package's sources. `cargo test --workspace` (what `make test` runs) builds every
+/// binary before the tests start; `cargo test -p modelfleet-e2e` does not, hence the build.
+pub fn workspace_binary(name: &str, package: &str) -> Result<PathBuf, Error> {
+    let profile_dir = profile_dir()?;
+    let binary = profile_dir.join(name);
+    let _guard = BUILD
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let crate_dir = repo_root().join(package.trim_start_matches("modelfleet-"));
+    if modified(&binary) > newest_source(&crate_dir).max(modified(&repo_root().join("Cargo.lock")))
+    {
+        return Ok(binary);
+    }
+    let target_dir = profile_dir
+        .parent()
+        .ok_or_else(|| Error::Harness("the target directory has no parent".into()))?;
+    let profile = profile_dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("release");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut command = std::process::Command::new(cargo);
+    command.args(["build", "--locked", "-p", package, "--bin", name]);
+    if profile == "release" {
+        command.arg("--release");
+    }
+    let status = command
+        .arg("--manifest-path")
+        .arg(repo_root().join("Cargo.toml"))
+        .arg("--target-dir")
+        .arg(target_dir)
+        .status()
+        .map_err(|e| Error::io(&format!("running cargo build for {name}"), e))?;
+    if !status.success() || !binary.is_file() {
+        return Err(Error::Harness(format!(
+            "building {name} ({package}) failed; see the cargo output above"
+        )));
+    }
+    Ok(binary)
+}
+
+/// The repository root (this crate lives in `<root>/e2e`).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}
+
+/// `target/<profile>` of the running executable: tests run from `target/<profile>/deps`,
+/// binaries from `target/<profile>`.
+fn profile_dir() -> Result<PathBuf, Error> {
+    let exe =
+        std::env::current_exe().map_err(|e| Error::io("finding the running executable", e))?;
+    let dir = exe
+        .parent()
+        .ok_or_else(|| Error::Harness("the executable has no directory".into()))?;
+    let dir = if dir.file_name().is_some_and(|n| n == "deps") {
+        dir.parent().unwrap_or(dir)
+    } else {
+        dir
+    };
+    Ok(dir.to_path_buf())
+}
+
+fn modified(path: &Path) -> SystemTime {
+    std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .unwrap_or(SystemTime::UNIX_EPOCH)
+}
+
+/// The newest modification time of the files under `dir`.
+fn newest_source(dir: &Path) -> SystemTime {
+    let mut newest = modified(dir);
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return newest;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let time = if path.is_dir() {
+            newest_source(&path)
+        } else {
+            modified(&path)
+        };
+        newest = newest.max(time);
+    }
+    newest
+}
