@@ -13,6 +13,7 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, PolicyRule, Role};
@@ -480,6 +481,26 @@ impl Fixture {
     }
 }
 
+/// The body of a plain HTTP GET from the test process, if it answers 200.
+async fn http_get(ip: &str, port: u16, path: &str) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let connect = tokio::net::TcpStream::connect((ip, port));
+    let mut stream = tokio::time::timeout(Duration::from_secs(5), connect)
+        .await
+        .ok()?
+        .ok()?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {ip}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut response))
+        .await
+        .ok()?
+        .ok()?;
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    (head.split_whitespace().nth(1)? == "200").then(|| body.to_string())
+}
+
 fn is_ready(pod: &Pod) -> bool {
     pod.status
         .as_ref()
@@ -852,6 +873,42 @@ async fn helm_install_runs_the_operator_under_its_service_account_and_the_exampl
     let leader = f.leader().await;
     let names: Vec<String> = pods.iter().map(ResourceExt::name_any).collect();
     assert!(names.contains(&leader.name_any()));
+
+    // The metrics Service selects both replicas; the leader's /metrics says it leads.
+    let slices: Api<EndpointSlice> = Api::namespaced(f.client.clone(), OPERATOR_NS);
+    let selector = format!("kubernetes.io/service-name={FULLNAME}-metrics");
+    let pod_ips: BTreeSet<String> = pods
+        .iter()
+        .filter_map(|p| p.status.as_ref()?.pod_ip.clone())
+        .collect();
+    wait::until("the metrics Service's endpoints", TIMEOUT, || async {
+        let list = slices
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .ok()?;
+        let ips: BTreeSet<String> = list
+            .items
+            .iter()
+            .flat_map(|s| s.endpoints.iter())
+            .flat_map(|e| e.addresses.iter().cloned())
+            .collect();
+        let port = list.items.first()?.ports.as_ref()?.first()?.port;
+        (ips == pod_ips && port == Some(8080)).then_some(())
+    })
+    .await;
+    let leader_ip = leader
+        .status
+        .as_ref()
+        .and_then(|s| s.pod_ip.clone())
+        .expect("leader IP");
+    let metrics = wait::until("the leader's /metrics", TIMEOUT, || async {
+        http_get(&leader_ip, 8080, "/metrics").await
+    })
+    .await;
+    assert!(
+        metrics.lines().any(|l| l == "modelfleet_operator_leader 1"),
+        "{metrics}"
+    );
 
     let applied = f.apply_example().await;
     assert_eq!(applied.name_any(), EXAMPLE);
