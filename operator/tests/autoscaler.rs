@@ -13,7 +13,7 @@ use std::time::Duration;
 use common::*;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::events::v1::Event;
-use kube::api::{Api, ListParams};
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use modelfleet_e2e::prometheus::{Prometheus, PrometheusOptions, StaticTarget};
 use modelfleet_operator::api::ModelDeployment;
 use modelfleet_operator::autoscaler::AutoscalerConfig;
@@ -262,5 +262,56 @@ async fn without_prometheus_scaling_is_inactive_and_the_size_stays_put() {
     let md = wait_condition(&mds, "chat", "False", "NoPrometheus").await;
     assert_eq!(md.status.map(|s| s.desired_replicas), Some(2));
     wait_replicas(&deployments, "chat", 2).await;
+    operator.stop().await.expect("operator stops");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scale_subresource_takes_the_fleet_over_and_hands_it_back_at_its_size() {
+    let ns = "handover";
+    let shared = cluster(false);
+    let client = shared.client().await;
+    shared.namespace(&client, ns).await;
+    let mds: Api<ModelDeployment> = Api::namespaced(client.clone(), ns);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let operator = start_operator(client.clone(), ns, "op-handover", None);
+    apply_as_user(&client, ns, &autoscaled(ns, "chat")).await;
+    wait_condition(&mds, "chat", "False", "NoPrometheus").await;
+    // Unset count: the built-in autoscaler decides, and reading the scale subresource is
+    // refused with the field named (an HPA reports FailedGetScale rather than fight it).
+    let refused = mds
+        .get_scale("chat")
+        .await
+        .expect_err("no spec replicas to read");
+    assert!(
+        refused.to_string().contains(".spec.replicas.count"),
+        "{refused}"
+    );
+
+    // What `kubectl scale md chat --replicas=4` (or an HPA) does: it takes over.
+    mds.patch_scale(
+        "chat",
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({ "spec": { "replicas": 4 } })),
+    )
+    .await
+    .expect("scale");
+    wait_condition(&mds, "chat", "False", "ScaleSubresource").await;
+    wait_replicas(&deployments, "chat", 4).await;
+    let scale = mds.get_scale("chat").await.expect("get scale");
+    assert_eq!(scale.spec.and_then(|s| s.replicas), Some(4));
+
+    // Removing count hands the fleet back at the size it has, not at min.
+    mds.patch(
+        "chat",
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({ "spec": { "replicas": { "count": null } } })),
+    )
+    .await
+    .expect("remove count");
+    let md = wait_condition(&mds, "chat", "False", "NoPrometheus").await;
+    assert_eq!(md.spec.replicas.count, None);
+    assert_eq!(md.status.map(|s| s.desired_replicas), Some(4));
+    let d = deployments.get("chat").await.expect("deployment");
+    assert_eq!(replicas(&d), Some(4));
     operator.stop().await.expect("operator stops");
 }

@@ -228,10 +228,11 @@ pub struct ReplicasSpec {
     pub max: i32,
     /// A fixed count that drives the fleet instead of the built-in autoscaler, kept within
     /// `[min, max]`. The `scale` subresource (HPA, KEDA, `kubectl scale`) reads and writes
-    /// it. While it is unset the built-in autoscaler decides, and the subresource reports
-    /// spec replicas 0 (its status replicas are the pods that exist); an HPA leaves such a
-    /// target alone, so hand the fleet to one by setting this once (`kubectl scale md NAME
-    /// --replicas=N`), and back by removing it: the autoscaler resumes from that size.
+    /// it. While it is unset the built-in autoscaler decides and reading the subresource
+    /// fails (the API server says this field does not exist), so an HPA or KEDA reports
+    /// FailedGetScale instead of fighting the built-in autoscaler; writing it works. Hand the
+    /// fleet over by setting it (`kubectl scale md NAME --replicas=N`, or in the manifest),
+    /// and back by removing it: the built-in autoscaler resumes from that size.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 1000))]
     pub count: Option<i32>,
