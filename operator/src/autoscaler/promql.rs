@@ -40,7 +40,7 @@ pub fn escape_label_value(value: &str) -> String {
 /// A range selector duration in whole milliseconds (PromQL accepts `1500ms`), at least 1 ms.
 fn range(window: Duration) -> String {
     let ms = window.as_millis().max(1);
-    if ms % 1000 == 0 {
+    if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else {
         format!("{ms}ms")
