@@ -8,8 +8,8 @@ use std::time::Duration;
 use futures::StreamExt;
 use futures::channel::mpsc::UnboundedSender;
 use k8s_openapi::jiff::Timestamp;
-use kube::{Resource, ResourceExt};
 use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Resource, ResourceExt};
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
