@@ -235,7 +235,14 @@ pub async fn reconcile(md: Arc<ModelDeployment>, ctx: Arc<Context>) -> Result<Ac
             Severity::Warning => EventType::Warning,
         };
         tracing::info!(reason = %transition.reason, note = %transition.note, "transition");
-        publish(&ctx, &md, type_, &transition.reason, transition.note).await;
+        publish(
+            &ctx,
+            &md,
+            type_,
+            (&transition.reason, &transition.action),
+            transition.note,
+        )
+        .await;
     }
 
     ctx.failures
@@ -338,14 +345,14 @@ async fn publish(
     ctx: &Context,
     md: &ModelDeployment,
     type_: EventType,
-    reason: &str,
+    (reason, action): (&str, &str),
     note: String,
 ) {
     let event = Event {
         type_,
         reason: reason.into(),
         note: Some(note),
-        action: reason.into(),
+        action: action.into(),
         secondary: None,
     };
     // An event that cannot be published must not fail the reconcile that caused it.
@@ -372,7 +379,14 @@ pub fn error_policy(md: Arc<ModelDeployment>, error: &Error, ctx: Arc<Context>) 
         // Tell the user once per run of failures; the log has every retry.
         let note = error.to_string();
         tokio::spawn(async move {
-            publish(&ctx, &md, EventType::Warning, "ReconcileFailed", note).await;
+            publish(
+                &ctx,
+                &md,
+                EventType::Warning,
+                ("ReconcileFailed", "Reconcile"),
+                note,
+            )
+            .await;
         });
     }
     Action::requeue(delay)

@@ -18,6 +18,10 @@ pub struct Transition {
     /// PascalCase, shown as REASON by `kubectl get events`.
     pub reason: String,
     pub note: String,
+    /// What changed, in a word. Repeats of one (reason, action) pair are folded into one
+    /// Event whose count rises and whose note stays the first one's, so changes that differ
+    /// (1 to 2 replicas, then 2 to 3) need actions that differ.
+    pub action: String,
 }
 
 impl Transition {
@@ -26,7 +30,13 @@ impl Transition {
             severity: Severity::Normal,
             reason: reason.into(),
             note,
+            action: reason.into(),
         }
+    }
+
+    fn with_action(mut self, action: String) -> Self {
+        self.action = action;
+        self
     }
 }
 
@@ -58,15 +68,18 @@ pub fn transitions(
             Some(cause) => format!("scaled from {from} to {to} replicas: {cause}"),
             None => format!("scaled from {from} to {to} replicas"),
         };
-        out.push(Transition::normal("Scaled", note));
+        out.push(Transition::normal("Scaled", note).with_action(format!("Scale{from}To{to}")));
     }
     if let (Some(before), Some(after)) = (&old.updated_revision, &new.updated_revision)
         && before != after
     {
-        out.push(Transition::normal(
-            "RolloutStarted",
-            format!("rolling out revision {after} (was {before})"),
-        ));
+        out.push(
+            Transition::normal(
+                "RolloutStarted",
+                format!("rolling out revision {after} (was {before})"),
+            )
+            .with_action(format!("Rollout {after}")),
+        );
     }
     if let Some(after) = &new.current_revision
         && old.current_revision.as_ref() != Some(after)
@@ -83,6 +96,7 @@ pub fn transitions(
             severity: Severity::Warning,
             reason: c.reason.clone(),
             note: c.message.clone(),
+            action: c.reason.clone(),
         }),
         Some(c) if c.status != "True" && was_degraded => {
             out.push(Transition::normal("Recovered", "no longer degraded".into()));
@@ -164,6 +178,18 @@ mod tests {
             reasons(&transitions(Some(&rolling), &done, false, no_cause)),
             vec!["RolloutFinished"]
         );
+    }
+
+    #[test]
+    fn different_changes_get_different_actions_so_events_are_not_folded_together() {
+        let one = status(1, Some("a"), Some("a"), false);
+        let two = status(2, Some("a"), Some("a"), false);
+        let three = status(3, Some("b"), Some("a"), false);
+        let first = transitions(Some(&one), &two, false, no_cause);
+        let second = transitions(Some(&two), &three, false, no_cause);
+        assert_eq!(first[0].action, "Scale1To2");
+        assert_eq!(second[0].action, "Scale2To3");
+        assert_eq!(second[1].action, "Rollout b");
     }
 
     #[test]
