@@ -112,13 +112,22 @@ async fn load_scales_the_fleet_up_and_its_end_scales_it_back_down() {
     assert!(status.last_scale_time.is_some());
     assert_eq!(scenario.deployment_replicas().await, 3);
     scenario.wait_ready(3, POD_START).await;
-    let scaled = scenario.event_messages("Scaled").await;
-    assert!(
-        scaled
+    // Each change of the count is an event that names its cause.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let scaled = scenario.event_messages("Scaled").await;
+        if scaled
             .iter()
-            .any(|m| m.contains("1 to 3") || m.contains("to 3")),
-        "{scaled:?}"
-    );
+            .any(|m| m.contains("to 3 replicas") && m.contains("queue depth"))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no Scaled event to 3 replicas: {scaled:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 
     cancel.cancel();
     let _ = running.await;
