@@ -37,9 +37,10 @@ cluster: tools ## Start a local control plane in the foreground (Ctrl-C tears it
 	$(CARGO) run --release --locked -p modelfleet-e2e --bin modelfleet-dev -- cluster up
 
 .PHONY: demo
-demo: tools ## Run a local fleet on the CPU backend with the demo model
-	@echo "make demo: not yet available: the local fleet (node agent, Prometheus, autoscaler) is not built yet" >&2
-	@exit 2
+demo: tools ## Run a local fleet on the CPU backend with the demo model; Ctrl-C stops it
+	@echo "[demo] building the engine, the operator and the harness (first time: ~10 min on 2 cores)" >&2
+	cargo build --release --locked --workspace --bins
+	./target/release/modelfleet-dev demo
 
 .PHONY: bench
 bench: ## Engine benchmark on the CPU against transformers (figures, not tests; BENCH_OUT=file.md to save)

@@ -143,7 +143,10 @@ impl AgentContext {
     /// Stops everything synchronously: SIGTERM to every process group, a short grace, SIGKILL;
     /// then removes namespaces, the bridge and the pods' directories. Safe to call twice.
     fn cleanup(&self) {
-        self.closing.store(true, Ordering::SeqCst);
+        // `shutdown` cleans up and then the drop does: only the first one acts.
+        if self.closing.swap(true, Ordering::SeqCst) {
+            return;
+        }
         for (_, handle) in lock(&self.pods).drain() {
             handle.task.abort();
         }

@@ -2,7 +2,9 @@
 //!
 //! `modelfleet-dev cluster up` starts etcd, kube-apiserver, kube-controller-manager and
 //! kube-scheduler in the foreground, prints how to reach them, and tears everything down on
-//! Ctrl-C.
+//! Ctrl-C. `modelfleet-dev demo` runs a whole local fleet and shows it scaling with load.
+
+mod demo;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -21,6 +23,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// A local fleet (control plane, fake GPU nodes running engines, Prometheus, the
+    /// operator) scaling up and down with a load ramp, shown as a live table.
+    Demo,
     /// A local Kubernetes control plane.
     Cluster {
         #[command(subcommand)]
@@ -46,14 +51,22 @@ enum ClusterAction {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    // The demo's table is the output; its components' logs stay quiet unless RUST_LOG asks.
+    let default_filter = match cli.command {
+        Command::Demo => "warn,kube_client::client::builder=off",
+        // The readiness poll's refused attempts are expected; keep them out of sight.
+        Command::Cluster { .. } => "info,kube_client::client::builder=off",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                // The readiness poll's refused attempts are expected; keep them out of sight.
-                .unwrap_or_else(|_| "info,kube_client::client::builder=off".into()),
+                .unwrap_or_else(|_| default_filter.into()),
         )
+        .with_writer(std::io::stderr)
         .init();
-    match Cli::parse().command {
+    match cli.command {
+        Command::Demo => demo::run().await,
         Command::Cluster {
             action:
                 ClusterAction::Up {
