@@ -10,10 +10,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
     tonic_prost_build::configure()
         .file_descriptor_set_path(out_dir.join("modelfleet_engine_v1_descriptor.bin"))
-        .compile_protos(
-            &["proto/modelfleet/engine/v1/generation.proto"],
-            &["proto"],
-        )?;
+        .compile_protos(&["proto/modelfleet/engine/v1/generation.proto"], &["proto"])?;
     println!("cargo:rerun-if-changed=proto");
     Ok(())
 }

@@ -731,7 +731,7 @@ impl PodRuntime {
                 (terminate(&mut child, pid, grace).await, Some(why))
             }
             Ended::Stop(grace) => {
-                let grace = pre_stop(&container, &mut child, grace).await;
+                let grace = pre_stop(container, &mut child, grace).await;
                 let _ = terminate(&mut child, pid, grace).await;
                 self.context.untrack_process(pid);
                 return None;

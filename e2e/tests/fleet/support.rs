@@ -1,7 +1,6 @@
 //! What the fleet scenarios share: starting a fleet, the demo ModelDeployment sized for a
 //! small machine, waiting on its status, and talking to its pods.
 
-use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
@@ -21,20 +20,19 @@ pub const NAME: &str = "smollm2";
 /// `spec.model.servedName` of the example.
 pub const SERVED_NAME: &str = "smollm2-135m-instruct";
 
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+/// Scenarios take turns (each test has its own runtime; tokio's mutex works across them).
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// A fleet, and the right to be the only one running.
 pub struct Scenario {
     pub fleet: Fleet,
     pub namespace: String,
-    _turn: MutexGuard<'static, ()>,
+    _turn: tokio::sync::MutexGuard<'static, ()>,
 }
 
 impl Scenario {
     pub async fn start(namespace: &str) -> Scenario {
-        let turn = ONE_AT_A_TIME
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let turn = ONE_AT_A_TIME.lock().await;
         let fleet = Fleet::start(FleetOptions::default())
             .await
             .expect("starting the fleet");
