@@ -19,9 +19,7 @@ pub fn workspace_binary(name: &str, package: &str) -> Result<PathBuf, Error> {
     let _guard = BUILD
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let crate_dir = repo_root().join(package.trim_start_matches("modelfleet-"));
-    if modified(&binary) > newest_source(&crate_dir).max(modified(&repo_root().join("Cargo.lock")))
-    {
+    if is_newer_than_sources(&binary, package) {
         return Ok(binary);
     }
     let target_dir = profile_dir
@@ -81,20 +79,35 @@ fn modified(path: &Path) -> SystemTime {
         .unwrap_or(SystemTime::UNIX_EPOCH)
 }
 
-/// The newest modification time of the files under `dir`.
-fn newest_source(dir: &Path) -> SystemTime {
-    let mut newest = modified(dir);
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return newest;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        let time = if path.is_dir() {
-            newest_source(&path)
-        } else {
-            modified(&path)
-        };
-        newest = newest.max(time);
+/// Whether `binary` was built after the last change to what it is built from: the package's
+/// sources, build script and protos, and the workspace's manifest and lock file (as Cargo's
+/// own freshness check goes for a path dependency). Docs and tests do not count.
+fn is_newer_than_sources(binary: &Path, package: &str) -> bool {
+    let built = modified(binary);
+    let root = repo_root();
+    let package_dir = root.join(package.trim_start_matches("modelfleet-"));
+    [
+        package_dir.join("src"),
+        package_dir.join("proto"),
+        package_dir.join("build.rs"),
+        package_dir.join("Cargo.toml"),
+        root.join("Cargo.toml"),
+        root.join("Cargo.lock"),
+    ]
+    .iter()
+    .all(|path| newest(path) < built)
+}
+
+/// The newest modification time of `path` and everything under it.
+fn newest(path: &Path) -> SystemTime {
+    let own = modified(path);
+    if !path.is_dir() {
+        return own;
     }
-    newest
+    std::fs::read_dir(path)
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .map(|entry| newest(&entry.path()))
+        .fold(own, std::cmp::max)
 }

@@ -183,74 +183,14 @@ fn of_kind<'a>(docs: &'a [serde_yaml::Value], kind: &str) -> Vec<&'a serde_yaml:
 // ---------------------------------------------------------------------------------------------
 // The operator binary the chart's pods run
 
-/// `target/<profile>/modelfleet-operator`, the binary the chart's image stands for. Cargo
-/// builds every workspace binary under `make test` (`cargo test --workspace`), but not under
-/// `cargo test -p modelfleet-e2e`; so when the binary is missing or older than the operator's
-/// sources, it is built here first.
+/// `target/release/modelfleet-operator`, the binary the chart's image stands for (built first
+/// when it is missing or older than the operator's sources).
 fn operator_binary() -> &'static Path {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
     BINARY.get_or_init(|| {
-        let exe = std::env::current_exe().expect("the test's own path");
-        // target/<profile>/deps/helm-<hash>
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("the test runs from target/<profile>/deps");
-        let binary = profile_dir.join("modelfleet-operator");
-        if !is_newer_than_sources(&binary) {
-            let target_dir = profile_dir.parent().expect("target directory");
-            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
-            let status = std::process::Command::new(cargo)
-                .args([
-                    "build",
-                    "--release",
-                    "--locked",
-                    "-p",
-                    "modelfleet-operator",
-                ])
-                .args(["--bin", "modelfleet-operator", "--manifest-path"])
-                .arg(repo().join("Cargo.toml"))
-                .arg("--target-dir")
-                .arg(target_dir)
-                .status()
-                .expect("run cargo build");
-            assert!(status.success(), "building modelfleet-operator failed");
-        }
-        assert!(binary.is_file(), "{} is missing", binary.display());
-        binary
+        modelfleet_e2e::binaries::workspace_binary("modelfleet-operator", "modelfleet-operator")
+            .expect("the operator binary")
     })
-}
-
-/// Whether `binary` exists and is newer than every source file of the operator (and the
-/// lock file), as Cargo's own check for a path dependency goes.
-fn is_newer_than_sources(binary: &Path) -> bool {
-    fn newest(path: &Path) -> std::time::SystemTime {
-        let Ok(meta) = std::fs::metadata(path) else {
-            return std::time::SystemTime::UNIX_EPOCH;
-        };
-        let own = meta.modified().unwrap_or(std::time::SystemTime::UNIX_EPOCH);
-        if !meta.is_dir() {
-            return own;
-        }
-        std::fs::read_dir(path)
-            .into_iter()
-            .flatten()
-            .filter_map(Result::ok)
-            .map(|e| newest(&e.path()))
-            .fold(own, std::cmp::max)
-    }
-    let Ok(built) = std::fs::metadata(binary).and_then(|m| m.modified()) else {
-        return false;
-    };
-    let root = repo();
-    [
-        root.join("operator/src"),
-        root.join("operator/Cargo.toml"),
-        root.join("Cargo.toml"),
-        root.join("Cargo.lock"),
-    ]
-    .iter()
-    .all(|p| newest(p) <= built)
 }
 
 // ---------------------------------------------------------------------------------------------

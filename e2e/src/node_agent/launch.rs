@@ -285,8 +285,17 @@ pub fn command(spec: &LaunchSpec) -> Result<Command, NodeAgentError> {
         source,
     })?;
 
-    let mut command = Command::new(&spec.program);
+    // The program is opened here, on the host, and run through its descriptor: inside the
+    // container its path may be hidden, e.g. a binary under /tmp when the pod mounts an
+    // emptyDir at /tmp.
+    let program = File::open(&spec.program).map_err(|source| NodeAgentError::Io {
+        context: format!("opening {}", spec.program.display()),
+        source,
+    })?;
+    let program_fd = program.as_raw_fd();
+    let mut command = Command::new(format!("/proc/self/fd/{program_fd}"));
     command
+        .arg0(&spec.program)
         .args(&spec.args)
         .env_clear()
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
@@ -303,6 +312,8 @@ pub fn command(spec: &LaunchSpec) -> Result<Command, NodeAgentError> {
             // container outlives the agent's process.
             check(libc::setpgid(0, 0))?;
             check(libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL))?;
+            // Kept open across exec, so a script's interpreter can read it too.
+            check(libc::fcntl(program.as_raw_fd(), libc::F_SETFD, 0))?;
             if let Some(netns) = &netns {
                 check(libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET))?;
             }

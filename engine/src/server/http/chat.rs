@@ -10,12 +10,11 @@ use axum::response::{IntoResponse, Response};
 
 use super::openai::{
     AssistantMessage, ChatChoice, ChatChunkChoice, ChatCompletionChunk, ChatCompletionRequest,
-    ChatCompletionResponse, ChatDelta, SamplingFields, finish_reason, parse_body,
+    ChatCompletionResponse, ChatDelta, finish_reason,
 };
 use super::sse::{self, ChunkShape, json_event};
-use super::{response_id, unix_now};
+use super::{ResponseHeader, admit};
 use crate::engine::Usage;
-use crate::server::error::ApiError;
 use crate::server::generation::Delta;
 use crate::server::state::ServingState;
 
@@ -25,38 +24,17 @@ pub async fn handle(
     State(state): State<Arc<ServingState>>,
     body: Result<Json<serde_json::Value>, JsonRejection>,
 ) -> Response {
-    let parsed = body
-        .map_err(|rejection| ApiError::from_rejection(&rejection))
-        .and_then(|Json(body)| {
-            Ok((
-                parse_body::<ChatCompletionRequest>(&body)?,
-                parse_body::<SamplingFields>(&body)?,
-            ))
-        });
-    let (request, sampling) = match parsed {
-        Ok(parsed) => parsed,
-        Err(error) => return state.refuse(error).into_response(),
+    let (generation, delivery) = match admit(&state, body, ChatCompletionRequest::into_params) {
+        Ok(admitted) => admitted,
+        Err(refusal) => return refusal,
     };
-    let streaming = sampling.stream;
-    let include_usage = sampling
-        .stream_options
-        .as_ref()
-        .is_some_and(|o| o.include_usage);
-    let generation = match state.generate(|model| request.into_params(sampling, model)) {
-        Ok(generation) => generation,
-        Err(error) => return error.into_response(),
-    };
-    let header = Header {
-        id: response_id("chatcmpl"),
-        created: unix_now(),
-        model: state.served_name().to_string(),
-    };
-    if streaming {
+    let header = ResponseHeader::new("chatcmpl", &state);
+    if delivery.streaming {
         return sse::stream(
             generation,
             Chunks {
                 header,
-                include_usage,
+                include_usage: delivery.include_usage,
             },
         )
         .into_response();
@@ -83,14 +61,8 @@ pub async fn handle(
     }
 }
 
-struct Header {
-    id: String,
-    created: u64,
-    model: String,
-}
-
 struct Chunks {
-    header: Header,
+    header: ResponseHeader,
     include_usage: bool,
 }
 

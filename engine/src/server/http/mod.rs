@@ -12,13 +12,18 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use axum::Json;
 use axum::Router;
 use axum::extract::State;
+use axum::extract::rejection::JsonRejection;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
+use super::generation::Generation;
+use super::model::ServingModel;
 use super::state::{Phase, ServingState};
-use openai::{ModelCard, ModelList};
+use super::validate::GenerateParams;
+use openai::{ModelCard, ModelList, SamplingFields, parse_body};
 
 pub fn router(state: Arc<ServingState>) -> Router {
     Router::new()
@@ -70,13 +75,64 @@ async fn models(State(state): State<Arc<ServingState>>) -> Response {
     .into_response()
 }
 
+/// How the client wants its answer.
+struct Delivery {
+    /// Server-sent events instead of one JSON body.
+    streaming: bool,
+    /// A last event with the token counts (`stream_options.include_usage`).
+    include_usage: bool,
+}
+
+/// What both generation endpoints do first: parse the body (the endpoint's own fields `R` and
+/// the shared sampling fields) and admit the request. A refusal comes back as the response
+/// to send.
+fn admit<R: DeserializeOwned>(
+    state: &ServingState,
+    body: Result<Json<serde_json::Value>, JsonRejection>,
+    into_params: impl FnOnce(R, SamplingFields, &ServingModel) -> Result<GenerateParams, ApiError>,
+) -> Result<(Generation, Delivery), Response> {
+    let parsed = body
+        .map_err(|rejection| ApiError::from_rejection(&rejection))
+        .and_then(|Json(body)| {
+            Ok((
+                parse_body::<R>(&body)?,
+                parse_body::<SamplingFields>(&body)?,
+            ))
+        });
+    let (request, sampling) = parsed.map_err(|error| state.refuse(error).into_response())?;
+    let delivery = Delivery {
+        streaming: sampling.stream,
+        include_usage: sampling
+            .stream_options
+            .as_ref()
+            .is_some_and(|o| o.include_usage),
+    };
+    let generation = state
+        .generate(|model| into_params(request, sampling, model))
+        .map_err(IntoResponse::into_response)?;
+    Ok((generation, delivery))
+}
+
+/// The fields every response and chunk of one generation repeats.
+struct ResponseHeader {
+    id: String,
+    created: u64,
+    model: String,
+}
+
+impl ResponseHeader {
+    /// A fresh id with OpenAI's prefix for the endpoint (`cmpl`, `chatcmpl`).
+    fn new(prefix: &str, state: &ServingState) -> Self {
+        ResponseHeader {
+            id: format!("{prefix}-{:032x}", rand::random::<u128>()),
+            created: unix_now(),
+            model: state.served_name().to_string(),
+        }
+    }
+}
+
 fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
-}
-
-/// A fresh response id with OpenAI's prefixes (`cmpl-`, `chatcmpl-`).
-fn response_id(prefix: &str) -> String {
-    format!("{prefix}-{:032x}", rand::random::<u128>())
 }
