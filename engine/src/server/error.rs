@@ -113,7 +113,7 @@ mod tests {
         assert_eq!(
             error,
             ApiError::InvalidArgument {
-                message: "invalid sampling parameters: top_p must be in (0, 1], got 2".into(),
+                message: "top_p must be in (0, 1], got 2".into(),
                 param: Some("top_p"),
             }
         );
