@@ -50,10 +50,13 @@ pub struct Verdict {
 }
 
 impl Verdict {
-    /// Why the size went from `from` to `to`, if this autoscaler made that change.
+    /// Why the size went from `from` to `to`, if this autoscaler's last change brought it
+    /// there in the same direction. The status may skip a step the autoscaler took (1 to 2
+    /// to 3 between two reconciles reads as 1 to 3); the last change's cause explains the
+    /// size reached all the same.
     pub fn cause_of(&self, from: i32, to: i32) -> Option<&str> {
         match &self.last_change {
-            Some((f, t, cause)) if *f == from && *t == to => Some(cause),
+            Some((f, t, cause)) if *t == to && (t > f) == (to > from) => Some(cause),
             _ => None,
         }
     }
@@ -84,5 +87,31 @@ impl Verdicts {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ObjectRef<ModelDeployment>, Verdict>> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn verdict(last_change: Option<(i32, i32, String)>) -> Verdict {
+        Verdict {
+            replicas: 3,
+            queue_depth: Some(12.0),
+            activity: Activity::Active,
+            target_queue_depth: 4.0,
+            last_change,
+        }
+    }
+
+    #[test]
+    fn a_change_seen_in_one_step_takes_the_cause_of_the_last_step() {
+        let v = verdict(Some((2, 3, "queue depth 12".into())));
+        assert_eq!(v.cause_of(2, 3), Some("queue depth 12"));
+        assert_eq!(v.cause_of(1, 3), Some("queue depth 12"));
+        // Not a change this autoscaler made: another size, or the other direction.
+        assert_eq!(v.cause_of(1, 2), None);
+        assert_eq!(v.cause_of(4, 3), None);
+        assert_eq!(verdict(None).cause_of(1, 3), None);
     }
 }
