@@ -26,7 +26,7 @@ pub async fn handle(
 ) -> Response {
     let (generation, delivery) = match admit(&state, body, ChatCompletionRequest::into_params) {
         Ok(admitted) => admitted,
-        Err(refusal) => return refusal,
+        Err(refusal) => return refusal.into_response(),
     };
     let header = ResponseHeader::new("chatcmpl", &state);
     if delivery.streaming {

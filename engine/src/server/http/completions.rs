@@ -25,7 +25,7 @@ pub async fn handle(
 ) -> Response {
     let (generation, delivery) = match admit(&state, body, CompletionRequest::into_params) {
         Ok(admitted) => admitted,
-        Err(refusal) => return refusal,
+        Err(refusal) => return refusal.into_response(),
     };
     let header = ResponseHeader::new("cmpl", &state);
     if delivery.streaming {

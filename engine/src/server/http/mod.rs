@@ -84,13 +84,12 @@ struct Delivery {
 }
 
 /// What both generation endpoints do first: parse the body (the endpoint's own fields `R` and
-/// the shared sampling fields) and admit the request. A refusal comes back as the response
-/// to send.
+/// the shared sampling fields) and admit the request. A refusal is counted and returned.
 fn admit<R: DeserializeOwned>(
     state: &ServingState,
     body: Result<Json<serde_json::Value>, JsonRejection>,
     into_params: impl FnOnce(R, SamplingFields, &ServingModel) -> Result<GenerateParams, ApiError>,
-) -> Result<(Generation, Delivery), Response> {
+) -> Result<(Generation, Delivery), ApiError> {
     let parsed = body
         .map_err(|rejection| ApiError::from_rejection(&rejection))
         .and_then(|Json(body)| {
@@ -99,7 +98,7 @@ fn admit<R: DeserializeOwned>(
                 parse_body::<SamplingFields>(&body)?,
             ))
         });
-    let (request, sampling) = parsed.map_err(|error| state.refuse(error).into_response())?;
+    let (request, sampling) = parsed.map_err(|error| state.refuse(error))?;
     let delivery = Delivery {
         streaming: sampling.stream,
         include_usage: sampling
@@ -107,9 +106,7 @@ fn admit<R: DeserializeOwned>(
             .as_ref()
             .is_some_and(|o| o.include_usage),
     };
-    let generation = state
-        .generate(|model| into_params(request, sampling, model))
-        .map_err(IntoResponse::into_response)?;
+    let generation = state.generate(|model| into_params(request, sampling, model))?;
     Ok((generation, delivery))
 }
 
