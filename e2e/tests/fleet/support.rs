@@ -153,7 +153,7 @@ impl Scenario {
             .expect("reading EndpointSlices")
     }
 
-    /// Reasons of the events recorded about the ModelDeployment.
+    /// Notes of the events with `reason` recorded about the ModelDeployment.
     pub async fn event_messages(&self, reason: &str) -> Vec<String> {
         Api::<Event>::namespaced(self.fleet.client(), &self.namespace)
             .list(&ListParams::default())

@@ -7,8 +7,8 @@ use modelfleet_engine::proto::v1 as pb;
 use serde_json::json;
 
 use crate::support::{
-    JsonBody as _, Server, collect_stream, demo_model_dir, engine_binary, greedy_request,
-    post_json, sse_payloads, text_of,
+    Server, collect_stream, demo_model_dir, engine_binary, greedy_request, post_json, post_sse,
+    sse_payloads, text_of,
 };
 
 const PROMPT: &str = "The capital of France is";
@@ -96,16 +96,7 @@ async fn streamed_output_equals_the_generate_command() {
 
     let mut streamed_body = body.clone();
     streamed_body["stream"] = json!(true);
-    let text = crate::support::http_client()
-        .post(server.http_url("/v1/completions"))
-        .json_body(&streamed_body)
-        .send()
-        .await
-        .expect("POST")
-        .text()
-        .await
-        .expect("SSE body");
-    let payloads = sse_payloads(&text);
+    let payloads = post_sse(&server, "/v1/completions", &streamed_body).await;
     assert_eq!(payloads.last().map(String::as_str), Some("[DONE]"));
     let streamed: String = payloads[..payloads.len() - 1]
         .iter()
@@ -178,16 +169,7 @@ async fn chat_completions_use_the_models_template_whole_and_streamed() {
         "max_tokens": 32, "temperature": 0, "stream": true,
         "stream_options": {"include_usage": true},
     });
-    let text = crate::support::http_client()
-        .post(server.http_url("/v1/chat/completions"))
-        .json_body(&parts)
-        .send()
-        .await
-        .expect("POST")
-        .text()
-        .await
-        .expect("SSE body");
-    let payloads = sse_payloads(&text);
+    let payloads = post_sse(&server, "/v1/chat/completions", &parts).await;
     assert_eq!(payloads.last().map(String::as_str), Some("[DONE]"));
     let chunks: Vec<serde_json::Value> = payloads[..payloads.len() - 1]
         .iter()

@@ -300,6 +300,20 @@ pub fn sse_payloads(body: &str) -> Vec<String> {
         .collect()
 }
 
+/// POSTs a streaming request and returns its event payloads, `[DONE]` included.
+pub async fn post_sse(server: &Server, path: &str, body: &serde_json::Value) -> Vec<String> {
+    let text = http_client()
+        .post(server.http_url(path))
+        .json_body(body)
+        .send()
+        .await
+        .expect("POST")
+        .text()
+        .await
+        .expect("SSE body");
+    sse_payloads(&text)
+}
+
 /// A greedy request for `max_tokens` tokens of `prompt`.
 pub fn greedy_request(prompt: &str, max_tokens: u32, ignore_eos: bool) -> pb::GenerateRequest {
     pb::GenerateRequest {
