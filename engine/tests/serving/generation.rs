@@ -8,7 +8,7 @@ use serde_json::json;
 
 use crate::support::{
     Server, collect_stream, demo_model_dir, engine_binary, greedy_request, post_json, post_sse,
-    sse_payloads, text_of,
+    text_of,
 };
 
 const PROMPT: &str = "The capital of France is";
