@@ -100,6 +100,9 @@ pub fn run(args: &super::BenchArgs) -> anyhow::Result<()> {
         // Repeated runs reuse the same prompts: each must compute them again.
         no_prefix_caching: true,
         enable_prefix_caching: false,
+        dtype: args.dtype,
+        kv_cache_dtype: args.kv_cache_dtype,
+        cpu_kernels: args.cpu_kernels,
     };
     let super::model::LoadedEngine { mut engine, .. } =
         super::model::LoadedEngine::load(&model_args)?;

@@ -22,6 +22,11 @@ pub struct ModelInfo {
     pub eos_token_ids: Vec<u32>,
     /// The revision `fetch` put the weights at, when it did.
     pub revision: Option<String>,
+    /// Bytes the placed weights take.
+    pub weight_bytes: u64,
+    pub kv_cache_dtype: String,
+    /// The kernels the backend runs (the CPU backend's SIMD path).
+    pub kernels: String,
 }
 
 impl ModelInfo {

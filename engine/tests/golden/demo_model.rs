@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use modelfleet_engine::backend::KvCacheShape;
-use modelfleet_engine::backend::cpu::CpuBackend;
+use modelfleet_engine::backend::cpu::linear::WeightDtype;
+use modelfleet_engine::backend::cpu::{CpuConfig, CpuModel};
+use modelfleet_engine::backend::kernels::KvCacheDtype;
 use modelfleet_engine::detokenizer::Decode;
 use modelfleet_engine::engine::{Engine, EngineConfig, GenerationRequest, ModelSpec, StopParams};
 use modelfleet_engine::model::LoadedModel;
@@ -46,8 +48,10 @@ fn demo_model_dir() -> PathBuf {
     dir
 }
 
+/// transformers dequantises the GGUF to float32 and computes in float32: so does the
+/// engine with `--dtype float32`, and the continuations are the same token for token.
 #[test]
-fn greedy_continuations_equal_transformers() {
+fn greedy_continuations_in_float32_equal_transformers() {
     let model = LoadedModel::load(&demo_model_dir()).expect("demo model loads");
     let spec = ModelSpec {
         decoder: Arc::new(model.tokenizer.clone_handle()),
@@ -58,7 +62,14 @@ fn greedy_continuations_equal_transformers() {
         num_blocks: 64,
         block_size: 16,
     };
-    let backend = CpuBackend::new(model.config.clone(), Arc::new(model.weights), shape);
+    let config = CpuConfig {
+        weight_dtype: WeightDtype::F32,
+        ..CpuConfig::default()
+    };
+    let backend = CpuModel::place(&model, config)
+        .expect("places")
+        .backend(shape, KvCacheDtype::F32)
+        .expect("backend");
     let mut engine = Engine::new(Box::new(backend), spec, EngineConfig::default());
     let cases = reference().continuations;
     for (id, case) in cases.iter().enumerate() {
