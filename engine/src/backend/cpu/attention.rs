@@ -231,3 +231,182 @@ fn attend_over<S: Simd, E: Element>(item: &Item<'_>, keys: *const E::Raw, values
         }
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    use super::*;
+    use crate::backend::kernels::{KvCacheDtype, KvCacheLayout};
+    use crate::backend::{ForwardBatch, KvCacheShape, SequenceChunk};
+
+    const SHAPE: AttentionShape = AttentionShape {
+        num_heads: 6,
+        num_kv_heads: 2,
+        head_dim: 16,
+        scale: 0.25,
+    };
+    const CACHE: KvCacheShape = KvCacheShape {
+        num_blocks: 12,
+        block_size: 4,
+    };
+
+    /// A prefill chunk of 20 tokens continuing a cached prefix of 3 (so it spans several
+    /// work items), and a decode at position 9, over scattered blocks.
+    fn step() -> StepMetadata {
+        let batch = ForwardBatch {
+            chunks: vec![
+                SequenceChunk {
+                    token_ids: vec![1; 20],
+                    start_position: 3,
+                    block_table: vec![7, 2, 9, 0, 4, 11],
+                    needs_logits: true,
+                },
+                SequenceChunk {
+                    token_ids: vec![1],
+                    start_position: 9,
+                    block_table: vec![5, 1, 8],
+                    needs_logits: true,
+                },
+            ],
+        };
+        StepMetadata::build(&batch, CACHE, 10).expect("valid")
+    }
+
+    /// A cache holding random keys and values at every position of both sequences.
+    fn cache(
+        dtype: KvCacheDtype,
+        rng: &mut StdRng,
+    ) -> (CpuKvCache, Vec<Vec<(Vec<f32>, Vec<f32>)>>) {
+        let layout = KvCacheLayout {
+            shape: CACHE,
+            num_layers: 1,
+            num_kv_heads: SHAPE.num_kv_heads,
+            head_dim: SHAPE.head_dim,
+            dtype,
+        };
+        let mut cache = CpuKvCache::new(&layout);
+        let step = step();
+        let mut contents = Vec::new();
+        for seq in 0..step.num_seqs() {
+            let table = step.block_table(seq);
+            let mut positions = Vec::new();
+            for p in 0..step.context_lens[seq] as usize {
+                let slot = table[p / 4] as usize * 4 + p % 4;
+                let kv: Vec<f32> = (0..2 * SHAPE.kv_width())
+                    .map(|_| rng.random_range(-1.0..1.0))
+                    .collect();
+                let (k, v) = kv.split_at(SHAPE.kv_width());
+                cache.write(0, slot, k, v);
+                // What the cache holds, after rounding to its precision.
+                let round = |x: &[f32]| -> Vec<f32> {
+                    match dtype {
+                        KvCacheDtype::F32 => x.to_vec(),
+                        KvCacheDtype::F16 => {
+                            x.iter().map(|v| half::f16::from_f32(*v).to_f32()).collect()
+                        }
+                        KvCacheDtype::Bf16 => x
+                            .iter()
+                            .map(|v| half::bf16::from_f32(*v).to_f32())
+                            .collect(),
+                    }
+                };
+                positions.push((round(k), round(v)));
+            }
+            contents.push(positions);
+        }
+        (cache, contents)
+    }
+
+    fn run(isa: Isa, qkv: &[f32], cache: &CpuKvCache) -> Vec<f32> {
+        let step = step();
+        let mut out = vec![0.0; step.num_tokens() * SHAPE.q_width()];
+        paged_attention(isa, qkv, &SHAPE, 0, &step, cache, &mut out);
+        out
+    }
+
+    #[test]
+    fn attention_equals_a_direct_softmax_and_every_simd_path_agrees_exactly() {
+        let mut rng = StdRng::seed_from_u64(1);
+        let step = step();
+        let qkv: Vec<f32> = (0..step.num_tokens() * SHAPE.qkv_width())
+            .map(|_| rng.random_range(-2.0..2.0))
+            .collect();
+        for dtype in [KvCacheDtype::F32, KvCacheDtype::F16, KvCacheDtype::Bf16] {
+            let (cache, contents) = cache(dtype, &mut rng);
+            let ours = run(Isa::Portable, &qkv, &cache);
+            for isa in Isa::supported() {
+                assert_eq!(
+                    run(isa, &qkv, &cache),
+                    ours,
+                    "{isa}, {} cache",
+                    dtype.name()
+                );
+            }
+            let (hd, group) = (SHAPE.head_dim, SHAPE.group_size());
+            for seq in 0..step.num_seqs() {
+                for t in step.tokens_of(seq) {
+                    let position = step.positions[t] as usize;
+                    for h in 0..SHAPE.num_heads {
+                        let q = &qkv[t * SHAPE.qkv_width() + h * hd..][..hd];
+                        let kv_head = h / group;
+                        let scores: Vec<f64> = contents[seq][..=position]
+                            .iter()
+                            .map(|(k, _)| {
+                                let k = &k[kv_head * hd..][..hd];
+                                q.iter()
+                                    .zip(k)
+                                    .map(|(a, b)| *a as f64 * *b as f64)
+                                    .sum::<f64>()
+                                    * SHAPE.scale as f64
+                            })
+                            .collect();
+                        let max = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                        let weights: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
+                        let total: f64 = weights.iter().sum();
+                        for d in 0..hd {
+                            let expected: f64 = weights
+                                .iter()
+                                .zip(&contents[seq])
+                                .map(|(w, (_, v))| w * v[kv_head * hd + d] as f64)
+                                .sum::<f64>()
+                                / total;
+                            let got = ours[t * SHAPE.q_width() + h * hd + d] as f64;
+                            assert!(
+                                (got - expected).abs() <= 1e-5,
+                                "{} cache, token {t} head {h} dim {d}: {got} vs {expected}",
+                                dtype.name()
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_tokens_attention_does_not_depend_on_the_chunk_it_is_in() {
+        let mut rng = StdRng::seed_from_u64(2);
+        let step = step();
+        let qkv: Vec<f32> = (0..step.num_tokens() * SHAPE.qkv_width())
+            .map(|_| rng.random_range(-2.0..2.0))
+            .collect();
+        let (cache, _) = cache(KvCacheDtype::F16, &mut rng);
+        let whole = run(Isa::detect(), &qkv, &cache);
+        // Token 13 of the chunk (position 16) decoded alone, over the same cache.
+        let alone = ForwardBatch {
+            chunks: vec![SequenceChunk {
+                token_ids: vec![1],
+                start_position: 16,
+                block_table: vec![7, 2, 9, 0, 4],
+                needs_logits: true,
+            }],
+        };
+        let alone = StepMetadata::build(&alone, CACHE, 10).expect("valid");
+        let row = &qkv[13 * SHAPE.qkv_width()..14 * SHAPE.qkv_width()];
+        let mut out = vec![0.0; SHAPE.q_width()];
+        paged_attention(Isa::detect(), row, &SHAPE, 0, &alone, &cache, &mut out);
+        assert_eq!(out, whole[13 * SHAPE.q_width()..14 * SHAPE.q_width()]);
+    }
+}
