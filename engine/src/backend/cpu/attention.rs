@@ -7,7 +7,7 @@
 //! position, in block order, so its result is the same whether its token is decoded alone
 //! or prefilled in a chunk with others.
 
-use std::cell::RefCell;
+use std::cell::Cell;
 use std::ops::Range;
 
 use rayon::prelude::*;
@@ -22,7 +22,7 @@ const TOKENS_PER_ITEM: usize = 16;
 
 thread_local! {
     /// Softmax state of one work item, reused across items and steps.
-    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    static SCRATCH: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
 }
 
 #[derive(Clone, Copy)]
@@ -151,8 +151,10 @@ fn attend_over<S: Simd, E: Element>(item: &Item<'_>, keys: *const E::Raw, values
     let table = step.block_table(item.seq);
     let queries = item.tokens.len() * group;
     let last_position = step.positions[item.tokens.end - 1] as usize;
-    SCRATCH.with(|scratch| {
-        let mut scratch = scratch.borrow_mut();
+    // The buffer moves out of the thread-local and back: the kernel itself must not run in
+    // a closure, which would not inherit the SIMD path's target features.
+    let mut scratch = SCRATCH.take();
+    {
         scratch.clear();
         scratch.resize(queries * (hd + 2) + bs, 0.0);
         let (max, rest) = scratch.split_at_mut(queries);
@@ -229,7 +231,8 @@ fn attend_over<S: Simd, E: Element>(item: &Item<'_>, keys: *const E::Raw, values
                 }
             }
         }
-    });
+    }
+    SCRATCH.set(scratch);
 }
 
 #[cfg(test)]

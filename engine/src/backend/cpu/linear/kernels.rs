@@ -1,18 +1,24 @@
 //! The dot products of one weight row with a few activation rows, one kernel per weight
 //! layout, generic over [`Simd`].
 //!
-//! Quantised formats multiply unsigned weight values by int8 activations 32 at a time
-//! (`dot_u8_i8`: 8 lanes of 4 products), turn each block's 8 partial sums to floats and
-//! accumulate them scaled by `d_weight * d_activation` — lane for lane, blocks in order —
-//! then add the weights' offsets (minimums, centres) times the activations' block sums.
-//! Float formats accumulate `w * x` in 8 lanes. A weight block is decoded once and used
-//! for all `M` activation rows, and each (weight row, activation row) pair is computed by
-//! exactly the same operations whatever `M` is: a row's result never depends on its batch.
+//! Quantised formats: weights and activations are both in the interleaved order of
+//! [`super::activations`], so `dot_u8_i8` on vector `v` of a group adds values
+//! `4v..4v + 4` of each of the group's 8 blocks into that block's i32 lane. After the
+//! group's vectors each lane holds one block's exact integer dot product; one conversion
+//! and one fused multiply-add by `d_weight * d_activation` (8 blocks at once) add them to
+//! the float accumulator. The weights' offsets (minimums, centres) are added through the
+//! activations' block sums, 8 blocks per multiply-add. A row's partial last group (fewer
+//! than 8 blocks, in plain order) goes block by block, each block's 8 lanes of 4 products
+//! scaled by its own `d`. Float formats accumulate `w * x` in 8 lanes.
+//!
+//! A weight row is decoded once for all `M` activation rows, and each (weight row,
+//! activation row) pair is computed by exactly the same operations whatever `M` is: a
+//! row's result never depends on its batch.
 
 use std::ops::Range;
 
 use super::activations::{ActivationRow, BLOCK, GROUP, QuantizedActivations};
-use super::packed::{Layout, PackedWeights, blocks};
+use super::packed::{Layout, PackedWeights, RowBlocks};
 use crate::backend::cpu::simd::{Simd, simd_dispatch};
 use crate::weights::WeightFormat;
 
@@ -21,7 +27,7 @@ use crate::weights::WeightFormat;
 pub(super) enum Input<'a> {
     /// `rows × cols` f32 values, for float weights.
     Float { x: &'a [f32], rows: usize },
-    /// For quantised weights.
+    /// For quantised weights, grouped as the layout needs.
     Quantized(&'a QuantizedActivations),
 }
 
@@ -79,7 +85,7 @@ fn run<S: Simd>(job: &Job<'_>) {
 fn tile<S: Simd, const M: usize>(job: &Job<'_>, m0: usize) {
     let w = job.w;
     let cols = w.cols;
-    let (nb, nbp) = blocks(cols);
+    let rb = RowBlocks::of(cols);
     let store = |r: usize, dots: [f32; M]| {
         for (i, dot) in dots.into_iter().enumerate() {
             let at = (m0 + i) * job.out_stride + job.col0 + r;
@@ -103,26 +109,25 @@ fn tile<S: Simd, const M: usize>(job: &Job<'_>, m0: usize) {
         (layout, Input::Quantized(acts)) => {
             let a: [ActivationRow<'_>; M] = std::array::from_fn(|i| acts.row(m0 + i));
             for r in job.rows.clone() {
-                // SAFETY: every slice below is row `r` of an array `pack` sized for
-                // `w.rows × (that array's row length)`, and the activation rows hold
-                // `nbp` blocks, so every read the kernels make is in bounds.
+                // SAFETY: every slice below is row `r` of an array packed for
+                // `w.rows × (that array's row length)`, and the activation rows hold the
+                // same blocks (plus zero padding), so every read the kernels make is in
+                // bounds.
                 let dots = unsafe {
                     match layout {
                         Layout::Q8_0 { qs, d } => q8_0_dots::<S, M>(
-                            &qs[r * nb * BLOCK..][..nb * BLOCK],
-                            &d[r * nbp..][..nbp],
+                            &qs[r * rb.blocks * BLOCK..][..rb.blocks * BLOCK],
+                            &d[r * rb.padded..][..rb.padded],
+                            rb,
                             &a,
                         ),
-                        Layout::Q4 { qs, d, m } => {
-                            let pairs = nb.div_ceil(2) * BLOCK;
-                            q4_dots::<S, M>(
-                                &qs[r * pairs..][..pairs],
-                                &d[r * nbp..][..nbp],
-                                m.as_ref().map(|m| &m[r * nbp..][..nbp]),
-                                nb,
-                                &a,
-                            )
-                        }
+                        Layout::Q4 { qs, d, m } => q4_dots::<S, M>(
+                            &qs[r * rb.q4_bytes()..][..rb.q4_bytes()],
+                            &d[r * rb.padded..][..rb.padded],
+                            m.as_ref().map(|m| &m[r * rb.padded..][..rb.padded]),
+                            rb,
+                            &a,
+                        ),
                         Layout::K45 {
                             qs,
                             qh,
@@ -177,14 +182,13 @@ fn float_dots<S: Simd, const M: usize>(
     // SAFETY: `row` holds `cols` values of `format` and each `x[i]` `cols` floats; loads
     // read 8 values at offsets below `full`.
     unsafe {
-        let load_w = |c: usize| match format {
-            WeightFormat::F32 => S::load(row.as_ptr().add(4 * c).cast()),
-            WeightFormat::F16 => S::load_f16(row.as_ptr().add(2 * c).cast()),
-            _ => S::load_bf16(row.as_ptr().add(2 * c).cast()),
-        };
         let mut acc = [S::zero(); M];
         for c in (0..full).step_by(8) {
-            let w = load_w(c);
+            let w = match format {
+                WeightFormat::F32 => S::load(row.as_ptr().add(4 * c).cast()),
+                WeightFormat::F16 => S::load_f16(row.as_ptr().add(2 * c).cast()),
+                _ => S::load_bf16(row.as_ptr().add(2 * c).cast()),
+            };
             for i in 0..M {
                 acc[i] = S::fma(w, S::load(x[i].as_ptr().add(c)), acc[i]);
             }
@@ -203,21 +207,33 @@ fn float_dots<S: Simd, const M: usize>(
                 acc[i] = S::fma(w, S::load(x_tail.as_ptr()), acc[i]);
             }
         }
-        acc.map(|v| S::sum(v))
+        let mut out = [0.0; M];
+        for i in 0..M {
+            out[i] = S::sum(acc[i]);
+        }
+        out
     }
 }
 
-/// `acc += dot(w, a_block) * scale`, the step every quantised kernel repeats per block.
+/// Activation row `i`'s values at byte `at`.
+#[inline(always)]
+unsafe fn act<S: Simd>(a: &ActivationRow<'_>, at: usize) -> S::Bytes {
+    // SAFETY: the caller keeps `at + 32` within the row.
+    unsafe { S::load_bytes(a.q.as_ptr().add(at).cast()) }
+}
+
+/// One plain-order block of a partial group: `acc += dot(w, a) * scale`, 8 lanes of 4
+/// products each.
 #[inline(always)]
 unsafe fn accumulate_block<S: Simd>(
     acc: S::Floats,
     w: S::Bytes,
-    a_block: *const i8,
+    a: S::Bytes,
     scale: S::Floats,
 ) -> S::Floats {
-    // SAFETY: the caller passes a block of 32 readable bytes.
+    // SAFETY: register operations only.
     unsafe {
-        let dot = S::dot_u8_i8(S::zero_ints(), w, S::load_bytes(a_block.cast()));
+        let dot = S::dot_u8_i8(S::zero_ints(), w, a);
         S::fma(S::to_floats(dot), scale, acc)
     }
 }
@@ -227,79 +243,133 @@ unsafe fn accumulate_block<S: Simd>(
 unsafe fn q8_0_dots<S: Simd, const M: usize>(
     qs: &[u8],
     d: &[u16],
+    rb: RowBlocks,
     a: &[ActivationRow<'_>; M],
 ) -> [f32; M] {
-    let nb = qs.len() / BLOCK;
-    // SAFETY: `qs` holds `nb` blocks, `d` and every activation row `nb` rounded up to a
-    // group.
+    // SAFETY: `qs` holds the row's blocks, `d` and every activation row's scales
+    // `rb.padded` entries; activation values are laid out as the weights are.
     unsafe {
         let mut acc = [S::zero(); M];
-        for g in 0..nb.div_ceil(GROUP) {
+        for g in 0..rb.grouped / GROUP {
             let dw = S::load_f16(d.as_ptr().add(g * GROUP));
-            let ws: [S::Floats; M] =
-                std::array::from_fn(|i| S::mul(dw, S::load(a[i].scale.as_ptr().add(g * GROUP))));
-            for j in 0..GROUP.min(nb - g * GROUP) {
-                let b = g * GROUP + j;
+            let mut sums = [[S::zero_ints(); 2]; M];
+            for v in 0..GROUP {
+                let w = S::load_bytes(qs.as_ptr().add(g * 256 + 32 * v));
+                let w_abs = S::abs_i8(w);
+                for i in 0..M {
+                    let x = S::sign_i8(act::<S>(&a[i], g * 256 + 32 * v), w);
+                    sums[i][v % 2] = S::dot_u8_i8(sums[i][v % 2], w_abs, x);
+                }
+            }
+            for i in 0..M {
+                let scale = S::mul(dw, S::load(a[i].scale.as_ptr().add(g * GROUP)));
+                let blocks = S::to_floats(S::add_ints(sums[i][0], sums[i][1]));
+                acc[i] = S::fma(blocks, scale, acc[i]);
+            }
+        }
+        let mut tail = [S::zero(); M];
+        if rb.grouped < rb.blocks {
+            let dw = S::load_f16(d.as_ptr().add(rb.grouped));
+            let mut ws = [S::zero(); M];
+            for i in 0..M {
+                ws[i] = S::mul(dw, S::load(a[i].scale.as_ptr().add(rb.grouped)));
+            }
+            for b in rb.grouped..rb.blocks {
                 let w = S::load_bytes(qs.as_ptr().add(b * BLOCK));
                 let w_abs = S::abs_i8(w);
                 for i in 0..M {
-                    let x = S::sign_i8(S::load_bytes(a[i].q.as_ptr().add(b * BLOCK).cast()), w);
-                    let dot = S::dot_u8_i8(S::zero_ints(), w_abs, x);
-                    acc[i] = S::fma(S::to_floats(dot), S::broadcast_lane(ws[i], j), acc[i]);
+                    let x = S::sign_i8(act::<S>(&a[i], b * BLOCK), w);
+                    let scale = S::broadcast_lane(ws[i], b - rb.grouped);
+                    tail[i] = accumulate_block::<S>(tail[i], w_abs, x, scale);
                 }
             }
         }
-        acc.map(|v| S::sum(v))
+        let mut out = [0.0; M];
+        for i in 0..M {
+            out[i] = S::sum(acc[i]) + S::sum(tail[i]);
+        }
+        out
     }
 }
 
-/// Q4_0 and Q4_1: one load gives a pair of blocks (low and high nibbles). The offset of a
-/// block is its minimum (Q4_1) or `-8 d` (Q4_0), applied through the activations' sums.
+/// Q4_0 and Q4_1: one load gives two vectors of a group (low and high nibbles). The
+/// offset of a block is its minimum (Q4_1) or `-8 d` (Q4_0).
 #[inline(always)]
 unsafe fn q4_dots<S: Simd, const M: usize>(
     qs: &[u8],
     d: &[u16],
     m: Option<&[u16]>,
-    nb: usize,
+    rb: RowBlocks,
     a: &[ActivationRow<'_>; M],
 ) -> [f32; M] {
-    // SAFETY: `qs` holds `nb` blocks in pairs, `d`, `m` and the activation rows `nb`
-    // rounded up to a group (zeros past `nb`), so the second block of a last odd pair
-    // reads zeros and adds nothing.
+    // SAFETY: as q8_0_dots; a partial group's last odd block pairs with zero nibbles and
+    // reads the zero block that follows every activation row.
     unsafe {
         let low = S::splat_byte(0x0F);
         let mut acc = [S::zero(); M];
         let mut off = [S::zero(); M];
-        for g in 0..nb.div_ceil(GROUP) {
-            let dw = S::load_f16(d.as_ptr().add(g * GROUP));
-            let cw = match m {
-                Some(m) => S::load_f16(m.as_ptr().add(g * GROUP)),
-                None => S::mul(dw, S::splat(-8.0)),
-            };
-            let mut ws = [S::zero(); M];
-            for i in 0..M {
-                ws[i] = S::mul(dw, S::load(a[i].scale.as_ptr().add(g * GROUP)));
-                off[i] = S::fma(cw, S::load(a[i].sum.as_ptr().add(g * GROUP)), off[i]);
-            }
-            let pairs = GROUP.min(nb - g * GROUP).div_ceil(2);
-            for p in 0..pairs {
-                let bytes = S::load_bytes(qs.as_ptr().add((g * GROUP / 2 + p) * BLOCK));
+        for g in 0..rb.grouped / GROUP {
+            let (dw, cw) = q4_scales::<S>(d, m, g);
+            let mut sums = [[S::zero_ints(); 2]; M];
+            for v in 0..4 {
+                let bytes = S::load_bytes(qs.as_ptr().add(g * 128 + 32 * v));
                 let lo = S::and(bytes, low);
                 let hi = S::and(S::shr16::<4>(bytes), low);
-                let b = g * GROUP + 2 * p;
                 for i in 0..M {
-                    let q = a[i].q.as_ptr().add(b * BLOCK);
-                    acc[i] = accumulate_block::<S>(acc[i], lo, q, S::broadcast_lane(ws[i], 2 * p));
-                    acc[i] = accumulate_block::<S>(
-                        acc[i],
-                        hi,
-                        q.add(BLOCK),
-                        S::broadcast_lane(ws[i], 2 * p + 1),
-                    );
+                    sums[i][0] = S::dot_u8_i8(sums[i][0], lo, act::<S>(&a[i], g * 256 + 32 * v));
+                    sums[i][1] =
+                        S::dot_u8_i8(sums[i][1], hi, act::<S>(&a[i], g * 256 + 32 * (v + 4)));
+                }
+            }
+            for i in 0..M {
+                let scale = S::mul(dw, S::load(a[i].scale.as_ptr().add(g * GROUP)));
+                let blocks = S::to_floats(S::add_ints(sums[i][0], sums[i][1]));
+                acc[i] = S::fma(blocks, scale, acc[i]);
+                off[i] = S::fma(cw, S::load(a[i].sum.as_ptr().add(g * GROUP)), off[i]);
+            }
+        }
+        let mut tail = [S::zero(); M];
+        if rb.grouped < rb.blocks {
+            let (dw, cw) = q4_scales::<S>(d, m, rb.grouped / GROUP);
+            let mut ws = [S::zero(); M];
+            for i in 0..M {
+                ws[i] = S::mul(dw, S::load(a[i].scale.as_ptr().add(rb.grouped)));
+                off[i] = S::fma(cw, S::load(a[i].sum.as_ptr().add(rb.grouped)), off[i]);
+            }
+            let pairs = (rb.blocks - rb.grouped).div_ceil(2);
+            for p in 0..pairs {
+                let bytes = S::load_bytes(qs.as_ptr().add(rb.grouped * 16 + p * BLOCK));
+                let lo = S::and(bytes, low);
+                let hi = S::and(S::shr16::<4>(bytes), low);
+                let b = rb.grouped + 2 * p;
+                for i in 0..M {
+                    let (x0, x1) = (act::<S>(&a[i], b * BLOCK), act::<S>(&a[i], (b + 1) * BLOCK));
+                    tail[i] =
+                        accumulate_block::<S>(tail[i], lo, x0, S::broadcast_lane(ws[i], 2 * p));
+                    tail[i] =
+                        accumulate_block::<S>(tail[i], hi, x1, S::broadcast_lane(ws[i], 2 * p + 1));
                 }
             }
         }
-        std::array::from_fn(|i| S::sum(acc[i]) + S::sum(off[i]))
+        let mut out = [0.0; M];
+        for i in 0..M {
+            out[i] = S::sum(acc[i]) + S::sum(tail[i]) + S::sum(off[i]);
+        }
+        out
+    }
+}
+
+/// The scales and offsets of group `g`'s blocks: the minimums (Q4_1) or `-8 d` (Q4_0).
+#[inline(always)]
+unsafe fn q4_scales<S: Simd>(d: &[u16], m: Option<&[u16]>, g: usize) -> (S::Floats, S::Floats) {
+    // SAFETY: `d` and `m` hold whole groups.
+    unsafe {
+        let dw = S::load_f16(d.as_ptr().add(g * GROUP));
+        let cw = match m {
+            Some(m) => S::load_f16(m.as_ptr().add(g * GROUP)),
+            None => S::mul(dw, S::splat(-8.0)),
+        };
+        (dw, cw)
     }
 }
 
@@ -313,19 +383,57 @@ struct K45Row<'a> {
     dmin: &'a [u16],
 }
 
+/// Moves bit `v` of each byte of `bits` to bit 4 (the fifth bit of vector `v`'s values).
+#[inline(always)]
+unsafe fn fifth_bit<S: Simd>(bits: S::Bytes, v: usize) -> S::Bytes {
+    // SAFETY: register operations only. Shifts within 16-bit lanes move bits across the
+    // byte boundary only into positions the mask clears.
+    unsafe {
+        let moved = match v {
+            0 => S::shl16::<4>(bits),
+            1 => S::shl16::<3>(bits),
+            2 => S::shl16::<2>(bits),
+            3 => S::shl16::<1>(bits),
+            4 => bits,
+            5 => S::shr16::<1>(bits),
+            6 => S::shr16::<2>(bits),
+            _ => S::shr16::<3>(bits),
+        };
+        S::and(moved, S::splat_byte(0x10))
+    }
+}
+
 /// Q4_K and Q5_K: a super-block of 256 is one group of 8 sub-blocks, each with its own
 /// 6-bit scale and minimum times the super-block's `d` and `dmin`.
 #[inline(always)]
 unsafe fn k45_dots<S: Simd, const M: usize>(w: K45Row<'_>, a: &[ActivationRow<'_>; M]) -> [f32; M] {
     let h = |bits: u16| half::f16::from_bits(bits).to_f32();
     // SAFETY: the row holds `d.len()` super-blocks of every array; activation rows hold
-    // 8 blocks per super-block.
+    // 8 blocks per super-block, interleaved as the weights are.
     unsafe {
         let low = S::splat_byte(0x0F);
-        let bit4 = S::splat_byte(0x10);
         let mut acc = [S::zero(); M];
         let mut off = [S::zero(); M];
         for s in 0..w.d.len() {
+            let high_bits = match w.qh {
+                Some(qh) => Some(S::load_bytes(qh.as_ptr().add(32 * s))),
+                None => None,
+            };
+            let mut sums = [[S::zero_ints(); 2]; M];
+            for v in 0..4 {
+                let bytes = S::load_bytes(w.qs.as_ptr().add(128 * s + 32 * v));
+                let mut lo = S::and(bytes, low);
+                let mut hi = S::and(S::shr16::<4>(bytes), low);
+                if let Some(bits) = high_bits {
+                    lo = S::or(lo, fifth_bit::<S>(bits, v));
+                    hi = S::or(hi, fifth_bit::<S>(bits, v + 4));
+                }
+                for i in 0..M {
+                    sums[i][0] = S::dot_u8_i8(sums[i][0], lo, act::<S>(&a[i], s * 256 + 32 * v));
+                    sums[i][1] =
+                        S::dot_u8_i8(sums[i][1], hi, act::<S>(&a[i], s * 256 + 32 * (v + 4)));
+                }
+            }
             let dsc = S::mul(
                 S::load_u8(w.scales.as_ptr().add(8 * s)),
                 S::splat(h(w.d[s])),
@@ -334,42 +442,24 @@ unsafe fn k45_dots<S: Simd, const M: usize>(w: K45Row<'_>, a: &[ActivationRow<'_
                 S::load_u8(w.mins.as_ptr().add(8 * s)),
                 S::splat(-h(w.dmin[s])),
             );
-            let mut ws = [S::zero(); M];
             for i in 0..M {
-                ws[i] = S::mul(dsc, S::load(a[i].scale.as_ptr().add(8 * s)));
+                let scale = S::mul(dsc, S::load(a[i].scale.as_ptr().add(8 * s)));
+                let blocks = S::to_floats(S::add_ints(sums[i][0], sums[i][1]));
+                acc[i] = S::fma(blocks, scale, acc[i]);
                 off[i] = S::fma(dmn, S::load(a[i].sum.as_ptr().add(8 * s)), off[i]);
             }
-            let mut high_bits = w.qh.map(|qh| S::load_bytes(qh.as_ptr().add(32 * s)));
-            for p in 0..4 {
-                let bytes = S::load_bytes(w.qs.as_ptr().add(128 * s + 32 * p));
-                let mut lo = S::and(bytes, low);
-                let mut hi = S::and(S::shr16::<4>(bytes), low);
-                if let Some(bits) = high_bits {
-                    // Bits 2p and 2p + 1 of each qh byte (shifted down to 0 and 1 by the
-                    // previous pairs) are the fifth bits of the two sub-blocks.
-                    lo = S::or(lo, S::and(S::shl16::<4>(bits), bit4));
-                    hi = S::or(hi, S::and(S::shl16::<3>(bits), bit4));
-                    high_bits = Some(S::shr16::<2>(bits));
-                }
-                let b = 8 * s + 2 * p;
-                for i in 0..M {
-                    let q = a[i].q.as_ptr().add(b * BLOCK);
-                    acc[i] = accumulate_block::<S>(acc[i], lo, q, S::broadcast_lane(ws[i], 2 * p));
-                    acc[i] = accumulate_block::<S>(
-                        acc[i],
-                        hi,
-                        q.add(BLOCK),
-                        S::broadcast_lane(ws[i], 2 * p + 1),
-                    );
-                }
-            }
         }
-        std::array::from_fn(|i| S::sum(acc[i]) + S::sum(off[i]))
+        let mut out = [0.0; M];
+        for i in 0..M {
+            out[i] = S::sum(acc[i]) + S::sum(off[i]);
+        }
+        out
     }
 }
 
 /// Q6_K: 6-bit values from a low nibble and a pair of high bits, centred on 32 (applied
-/// through the activations' half-block sums), a signed scale per 16 values.
+/// through the activations' half-block sums), a signed scale per half-block of 16; the
+/// activations are interleaved by half-blocks, so each lane is one half-block.
 #[inline(always)]
 unsafe fn q6_k_dots<S: Simd, const M: usize>(
     ql: &[u8],
@@ -380,44 +470,26 @@ unsafe fn q6_k_dots<S: Simd, const M: usize>(
 ) -> [f32; M] {
     let h = |bits: u16| half::f16::from_bits(bits).to_f32();
     // SAFETY: the row holds `d.len()` super-blocks of every array; activation rows hold
-    // 8 blocks (16 half-block sums) per super-block.
+    // 8 blocks (16 half-blocks) per super-block, interleaved by half-blocks.
     unsafe {
         let low = S::splat_byte(0x0F);
         let two_bits = S::splat_byte(0x30);
-        // A block's lanes 0-3 (values 0-15) take the scale of its first half, lanes 4-7
-        // its second: these pick them out of 8 half-block scales.
-        let pick: [S::Ints; 4] = std::array::from_fn(|k| {
-            let (x, y) = (2 * k as i32, 2 * k as i32 + 1);
-            S::ints([x, x, x, x, y, y, y, y])
-        });
-        let pairs_low = S::ints([0, 0, 1, 1, 2, 2, 3, 3]);
-        let pairs_high = S::ints([4, 4, 5, 5, 6, 6, 7, 7]);
+        let centre = S::splat(-32.0);
+        // Half-block j of a group belongs to block j / 2 of the group's 4: these repeat
+        // each of 8 block scales twice, for the first and the second 4 blocks.
+        let halves = [
+            S::ints([0, 0, 1, 1, 2, 2, 3, 3]),
+            S::ints([4, 4, 5, 5, 6, 6, 7, 7]),
+        ];
         let mut acc = [S::zero(); M];
         let mut off = [S::zero(); M];
         for s in 0..d.len() {
             let scale_d = S::splat(h(d[s]));
-            let sc = scales.as_ptr().add(16 * s).cast::<i8>();
-            // Scales of half-blocks 0-7 (blocks 0-3) and 8-15 (blocks 4-7).
-            let dsc = [
-                S::mul(S::load_i8(sc), scale_d),
-                S::mul(S::load_i8(sc.add(8)), scale_d),
-            ];
-            let centre = S::splat(-32.0);
-            let mut ws = [[S::zero(); 2]; M];
-            for i in 0..M {
-                let da = S::load(a[i].scale.as_ptr().add(8 * s));
-                ws[i] = [
-                    S::mul(dsc[0], S::permute(da, pairs_low)),
-                    S::mul(dsc[1], S::permute(da, pairs_high)),
-                ];
-                let sums = a[i].sum16.as_ptr().add(16 * s);
-                off[i] = S::fma(S::mul(dsc[0], centre), S::load(sums), off[i]);
-                off[i] = S::fma(S::mul(dsc[1], centre), S::load(sums.add(8)), off[i]);
-            }
-            for n in 0..2 {
-                let ql_a = S::load_bytes(ql.as_ptr().add(128 * s + 64 * n));
-                let ql_b = S::load_bytes(ql.as_ptr().add(128 * s + 64 * n + 32));
-                let bits = S::load_bytes(qh.as_ptr().add(64 * s + 32 * n));
+            for g in 0..2 {
+                let group = 2 * s + g;
+                let ql_a = S::load_bytes(ql.as_ptr().add(64 * group));
+                let ql_b = S::load_bytes(ql.as_ptr().add(64 * group + 32));
+                let bits = S::load_bytes(qh.as_ptr().add(32 * group));
                 let values = [
                     S::or(S::and(ql_a, low), S::and(S::shl16::<4>(bits), two_bits)),
                     S::or(S::and(ql_b, low), S::and(S::shl16::<2>(bits), two_bits)),
@@ -427,16 +499,28 @@ unsafe fn q6_k_dots<S: Simd, const M: usize>(
                         S::and(S::shr16::<2>(bits), two_bits),
                     ),
                 ];
-                for (k, &w) in values.iter().enumerate() {
-                    let block = 4 * n + k;
-                    for i in 0..M {
-                        let q = a[i].q.as_ptr().add((8 * s + block) * BLOCK);
-                        let scale = S::permute(ws[i][n], pick[k]);
-                        acc[i] = accumulate_block::<S>(acc[i], w, q, scale);
+                let dsc = S::mul(
+                    S::load_i8(scales.as_ptr().add(16 * s + 8 * g).cast()),
+                    scale_d,
+                );
+                for i in 0..M {
+                    let mut sums = [S::zero_ints(); 2];
+                    for (v, &w) in values.iter().enumerate() {
+                        let x = act::<S>(&a[i], group * 128 + 32 * v);
+                        sums[v % 2] = S::dot_u8_i8(sums[v % 2], w, x);
                     }
+                    let da = S::permute(S::load(a[i].scale.as_ptr().add(8 * s)), halves[g]);
+                    let blocks = S::to_floats(S::add_ints(sums[0], sums[1]));
+                    acc[i] = S::fma(blocks, S::mul(dsc, da), acc[i]);
+                    let sums16 = S::load(a[i].sum16.as_ptr().add(16 * s + 8 * g));
+                    off[i] = S::fma(S::mul(dsc, centre), sums16, off[i]);
                 }
             }
         }
-        std::array::from_fn(|i| S::sum(acc[i]) + S::sum(off[i]))
+        let mut out = [0.0; M];
+        for i in 0..M {
+            out[i] = S::sum(acc[i]) + S::sum(off[i]);
+        }
+        out
     }
 }

@@ -8,7 +8,7 @@ mod packed;
 
 use rayon::prelude::*;
 
-use activations::QuantizedActivations;
+use activations::{Grouping, QuantizedActivations};
 use kernels::{Input, Job, OutPtr, run_job};
 use packed::PackedWeights;
 
@@ -111,18 +111,21 @@ impl CpuLinear {
         if rows == 0 || self.rows == 0 {
             return;
         }
-        let quantized = self
-            .parts
-            .iter()
-            .any(|p| p.format().is_quantized())
-            .then(|| QuantizedActivations::quantize(x, rows, self.cols));
-        let jobs = self.jobs(
-            rows,
+        let needs = |grouping: Grouping| {
+            self.parts
+                .iter()
+                .any(|p| grouping_of(p.format()) == Some(grouping))
+                .then(|| QuantizedActivations::quantize(x, rows, self.cols, grouping))
+        };
+        let blocks = needs(Grouping::Blocks);
+        let half_blocks = needs(Grouping::HalfBlocks);
+        let acts = Activations {
             x,
-            quantized.as_ref(),
-            OutPtr(out.as_mut_ptr()),
-            accumulate,
-        );
+            rows,
+            blocks: blocks.as_ref(),
+            half_blocks: half_blocks.as_ref(),
+        };
+        let jobs = self.jobs(&acts, OutPtr(out.as_mut_ptr()), accumulate);
         if jobs.len() == 1 {
             run_job(isa, &jobs[0]);
         } else {
@@ -131,14 +134,7 @@ impl CpuLinear {
     }
 
     /// Splits the output rows of every part into jobs of a similar size.
-    fn jobs<'a>(
-        &'a self,
-        rows: usize,
-        x: &'a [f32],
-        quantized: Option<&'a QuantizedActivations>,
-        out: OutPtr,
-        accumulate: bool,
-    ) -> Vec<Job<'a>> {
+    fn jobs<'a>(&'a self, acts: &Activations<'a>, out: OutPtr, accumulate: bool) -> Vec<Job<'a>> {
         let target = self
             .rows
             .div_ceil(rayon::current_num_threads() * JOBS_PER_THREAD)
@@ -146,10 +142,17 @@ impl CpuLinear {
         let mut jobs = Vec::new();
         let mut col0 = 0;
         for part in &self.parts {
-            let input = if part.format().is_quantized() {
-                Input::Quantized(quantized.expect("quantised activations for quantised weights"))
-            } else {
-                Input::Float { x, rows }
+            let input = match grouping_of(part.format()) {
+                None => Input::Float {
+                    x: acts.x,
+                    rows: acts.rows,
+                },
+                Some(Grouping::Blocks) => {
+                    Input::Quantized(acts.blocks.expect("quantised for these parts"))
+                }
+                Some(Grouping::HalfBlocks) => {
+                    Input::Quantized(acts.half_blocks.expect("quantised for these parts"))
+                }
             };
             let pieces = part.rows.div_ceil(target).max(1);
             let per_piece = part.rows.div_ceil(pieces);
@@ -167,6 +170,23 @@ impl CpuLinear {
             col0 += part.rows;
         }
         jobs
+    }
+}
+
+/// The input of one matmul in each form its parts read.
+struct Activations<'a> {
+    x: &'a [f32],
+    rows: usize,
+    blocks: Option<&'a QuantizedActivations>,
+    half_blocks: Option<&'a QuantizedActivations>,
+}
+
+/// How a format's kernel wants its activations quantised (`None`: as f32).
+fn grouping_of(format: WeightFormat) -> Option<Grouping> {
+    match format {
+        WeightFormat::F32 | WeightFormat::F16 | WeightFormat::Bf16 => None,
+        WeightFormat::Q6K => Some(Grouping::HalfBlocks),
+        _ => Some(Grouping::Blocks),
     }
 }
 

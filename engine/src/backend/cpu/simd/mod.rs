@@ -136,6 +136,7 @@ pub(crate) trait Simd: Copy {
     /// `acc[j] + Σ w[4j + i] · a[4j + i]` over `i < 4`, `w` unsigned and `a` signed bytes.
     /// Callers keep each pair sum of products within i16 (AVX2 saturates there).
     unsafe fn dot_u8_i8(acc: Self::Ints, w: Self::Bytes, a: Self::Bytes) -> Self::Ints;
+    unsafe fn add_ints(a: Self::Ints, b: Self::Ints) -> Self::Ints;
     unsafe fn ints(v: [i32; 8]) -> Self::Ints;
     unsafe fn to_floats(v: Self::Ints) -> Self::Floats;
 

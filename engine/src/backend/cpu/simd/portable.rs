@@ -83,6 +83,11 @@ impl Simd for Portable {
     }
 
     #[inline(always)]
+    unsafe fn add_ints(a: [i32; 8], b: [i32; 8]) -> [i32; 8] {
+        std::array::from_fn(|i| a[i] + b[i])
+    }
+
+    #[inline(always)]
     unsafe fn ints(v: [i32; 8]) -> [i32; 8] {
         v
     }

@@ -114,6 +114,11 @@ impl<D: Int8Dot> Simd for X86<D> {
     }
 
     #[inline(always)]
+    unsafe fn add_ints(a: __m256i, b: __m256i) -> __m256i {
+        unsafe { _mm256_add_epi32(a, b) }
+    }
+
+    #[inline(always)]
     unsafe fn ints(v: [i32; 8]) -> __m256i {
         unsafe { _mm256_loadu_si256(v.as_ptr().cast()) }
     }
