@@ -110,6 +110,8 @@ json.dump({
     "llama_cpp_compiler": build.get("compiler", "?"),
     "llama_cpp_flash_attn": info.get("flash_attn"),
     "llama_cpp_kv_type": info.get("type_k"),
+    "llama_cpp_n_batch": info.get("n_batch"),
+    "llama_cpp_n_ubatch": info.get("n_ubatch"),
     "transformers": f"transformers {transformers.__version__}, torch {torch.__version__}",
 }, open(sys.argv[1], "w"))
 EOF

@@ -24,6 +24,11 @@ import subprocess
 import sys
 
 
+# Bytes per KV cache element of llama.cpp's cache types (a q8_0 block: 32 values in 34 bytes).
+KV_ELEMENT_BYTES = {"f32": 4.0, "f16": 2.0, "bf16": 2.0, "q8_0": 34 / 32}
+FLASH_ATTN = {-1: "auto", 0: "off", 1: "on"}
+
+
 def run_json(command: list[str]) -> str:
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
@@ -55,13 +60,14 @@ def single_stream(args) -> tuple[dict, dict]:
         "decode_tokens_per_s": max(decode["samples_ts"]),
         "ttft_s": min(prefill["samples_ns"]) / 1e9,
         "weight_bytes": prefill["model_size"],
+        "kv_bytes_per_element": KV_ELEMENT_BYTES.get(prefill.get("type_k"), 2.0),
         "tool": "llama-bench",
     }
     info = {
         "build": f"{prefill['build_number']} ({prefill['build_commit']})",
         "cpu_info": prefill["cpu_info"],
         "backends": prefill["backends"],
-        "flash_attn": prefill.get("flash_attn"),
+        "flash_attn": FLASH_ATTN.get(prefill.get("flash_attn"), prefill.get("flash_attn")),
         "type_k": prefill.get("type_k"),
         "n_batch": prefill.get("n_batch"),
         "n_ubatch": prefill.get("n_ubatch"),
@@ -70,7 +76,7 @@ def single_stream(args) -> tuple[dict, dict]:
     return row, info
 
 
-def batched(args, levels: list[int], weight_bytes: int) -> list[dict]:
+def batched(args, levels: list[int], single: dict) -> list[dict]:
     if not levels:
         return []
     per_sequence = args.prompt_len + args.decode_tokens
@@ -98,9 +104,11 @@ def batched(args, levels: list[int], weight_bytes: int) -> list[dict]:
                 "prefill_tokens_per_s": r["speed_pp"],
                 "decode_tokens_per_s": r["speed_tg"],
                 "ttft_s": r["t_pp"],
-                "weight_bytes": weight_bytes,
+                # The same model and cache types as llama-bench's run (both tools' defaults).
+                "weight_bytes": single["weight_bytes"],
+                "kv_bytes_per_element": single["kv_bytes_per_element"],
                 "tool": "llama-batched-bench",
-                "flash_attn": r["flash_attn"],
+                "flash_attn": FLASH_ATTN.get(r["flash_attn"], r["flash_attn"]),
             }
             if c in best:
                 b = best[c]
@@ -129,7 +137,7 @@ def main() -> int:
     levels = [int(x) for x in args.concurrency.split(",")]
     single, info = single_stream(args)
     rows = [single] if 1 in levels else []
-    rows += batched(args, [c for c in levels if c != 1], single["weight_bytes"])
+    rows += batched(args, [c for c in levels if c != 1], single)
     for row in sorted(rows, key=lambda r: levels.index(r["concurrency"])):
         print(json.dumps(row), flush=True)
     if args.info_out:

@@ -42,7 +42,7 @@ class ModelShape:
     embedding_row_bytes: int  # read once per token when the output projection is separate
     matmul_params: int  # weights multiplied per token (the output projection included)
 
-    def kv_bytes_per_token(self, element_bytes: int) -> int:
+    def kv_bytes_per_token(self, element_bytes: float) -> float:
         return 2 * self.layers * self.kv_heads * self.head_dim * element_bytes
 
     def flops_per_token(self, context: float) -> float:
@@ -90,7 +90,7 @@ class Bound:
 
 
 def bound(shape: ModelShape, metric: str, concurrency: int, prompt_len: int, decode_tokens: int,
-          weight_bytes: int, kv_element_bytes: int, bandwidth_gb_s: float, peak_gflop_s: float) -> Bound:
+          weight_bytes: int, kv_element_bytes: float, bandwidth_gb_s: float, peak_gflop_s: float) -> Bound:
     """The best figure each resource allows for one (metric, concurrency) of the workload."""
     kv = shape.kv_bytes_per_token(kv_element_bytes)
     if metric == "decode_tok_s":
@@ -196,6 +196,25 @@ def render(results, shape: ModelShape, facts: dict, membw: list[dict], peak: dic
     add("")
     add("Ratios are modelfleet against each baseline; above 1x modelfleet is better (for TTFT too).")
     add("")
+    add("## Where the workloads differ")
+    add("")
+    add("- Prompts: modelfleet and transformers use the same fixed, distinct token ids per sequence; llama.cpp's "
+        "tools draw random ids. For a dense model only the count matters.")
+    add("- Concurrency 1 on llama.cpp is two `llama-bench` tests: prefill (`-p P -n 0`) and decode after a "
+        "context of P tokens (`-p 0 -n D -d P`). Its TTFT is the prefill's time without sampling a token; the "
+        "others' TTFT includes the argmax of the first token.")
+    add("- Prefill at concurrency c: modelfleet prefills all c prompts in one step, transformers in one forward "
+        f"pass; llama.cpp in chunks of n_batch {facts.get('llama_cpp_n_batch', '?')} tokens, computed "
+        f"{facts.get('llama_cpp_n_ubatch', '?')} at a time.")
+    add(f"- KV cache: llama.cpp {facts['llama_cpp_kv_type']}, transformers float32, modelfleet as its CPU backend "
+        "keeps it. Weights: llama.cpp as stored (with its run-time repacking), transformers float32, modelfleet "
+        "as its loader keeps them.")
+    add("- Repeats: llama-bench repeats inside one process after its own warm-up run; llama-batched-bench is "
+        "started once per repeat (a 16-token warm-up each); modelfleet and transformers run a warm-up level "
+        "first. Every system keeps its best figures.")
+    add("- llama.cpp's worker threads spin between operations: when other processes take cores, it loses "
+        "more than the others do (see the load table).")
+    add("")
     add("## Bounds and what limits each figure")
     add("")
     add(f"- memory read bandwidth, {threads} threads: **{bandwidth:.1f} GB/s** over {working_set['bytes'] / 1e6:.0f} MB "
@@ -212,24 +231,42 @@ def render(results, shape: ModelShape, facts: dict, membw: list[dict], peak: dic
     add(f"- compute per token: {shape.flops_per_token(0) / 1e6:.0f} MFLOP of matmuls + attention "
         f"({4 * shape.layers * shape.heads * shape.head_dim / 1e3:.1f} kFLOP per context token)")
     add("")
-    add(f"Each figure as a fraction of the bound its system's own storage allows (weights and KV cache as "
-        f"that system keeps them); the limit is the more used resource once it passes {SATURATED:.0%}, else overhead.")
+    add("Bounds on each figure, from the bandwidth and GEMM rate above and the bytes each system reads per step "
+        "(its weights and KV cache as it stores them; as stored in the GGUF where the system does not say):")
     add("")
-    add("| concurrency | metric | system | weights + KV element | bandwidth bound | of it | compute bound | of it | limit |")
-    add("|---:|---|---|---|---:|---:|---:|---:|---|")
+    add("| concurrency | metric | compute bound | " + " | ".join(f"bandwidth bound, {s}" for s in SYSTEMS) + " |")
+    add("|---:|---|---:|" + "---:|" * len(SYSTEMS))
+    uses = {}
     for c in levels:
-        for metric in METRICS:
+        for metric in ("prefill_tok_s", "decode_tok_s"):
+            cells = []
+            compute_bound = None
             for system in SYSTEMS:
                 row = results[system][c]
                 weight_bytes = int(row.get("weight_bytes") or shape.stored_bytes)
-                kv_bytes = int(row.get("kv_bytes_per_element") or 4)
+                kv_bytes = float(row.get("kv_bytes_per_element") or 4)
                 b = bound(shape, metric, c, facts["prompt_len"], facts["decode_tokens"], weight_bytes, kv_bytes,
                           bandwidth, gflops)
-                value = row[RUNNER_KEYS[metric]]
-                bw_use, compute_use = utilisation(metric, value, b)
-                storage = f"{weight_bytes / 1e6:.0f} MB{'' if row.get('weight_bytes') else ' (as stored)'} + {kv_bytes} B"
-                add(f"| {c} | {LABELS[metric]} | {system} | {storage} | {fmt(metric, b.bandwidth)} | {bw_use:.0%} | "
-                    f"{fmt(metric, b.compute)} | {compute_use:.0%} | {limit(bw_use, compute_use)} |")
+                compute_bound = b.compute
+                uses[(c, metric, system)] = utilisation(metric, row[RUNNER_KEYS[metric]], b)
+                stored = "" if row.get("weight_bytes") else " as stored"
+                assumed = "" if row.get("kv_bytes_per_element") else ", assumed"
+                cells.append(f"{b.bandwidth:,.0f} ({weight_bytes / 1e6:.0f} MB{stored}; {kv_bytes:g} B KV{assumed})")
+            add(f"| {c} | {LABELS[metric]} | {compute_bound:,.0f} | " + " | ".join(cells) + " |")
+    add("")
+    add(f"What limits each figure: the share of each bound it reaches, and the resource it is up against "
+        f"(the more used one once past {SATURATED:.0%}; else neither, and the time goes to overhead). "
+        "TTFT is limited as its prefill is.")
+    add("")
+    add("| concurrency | metric | " + " | ".join(SYSTEMS) + " |")
+    add("|---:|---|" + "---|" * len(SYSTEMS))
+    for c in levels:
+        for metric in ("prefill_tok_s", "decode_tok_s"):
+            cells = []
+            for system in SYSTEMS:
+                bw_use, compute_use = uses[(c, metric, system)]
+                cells.append(f"bandwidth {bw_use:.0%}, compute {compute_use:.0%}: **{limit(bw_use, compute_use)}**")
+            add(f"| {c} | {LABELS[metric]} | " + " | ".join(cells) + " |")
     add("")
     add("## Load on the machine during each run")
     add("")
