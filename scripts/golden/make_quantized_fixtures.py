@@ -146,7 +146,7 @@ def reference(path: str, token_ids: list[int]) -> list[list[float]]:
 
 
 def llama_cpp_build() -> str:
-    out = run([os.path.join(LLAMA_BIN, "llama-quantize"), "--version"])
+    out = run([os.path.join(LLAMA_BIN, "llama-server"), "--version"])  # llama-quantize has no --version
     return (out.stdout + out.stderr).strip().splitlines()[0]
 
 
