@@ -108,10 +108,17 @@ pub trait Kernels: Send + Sync + 'static {
     type Rope: Send + Sync;
     type KvCache: Send;
     /// A step's [`StepMetadata`] as the device reads it.
-    type Step;
+    type Step: Send + Sync;
 
     /// Short name for logs and metrics (`cpu`, `cuda`).
     fn name(&self) -> &'static str;
+
+    /// Runs `step` — one forward pass's kernel calls — where this device issues work from
+    /// (the CPU's own worker pool, so its kernels split across threads without a hand-off
+    /// per call). By default, on the calling thread.
+    fn execute<R: Send>(&self, step: impl FnOnce() -> R + Send) -> R {
+        step()
+    }
 
     /// Places `parts` stacked along the output (all with the same `cols`) as one linear
     /// layer, in the precision this device keeps weights in.

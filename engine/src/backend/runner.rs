@@ -69,6 +69,7 @@ impl<K: Kernels> Backend for ModelRunner<K> {
                 "copy {source} → {destination}: block out of range"
             )));
         }
-        self.kernels.copy_blocks(&mut self.cache, copies)
+        let (kernels, cache) = (&*self.kernels, &mut self.cache);
+        kernels.execute(|| kernels.copy_blocks(cache, copies))
     }
 }

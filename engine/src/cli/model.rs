@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use anyhow::Context as _;
 use modelfleet_engine::backend::KvCacheShape;
 use modelfleet_engine::backend::cpu::linear::WeightDtype;
 use modelfleet_engine::backend::cpu::{CpuConfig, CpuKernels, CpuModel};
@@ -30,19 +29,13 @@ pub struct LoadedEngine {
 
 impl LoadedEngine {
     pub fn load(args: &ModelArgs) -> anyhow::Result<Self> {
-        if let Some(threads) = args.threads {
-            // The CPU backend runs on rayon's global pool; size it before first use.
-            rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build_global()
-                .context("configuring the CPU worker threads")?;
-        }
         let loaded = LoadedModel::load(&args.model)?;
         let placed = CpuModel::place(
             &loaded,
             CpuConfig {
                 weight_dtype: weight_dtype(args.dtype),
                 isa: args.cpu_kernels,
+                threads: args.threads,
             },
         )?;
         let LoadedModel {

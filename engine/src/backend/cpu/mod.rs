@@ -4,7 +4,7 @@
 //! precision is asked for; quantised matmuls quantise activations per block of 32 to int8
 //! and use integer dot products. The SIMD path is chosen at start-up from the CPU's
 //! features (AVX-512 VNNI, AVX-VNNI, AVX2, or portable Rust) and every path computes the
-//! same bits. Work is split across rayon's global pool (`--threads` sizes it).
+//! same bits. Work is split across the kernels' own rayon pool (`--threads` sizes it).
 
 mod attention;
 pub mod kv_cache;
@@ -31,6 +31,8 @@ pub struct CpuConfig {
     pub weight_dtype: WeightDtype,
     /// The SIMD path; `None` picks the best this CPU has.
     pub isa: Option<Isa>,
+    /// Worker threads; `None` is one per core.
+    pub threads: Option<usize>,
 }
 
 impl Default for CpuConfig {
@@ -38,6 +40,7 @@ impl Default for CpuConfig {
         Self {
             weight_dtype: WeightDtype::AsStored,
             isa: None,
+            threads: None,
         }
     }
 }
@@ -45,6 +48,9 @@ impl Default for CpuConfig {
 pub struct CpuKernels {
     isa: Isa,
     weight_dtype: WeightDtype,
+    /// Every kernel of a step runs inside this pool: the step is handed to it once, and
+    /// each kernel's parallel work is split among its threads from there.
+    pool: rayon::ThreadPool,
 }
 
 impl CpuKernels {
@@ -67,14 +73,27 @@ impl CpuKernels {
                 });
             }
         };
+        let mut pool = rayon::ThreadPoolBuilder::new().thread_name(|i| format!("cpu-kernels-{i}"));
+        if let Some(threads) = config.threads {
+            pool = pool.num_threads(threads);
+        }
+        let pool = pool.build().map_err(|e| BackendError::Unavailable {
+            backend: "cpu",
+            reason: format!("starting the worker threads: {e}"),
+        })?;
         Ok(Self {
             isa,
             weight_dtype: config.weight_dtype,
+            pool,
         })
     }
 
     pub fn isa(&self) -> Isa {
         self.isa
+    }
+
+    pub fn threads(&self) -> usize {
+        self.pool.current_num_threads()
     }
 }
 
@@ -154,6 +173,10 @@ impl Kernels for CpuKernels {
 
     fn name(&self) -> &'static str {
         "cpu"
+    }
+
+    fn execute<R: Send>(&self, step: impl FnOnce() -> R + Send) -> R {
+        self.pool.install(step)
     }
 
     fn place_linear(&self, parts: &[HostTensor<'_>]) -> Result<CpuLinear, BackendError> {

@@ -70,6 +70,10 @@ simd_dispatch!(
 fn run<S: Simd>(job: &Job<'_>) {
     let rows = job.input.rows();
     let mut m = 0;
+    while S::ROWS_PER_TILE == 8 && m + 8 <= rows {
+        tile::<S, 8>(job, m);
+        m += 8;
+    }
     while m + 4 <= rows {
         tile::<S, 4>(job, m);
         m += 4;

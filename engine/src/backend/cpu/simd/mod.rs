@@ -112,6 +112,9 @@ impl std::str::FromStr for Isa {
 /// `fma` is fused (one rounding).
 #[allow(clippy::missing_safety_doc)]
 pub(crate) trait Simd: Copy {
+    /// Activation rows a matmul kernel takes at once: as many as the registers hold.
+    const ROWS_PER_TILE: usize;
+
     /// 32 bytes.
     type Bytes: Copy;
     /// 8 × i32.

@@ -18,6 +18,7 @@ fn map16(a: [u8; 32], f: impl Fn(u16) -> u16) -> [u8; 32] {
 }
 
 impl Simd for Portable {
+    const ROWS_PER_TILE: usize = 4;
     type Bytes = [u8; 32];
     type Ints = [i32; 8];
     type Floats = [f32; 8];

@@ -8,6 +8,9 @@ use super::Simd;
 
 /// How a variant computes `acc + Σ4 u8·i8` per i32 lane.
 pub(crate) trait Int8Dot: Copy {
+    /// Activation rows per matmul tile: AVX-512 has 32 vector registers, AVX2 16.
+    const ROWS_PER_TILE: usize;
+
     /// # Safety
     /// The CPU must have the variant's features.
     unsafe fn dot(acc: __m256i, w: __m256i, a: __m256i) -> __m256i;
@@ -27,6 +30,8 @@ pub(crate) struct AvxVnniDot;
 pub(crate) struct Avx512VnniDot;
 
 impl Int8Dot for Avx2Dot {
+    const ROWS_PER_TILE: usize = 4;
+
     #[inline(always)]
     unsafe fn dot(acc: __m256i, w: __m256i, a: __m256i) -> __m256i {
         // SAFETY: the dispatch runs this only where AVX2 is present.
@@ -38,6 +43,8 @@ impl Int8Dot for Avx2Dot {
 }
 
 impl Int8Dot for AvxVnniDot {
+    const ROWS_PER_TILE: usize = 4;
+
     #[inline(always)]
     unsafe fn dot(acc: __m256i, w: __m256i, a: __m256i) -> __m256i {
         // SAFETY: the dispatch runs this only where AVX-VNNI is present.
@@ -46,6 +53,8 @@ impl Int8Dot for AvxVnniDot {
 }
 
 impl Int8Dot for Avx512VnniDot {
+    const ROWS_PER_TILE: usize = 8;
+
     #[inline(always)]
     unsafe fn dot(acc: __m256i, w: __m256i, a: __m256i) -> __m256i {
         // SAFETY: the dispatch runs this only where AVX-512 VNNI and VL are present.
@@ -59,6 +68,7 @@ pub(crate) struct X86<D>(PhantomData<D>);
 // SAFETY (for every method below): the dispatch only runs these on CPUs with AVX2, FMA
 // and F16C; pointer validity is the caller's contract, as the trait states.
 impl<D: Int8Dot> Simd for X86<D> {
+    const ROWS_PER_TILE: usize = D::ROWS_PER_TILE;
     type Bytes = __m256i;
     type Ints = __m256i;
     type Floats = __m256;
