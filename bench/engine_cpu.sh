@@ -11,7 +11,7 @@
 # write the figures to as a JSON list of {"system", "concurrency", "metric", "value"}).
 #
 # First run: provisions the transformers baseline (several GB) and builds llama.cpp
-# (scripts/tools.sh llama-cpp, ~15 min on 2 cores); both are cached.
+# (scripts/tools.sh llama-cpp, ~9 CPU-minutes); both are cached.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

