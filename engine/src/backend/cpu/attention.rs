@@ -13,6 +13,7 @@ use std::ops::Range;
 use rayon::prelude::*;
 
 use super::kv_cache::{CpuKvCache, Plane};
+use super::simd::math::exp;
 use super::simd::{Isa, Simd, simd_dispatch};
 use crate::backend::kernels::AttentionShape;
 use crate::backend::step::StepMetadata;
@@ -156,7 +157,7 @@ fn attend_over<S: Simd, E: Element>(item: &Item<'_>, keys: *const E::Raw, values
     let mut scratch = SCRATCH.take();
     {
         scratch.clear();
-        scratch.resize(queries * (hd + 2) + bs, 0.0);
+        scratch.resize(queries * (hd + 2) + bs.next_multiple_of(8), 0.0);
         let (max, rest) = scratch.split_at_mut(queries);
         let (sum, rest) = rest.split_at_mut(queries);
         let (acc, scores) = rest.split_at_mut(queries * hd);
@@ -193,15 +194,21 @@ fn attend_over<S: Simd, E: Element>(item: &Item<'_>, keys: *const E::Raw, values
                             block_max = block_max.max(*score);
                         }
                         let new_max = max[qi].max(block_max);
-                        let correction = S::splat((max[qi] - new_max).exp());
-                        sum[qi] *= (max[qi] - new_max).exp();
+                        let shrink = (max[qi] - new_max).exp();
+                        let correction = S::splat(shrink);
+                        sum[qi] *= shrink;
                         max[qi] = new_max;
+                        // The block's weights, 8 at a time (the padding past `visible` is
+                        // computed and never read).
+                        for c in (0..visible).step_by(8) {
+                            let s = scores.as_mut_ptr().add(c);
+                            S::store(s, exp::<S>(S::add(S::load(s), S::splat(-new_max))));
+                        }
                         let a = acc.as_mut_ptr().add(qi * hd);
                         for c in (0..hd).step_by(8) {
                             S::store(a.add(c), S::mul(S::load(a.add(c)), correction));
                         }
-                        for (j, score) in scores[..visible].iter().enumerate() {
-                            let p = (score - new_max).exp();
+                        for (j, &p) in scores[..visible].iter().enumerate() {
                             sum[qi] += p;
                             let slot = block as usize * bs + j;
                             let v = values.add((slot * shape.num_kv_heads + item.kv_head) * hd);

@@ -329,7 +329,7 @@ impl Kernels for CpuKernels {
 
     fn silu_mul(&self, gate_up: &CpuTensor, out: &mut CpuTensor) -> Result<(), BackendError> {
         out.check(gate_up.rows, gate_up.width / 2, "silu_mul output")?;
-        ops::silu_mul(&gate_up.data, out.width, &mut out.data);
+        ops::silu_mul(self.isa, &gate_up.data, out.width, &mut out.data);
         Ok(())
     }
 

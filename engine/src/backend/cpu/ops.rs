@@ -1,6 +1,9 @@
 //! The element-wise kernels of a decoder layer, each a plain function over f32 rows.
 //! They are a small share of a step's time next to the matmuls and attention.
 
+use super::simd::math::exp;
+use super::simd::{Simd, simd_dispatch};
+
 /// Root-mean-square normalisation of each `weight.len()`-wide row, scaled by `weight`.
 pub(super) fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
     let width = weight.len();
@@ -36,15 +39,33 @@ pub(super) fn rope_angles(position: u32, inv_freq: &[f32], cos: &mut [f32], sin:
     }
 }
 
-/// SwiGLU over rows of `[gate | up]`, each half `width` wide: `out = silu(gate) * up`.
-pub(super) fn silu_mul(gate_up: &[f32], width: usize, out: &mut [f32]) {
+simd_dispatch!(
+    /// SwiGLU over rows of `[gate | up]`, each half `width` wide: `out = silu(gate) * up`.
+    pub(super) fn silu_mul(gate_up: &[f32], width: usize, out: &mut [f32]) => silu_mul_rows
+);
+
+#[inline(always)]
+fn silu_mul_rows<S: Simd>(gate_up: &[f32], width: usize, out: &mut [f32]) {
+    let full = width / 8 * 8;
     for (row, out_row) in gate_up
         .chunks_exact(2 * width)
         .zip(out.chunks_exact_mut(width))
     {
         let (gate, up) = row.split_at(width);
-        for ((o, g), u) in out_row.iter_mut().zip(gate).zip(up) {
-            *o = g / (1.0 + (-g).exp()) * u;
+        for c in (0..full).step_by(8) {
+            // SAFETY: `c + 8 <= full <= width`, the length of `gate`, `up` and `out_row`.
+            unsafe {
+                let g = S::load(gate.as_ptr().add(c));
+                let denominator = S::add(S::splat(1.0), exp::<S>(S::mul(g, S::splat(-1.0))));
+                let silu = S::div(g, denominator);
+                S::store(
+                    out_row.as_mut_ptr().add(c),
+                    S::mul(silu, S::load(up.as_ptr().add(c))),
+                );
+            }
+        }
+        for c in full..width {
+            out_row[c] = gate[c] / (1.0 + (-gate[c]).exp()) * up[c];
         }
     }
 }
@@ -59,6 +80,7 @@ pub(super) fn add_bias(x: &mut [f32], bias: &[f32]) {
 
 #[cfg(test)]
 mod tests {
+    use super::super::simd::Isa;
     use super::*;
 
     #[test]
@@ -86,11 +108,26 @@ mod tests {
     }
 
     #[test]
-    fn silu_mul_gates_each_row_by_its_own_half() {
-        let gate_up = [0.0, 1.0, 5.0, 7.0, /* row 2 */ 2.0, -1.0, 1.0, 1.0];
-        let mut out = [0.0; 4];
-        silu_mul(&gate_up, 2, &mut out);
+    fn silu_mul_gates_each_row_by_its_own_half_the_same_on_every_path() {
+        let width = 20; // two vectors and a tail
+        let gate_up: Vec<f32> = (0..4 * width).map(|i| (i as f32 - 37.0) / 5.0).collect();
         let silu = |x: f32| x / (1.0 + (-x).exp());
-        assert_eq!(out, [0.0, silu(1.0) * 7.0, silu(2.0), silu(-1.0)]);
+        let mut reference = vec![0.0; 2 * width];
+        silu_mul(Isa::Portable, &gate_up, width, &mut reference);
+        for r in 0..2 {
+            for c in 0..width {
+                let (g, u) = (gate_up[2 * r * width + c], gate_up[(2 * r + 1) * width + c]);
+                let got = reference[r * width + c];
+                assert!(
+                    (got - silu(g) * u).abs() <= 1e-6 * (1.0 + got.abs()),
+                    "{r},{c}"
+                );
+            }
+        }
+        for isa in Isa::supported() {
+            let mut out = vec![0.0; 2 * width];
+            silu_mul(isa, &gate_up, width, &mut out);
+            assert_eq!(out, reference, "{isa}");
+        }
     }
 }

@@ -12,6 +12,7 @@
 //! the instantiation for each x86 path is compiled with that path's target features, so
 //! one binary carries them all and picks by CPU.
 
+pub(crate) mod math;
 mod portable;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86;
@@ -140,6 +141,12 @@ pub(crate) trait Simd: Copy {
     /// Callers keep each pair sum of products within i16 (AVX2 saturates there).
     unsafe fn dot_u8_i8(acc: Self::Ints, w: Self::Bytes, a: Self::Bytes) -> Self::Ints;
     unsafe fn add_ints(a: Self::Ints, b: Self::Ints) -> Self::Ints;
+    /// Shifts each i32 lane left by `N` bits.
+    unsafe fn shl_ints<const N: i32>(a: Self::Ints) -> Self::Ints;
+    /// Each lane's bits as an f32.
+    unsafe fn ints_as_floats(a: Self::Ints) -> Self::Floats;
+    /// Each lane, which must hold an integer value within i32, as an i32.
+    unsafe fn floats_to_ints(v: Self::Floats) -> Self::Ints;
     unsafe fn ints(v: [i32; 8]) -> Self::Ints;
     unsafe fn to_floats(v: Self::Ints) -> Self::Floats;
 
@@ -153,7 +160,14 @@ pub(crate) trait Simd: Copy {
     unsafe fn load_u8(p: *const u8) -> Self::Floats;
     unsafe fn load_i8(p: *const i8) -> Self::Floats;
     unsafe fn store(p: *mut f32, v: Self::Floats);
+    unsafe fn add(a: Self::Floats, b: Self::Floats) -> Self::Floats;
     unsafe fn mul(a: Self::Floats, b: Self::Floats) -> Self::Floats;
+    unsafe fn div(a: Self::Floats, b: Self::Floats) -> Self::Floats;
+    /// The lesser of each pair (`b` where `a` is NaN).
+    unsafe fn min(a: Self::Floats, b: Self::Floats) -> Self::Floats;
+    /// The greater of each pair (`b` where `a` is NaN).
+    unsafe fn max(a: Self::Floats, b: Self::Floats) -> Self::Floats;
+    unsafe fn floor(v: Self::Floats) -> Self::Floats;
     /// `a * b + c`, one rounding.
     unsafe fn fma(a: Self::Floats, b: Self::Floats, c: Self::Floats) -> Self::Floats;
     /// Every lane set to lane `lane` of `v`.

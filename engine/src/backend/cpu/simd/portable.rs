@@ -89,6 +89,21 @@ impl Simd for Portable {
     }
 
     #[inline(always)]
+    unsafe fn shl_ints<const N: i32>(a: [i32; 8]) -> [i32; 8] {
+        a.map(|x| x << N)
+    }
+
+    #[inline(always)]
+    unsafe fn ints_as_floats(a: [i32; 8]) -> [f32; 8] {
+        a.map(|x| f32::from_bits(x as u32))
+    }
+
+    #[inline(always)]
+    unsafe fn floats_to_ints(v: [f32; 8]) -> [i32; 8] {
+        v.map(|x| x as i32)
+    }
+
+    #[inline(always)]
     unsafe fn ints(v: [i32; 8]) -> [i32; 8] {
         v
     }
@@ -147,8 +162,35 @@ impl Simd for Portable {
     }
 
     #[inline(always)]
+    unsafe fn add(a: [f32; 8], b: [f32; 8]) -> [f32; 8] {
+        std::array::from_fn(|i| a[i] + b[i])
+    }
+
+    #[inline(always)]
     unsafe fn mul(a: [f32; 8], b: [f32; 8]) -> [f32; 8] {
         std::array::from_fn(|i| a[i] * b[i])
+    }
+
+    #[inline(always)]
+    unsafe fn div(a: [f32; 8], b: [f32; 8]) -> [f32; 8] {
+        std::array::from_fn(|i| a[i] / b[i])
+    }
+
+    #[inline(always)]
+    unsafe fn min(a: [f32; 8], b: [f32; 8]) -> [f32; 8] {
+        // As `vminps`: the second operand unless the first is less.
+        std::array::from_fn(|i| if a[i] < b[i] { a[i] } else { b[i] })
+    }
+
+    #[inline(always)]
+    unsafe fn max(a: [f32; 8], b: [f32; 8]) -> [f32; 8] {
+        // As `vmaxps`: the second operand unless the first is greater.
+        std::array::from_fn(|i| if a[i] > b[i] { a[i] } else { b[i] })
+    }
+
+    #[inline(always)]
+    unsafe fn floor(v: [f32; 8]) -> [f32; 8] {
+        v.map(f32::floor)
     }
 
     #[inline(always)]

@@ -129,6 +129,21 @@ impl<D: Int8Dot> Simd for X86<D> {
     }
 
     #[inline(always)]
+    unsafe fn shl_ints<const N: i32>(a: __m256i) -> __m256i {
+        unsafe { _mm256_slli_epi32::<N>(a) }
+    }
+
+    #[inline(always)]
+    unsafe fn ints_as_floats(a: __m256i) -> __m256 {
+        unsafe { _mm256_castsi256_ps(a) }
+    }
+
+    #[inline(always)]
+    unsafe fn floats_to_ints(v: __m256) -> __m256i {
+        unsafe { _mm256_cvttps_epi32(v) }
+    }
+
+    #[inline(always)]
     unsafe fn ints(v: [i32; 8]) -> __m256i {
         unsafe { _mm256_loadu_si256(v.as_ptr().cast()) }
     }
@@ -182,8 +197,33 @@ impl<D: Int8Dot> Simd for X86<D> {
     }
 
     #[inline(always)]
+    unsafe fn add(a: __m256, b: __m256) -> __m256 {
+        unsafe { _mm256_add_ps(a, b) }
+    }
+
+    #[inline(always)]
     unsafe fn mul(a: __m256, b: __m256) -> __m256 {
         unsafe { _mm256_mul_ps(a, b) }
+    }
+
+    #[inline(always)]
+    unsafe fn div(a: __m256, b: __m256) -> __m256 {
+        unsafe { _mm256_div_ps(a, b) }
+    }
+
+    #[inline(always)]
+    unsafe fn min(a: __m256, b: __m256) -> __m256 {
+        unsafe { _mm256_min_ps(a, b) }
+    }
+
+    #[inline(always)]
+    unsafe fn max(a: __m256, b: __m256) -> __m256 {
+        unsafe { _mm256_max_ps(a, b) }
+    }
+
+    #[inline(always)]
+    unsafe fn floor(v: __m256) -> __m256 {
+        unsafe { _mm256_floor_ps(v) }
     }
 
     #[inline(always)]
