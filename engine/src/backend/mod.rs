@@ -76,6 +76,8 @@ pub enum BackendError {
     },
     #[error("invalid step plan: {0}")]
     InvalidPlan(String),
+    #[error("weights cannot be placed: {0}")]
+    InvalidWeights(String),
     #[error("backend failure: {0}")]
     Execution(String),
 }

@@ -42,6 +42,8 @@ pub enum ModelError {
         #[source]
         source: crate::backend::BackendError,
     },
+    #[error(transparent)]
+    Backend(#[from] crate::backend::BackendError),
     #[error("could not tokenize the text: {0}")]
     Encode(String),
     #[error("{path}: tokenizer: {reason}")]

@@ -107,11 +107,7 @@ pub struct CpuModel {
 
 impl CpuModel {
     pub fn place(loaded: &LoadedModel, config: CpuConfig) -> Result<Self, ModelError> {
-        let kernels = CpuKernels::new(config).map_err(|source| ModelError::Placement {
-            path: loaded.source.clone(),
-            tensor: "-".into(),
-            source,
-        })?;
+        let kernels = CpuKernels::new(config)?;
         let model = Llama::load(&loaded.config, loaded.tensors.as_ref(), &kernels)?;
         Ok(Self {
             kernels: Arc::new(kernels),

@@ -57,14 +57,11 @@ impl CpuLinear {
         let mut packed = Vec::with_capacity(parts.len());
         for part in parts {
             if part.cols() != cols {
-                return Err(BackendError::Unavailable {
-                    backend: "cpu",
-                    reason: format!(
-                        "{} has {} columns, the layer it is stacked into {cols}",
-                        part.name(),
-                        part.cols()
-                    ),
-                });
+                return Err(BackendError::InvalidWeights(format!(
+                    "{} has {} columns, the layer it is stacked into {cols}",
+                    part.name(),
+                    part.cols()
+                )));
             }
             packed.push(match dtype.convert_to() {
                 Some(format) if format != part.format() => {
