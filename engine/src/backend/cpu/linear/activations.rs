@@ -44,6 +44,8 @@ pub(super) struct QuantizedActivations {
     sum: Vec<f32>,
     /// `d * Σ q` of each half block of 16.
     sum16: Vec<f32>,
+    /// `Σ q` of each block.
+    qsum: Vec<i32>,
 }
 
 /// One row's blocks.
@@ -53,6 +55,8 @@ pub(super) struct ActivationRow<'a> {
     pub scale: &'a [f32],
     pub sum: &'a [f32],
     pub sum16: &'a [f32],
+    /// `Σ q` of each block.
+    pub qsum: &'a [i32],
 }
 
 impl QuantizedActivations {
@@ -74,6 +78,7 @@ impl QuantizedActivations {
             scale: vec![0.0; rows * padded_blocks],
             sum: vec![0.0; rows * padded_blocks],
             sum16: vec![0.0; rows * padded_blocks * 2],
+            qsum: vec![0; rows * padded_blocks],
         };
         let mut values = [0i8; BLOCK];
         for r in 0..rows {
@@ -88,6 +93,7 @@ impl QuantizedActivations {
                 out.sum[at] = d * (s0 + s1) as f32;
                 out.sum16[2 * at] = d * s0 as f32;
                 out.sum16[2 * at + 1] = d * s1 as f32;
+                out.qsum[at] = s0 + s1;
                 place_block(q_row, b, blocks, grouping, &values);
             }
         }
@@ -105,6 +111,7 @@ impl QuantizedActivations {
             scale: &self.scale[r * b..(r + 1) * b],
             sum: &self.sum[r * b..(r + 1) * b],
             sum16: &self.sum16[2 * r * b..2 * (r + 1) * b],
+            qsum: &self.qsum[r * b..(r + 1) * b],
         }
     }
 }

@@ -242,7 +242,10 @@ unsafe fn accumulate_block<S: Simd>(
     }
 }
 
-/// Q8_0: signed weights, so `|w|` meets `a` with `w`'s sign moved onto it.
+/// Q8_0: weights are stored offset by 128 as unsigned bytes. Where `dot_u8_i8` is exact
+/// for any byte, the offset comes back out of each block's sum as `128 Σ a`; otherwise the
+/// signed weight is restored and `|w|` meets `a` with `w`'s sign moved onto it. Either
+/// way each block's integer sum is exact, so both give the same bits.
 #[inline(always)]
 unsafe fn q8_0_dots<S: Simd, const M: usize>(
     qs: &[u8],
@@ -250,25 +253,38 @@ unsafe fn q8_0_dots<S: Simd, const M: usize>(
     rb: RowBlocks,
     a: &[ActivationRow<'_>; M],
 ) -> [f32; M] {
-    // SAFETY: `qs` holds the row's blocks, `d` and every activation row's scales
+    // SAFETY: `qs` holds the row's blocks, `d` and every activation row's scales and sums
     // `rb.padded` entries; activation values are laid out as the weights are.
     unsafe {
+        let bias = S::splat_byte(0x80);
         let mut acc = [S::zero(); M];
         for g in 0..rb.grouped / GROUP {
             let dw = S::load_f16(d.as_ptr().add(g * GROUP));
             let mut sums = [[S::zero_ints(); 2]; M];
             for v in 0..GROUP {
                 let w = S::load_bytes(qs.as_ptr().add(g * 256 + 32 * v));
-                let w_abs = S::abs_i8(w);
-                for i in 0..M {
-                    let x = S::sign_i8(act::<S>(&a[i], g * 256 + 32 * v), w);
-                    sums[i][v % 2] = S::dot_u8_i8(sums[i][v % 2], w_abs, x);
+                if S::DOT_TAKES_FULL_BYTES {
+                    for i in 0..M {
+                        let x = act::<S>(&a[i], g * 256 + 32 * v);
+                        sums[i][v % 2] = S::dot_u8_i8(sums[i][v % 2], w, x);
+                    }
+                } else {
+                    let signed = S::xor(w, bias);
+                    let w_abs = S::abs_i8(signed);
+                    for i in 0..M {
+                        let x = S::sign_i8(act::<S>(&a[i], g * 256 + 32 * v), signed);
+                        sums[i][v % 2] = S::dot_u8_i8(sums[i][v % 2], w_abs, x);
+                    }
                 }
             }
             for i in 0..M {
+                let mut block_sums = S::add_ints(sums[i][0], sums[i][1]);
+                if S::DOT_TAKES_FULL_BYTES {
+                    let offset = S::shl_ints::<7>(S::load_ints(a[i].qsum.as_ptr().add(g * GROUP)));
+                    block_sums = S::sub_ints(block_sums, offset);
+                }
                 let scale = S::mul(dw, S::load(a[i].scale.as_ptr().add(g * GROUP)));
-                let blocks = S::to_floats(S::add_ints(sums[i][0], sums[i][1]));
-                acc[i] = S::fma(blocks, scale, acc[i]);
+                acc[i] = S::fma(S::to_floats(block_sums), scale, acc[i]);
             }
         }
         let mut tail = [S::zero(); M];
@@ -279,10 +295,10 @@ unsafe fn q8_0_dots<S: Simd, const M: usize>(
                 ws[i] = S::mul(dw, S::load(a[i].scale.as_ptr().add(rb.grouped)));
             }
             for b in rb.grouped..rb.blocks {
-                let w = S::load_bytes(qs.as_ptr().add(b * BLOCK));
-                let w_abs = S::abs_i8(w);
+                let signed = S::xor(S::load_bytes(qs.as_ptr().add(b * BLOCK)), bias);
+                let w_abs = S::abs_i8(signed);
                 for i in 0..M {
-                    let x = S::sign_i8(act::<S>(&a[i], b * BLOCK), w);
+                    let x = S::sign_i8(act::<S>(&a[i], b * BLOCK), signed);
                     let scale = S::broadcast_lane(ws[i], b - rb.grouped);
                     tail[i] = accumulate_block::<S>(tail[i], w_abs, x, scale);
                 }

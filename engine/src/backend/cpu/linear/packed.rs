@@ -4,8 +4,9 @@
 //! vector whose lanes are eight blocks.
 //!
 //! - Float formats: as stored.
-//! - Q8_0: each group of 8 blocks' int8 values interleaved (256 bytes); a partial last
-//!   group's blocks in plain order. f16 scales apart.
+//! - Q8_0: each group of 8 blocks' int8 values interleaved (256 bytes), stored offset by
+//!   128 as unsigned bytes (`vpdpbusd` takes them as they are); a partial last group's
+//!   blocks in plain order. f16 scales apart.
 //! - Q4_0, Q4_1: each group's nibbles in 128 bytes, byte `i` of vector `v` holding the
 //!   interleaved value `i` of vector `v` in its low nibble and of vector `v + 4` in its
 //!   high nibble; a partial last group's blocks in pairs (low nibbles one block, high the
@@ -201,7 +202,7 @@ impl PackedWeights {
                         } else {
                             b * BLOCK + t
                         };
-                        out[b * BLOCK + t] = row[at] as i8 as f32 * scale;
+                        out[b * BLOCK + t] = (row[at] ^ 0x80) as i8 as f32 * scale;
                     }
                 }
             }
@@ -290,7 +291,7 @@ fn pack_q8_0(tensor: &HostTensor<'_>) -> Layout {
                 } else {
                     b * BLOCK + t
                 };
-                out[at] = q;
+                out[at] = q ^ 0x80;
             }
         }
     }

@@ -115,6 +115,9 @@ impl std::str::FromStr for Isa {
 pub(crate) trait Simd: Copy {
     /// Activation rows a matmul kernel takes at once: as many as the registers hold.
     const ROWS_PER_TILE: usize;
+    /// Whether `dot_u8_i8` is exact for every unsigned byte (`vpdpbusd` sums in i32),
+    /// not only while pair sums fit i16 (`vpmaddubsw`).
+    const DOT_TAKES_FULL_BYTES: bool;
 
     /// 32 bytes.
     type Bytes: Copy;
@@ -127,6 +130,7 @@ pub(crate) trait Simd: Copy {
     unsafe fn splat_byte(v: u8) -> Self::Bytes;
     unsafe fn and(a: Self::Bytes, b: Self::Bytes) -> Self::Bytes;
     unsafe fn or(a: Self::Bytes, b: Self::Bytes) -> Self::Bytes;
+    unsafe fn xor(a: Self::Bytes, b: Self::Bytes) -> Self::Bytes;
     /// Shifts each 16-bit lane left by `N` bits (bits cross byte boundaries within a lane).
     unsafe fn shl16<const N: i32>(a: Self::Bytes) -> Self::Bytes;
     /// Shifts each 16-bit lane right (logical) by `N` bits.
@@ -141,6 +145,8 @@ pub(crate) trait Simd: Copy {
     /// Callers keep each pair sum of products within i16 (AVX2 saturates there).
     unsafe fn dot_u8_i8(acc: Self::Ints, w: Self::Bytes, a: Self::Bytes) -> Self::Ints;
     unsafe fn add_ints(a: Self::Ints, b: Self::Ints) -> Self::Ints;
+    unsafe fn sub_ints(a: Self::Ints, b: Self::Ints) -> Self::Ints;
+    unsafe fn load_ints(p: *const i32) -> Self::Ints;
     /// Shifts each i32 lane left by `N` bits.
     unsafe fn shl_ints<const N: i32>(a: Self::Ints) -> Self::Ints;
     /// Each lane's bits as an f32.

@@ -19,6 +19,7 @@ fn map16(a: [u8; 32], f: impl Fn(u16) -> u16) -> [u8; 32] {
 
 impl Simd for Portable {
     const ROWS_PER_TILE: usize = 4;
+    const DOT_TAKES_FULL_BYTES: bool = true;
     type Bytes = [u8; 32];
     type Ints = [i32; 8];
     type Floats = [f32; 8];
@@ -42,6 +43,11 @@ impl Simd for Portable {
     #[inline(always)]
     unsafe fn or(a: [u8; 32], b: [u8; 32]) -> [u8; 32] {
         std::array::from_fn(|i| a[i] | b[i])
+    }
+
+    #[inline(always)]
+    unsafe fn xor(a: [u8; 32], b: [u8; 32]) -> [u8; 32] {
+        std::array::from_fn(|i| a[i] ^ b[i])
     }
 
     #[inline(always)]
@@ -86,6 +92,17 @@ impl Simd for Portable {
     #[inline(always)]
     unsafe fn add_ints(a: [i32; 8], b: [i32; 8]) -> [i32; 8] {
         std::array::from_fn(|i| a[i] + b[i])
+    }
+
+    #[inline(always)]
+    unsafe fn sub_ints(a: [i32; 8], b: [i32; 8]) -> [i32; 8] {
+        std::array::from_fn(|i| a[i] - b[i])
+    }
+
+    #[inline(always)]
+    unsafe fn load_ints(p: *const i32) -> [i32; 8] {
+        // SAFETY: the caller passes 8 readable i32.
+        unsafe { p.cast::<[i32; 8]>().read_unaligned() }
     }
 
     #[inline(always)]

@@ -10,6 +10,8 @@ use super::Simd;
 pub(crate) trait Int8Dot: Copy {
     /// Activation rows per matmul tile: AVX-512 has 32 vector registers, AVX2 16.
     const ROWS_PER_TILE: usize;
+    /// See [`Simd::DOT_TAKES_FULL_BYTES`].
+    const FULL_BYTES: bool;
 
     /// # Safety
     /// The CPU must have the variant's features.
@@ -31,6 +33,7 @@ pub(crate) struct Avx512VnniDot;
 
 impl Int8Dot for Avx2Dot {
     const ROWS_PER_TILE: usize = 4;
+    const FULL_BYTES: bool = false;
 
     #[inline(always)]
     unsafe fn dot(acc: __m256i, w: __m256i, a: __m256i) -> __m256i {
@@ -44,6 +47,7 @@ impl Int8Dot for Avx2Dot {
 
 impl Int8Dot for AvxVnniDot {
     const ROWS_PER_TILE: usize = 4;
+    const FULL_BYTES: bool = true;
 
     #[inline(always)]
     unsafe fn dot(acc: __m256i, w: __m256i, a: __m256i) -> __m256i {
@@ -54,6 +58,7 @@ impl Int8Dot for AvxVnniDot {
 
 impl Int8Dot for Avx512VnniDot {
     const ROWS_PER_TILE: usize = 8;
+    const FULL_BYTES: bool = true;
 
     #[inline(always)]
     unsafe fn dot(acc: __m256i, w: __m256i, a: __m256i) -> __m256i {
@@ -69,6 +74,7 @@ pub(crate) struct X86<D>(PhantomData<D>);
 // and F16C; pointer validity is the caller's contract, as the trait states.
 impl<D: Int8Dot> Simd for X86<D> {
     const ROWS_PER_TILE: usize = D::ROWS_PER_TILE;
+    const DOT_TAKES_FULL_BYTES: bool = D::FULL_BYTES;
     type Bytes = __m256i;
     type Ints = __m256i;
     type Floats = __m256;
@@ -91,6 +97,11 @@ impl<D: Int8Dot> Simd for X86<D> {
     #[inline(always)]
     unsafe fn or(a: __m256i, b: __m256i) -> __m256i {
         unsafe { _mm256_or_si256(a, b) }
+    }
+
+    #[inline(always)]
+    unsafe fn xor(a: __m256i, b: __m256i) -> __m256i {
+        unsafe { _mm256_xor_si256(a, b) }
     }
 
     #[inline(always)]
@@ -126,6 +137,16 @@ impl<D: Int8Dot> Simd for X86<D> {
     #[inline(always)]
     unsafe fn add_ints(a: __m256i, b: __m256i) -> __m256i {
         unsafe { _mm256_add_epi32(a, b) }
+    }
+
+    #[inline(always)]
+    unsafe fn sub_ints(a: __m256i, b: __m256i) -> __m256i {
+        unsafe { _mm256_sub_epi32(a, b) }
+    }
+
+    #[inline(always)]
+    unsafe fn load_ints(p: *const i32) -> __m256i {
+        unsafe { _mm256_loadu_si256(p.cast()) }
     }
 
     #[inline(always)]
