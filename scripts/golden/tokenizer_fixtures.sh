@@ -2,7 +2,8 @@
 # Regenerates engine/tests/fixtures/tokenizers: llama.cpp's vocabulary-only GGUF files with
 # their test vectors (models/ggml-vocab-NAME.gguf and .inp/.out, from the pinned llama.cpp
 # source tree), and the ids transformers and llama.cpp give the same texts from those files
-# and from the demo model (scripts/golden/tokenizer_fixtures.py).
+# and from the demo model (scripts/golden/tokenizer_fixtures.py); and the chat templates of the
+# supported families rendered by transformers (scripts/golden/chat_template_fixtures.py).
 #
 # llama.cpp's ids need its library built from the same tree (the CPU benchmark builds one):
 # LLAMA_CPP_BUILD names that build directory; without one, llama-cpp.json is left as it is.
@@ -44,3 +45,5 @@ else
 fi
 MODEL_DIR="$(bash "$ROOT/scripts/tools.sh" print-model)"
 "$VENV/bin/python" "$ROOT/scripts/golden/tokenizer_fixtures.py" "$OUT" "$MODEL_DIR/model.gguf" "$TOOL" "${VOCABS[@]}"
+"$VENV/bin/python" "$ROOT/scripts/golden/chat_template_fixtures.py" "$ROOT/engine/tests/fixtures/chat-templates" \
+    "$LLAMA_CPP" "$OUT" "$MODEL_DIR/model.gguf"

@@ -162,6 +162,59 @@ mod tests {
         ));
     }
 
+    fn render_one(source: &str) -> String {
+        ChatTemplate::new(source.into(), "<s>".into(), "</s>".into())
+            .expect("parses")
+            .render(&[user("hi")])
+            .expect("renders")
+    }
+
+    #[test]
+    fn block_tags_take_their_newline_and_indentation_as_jinja_does_in_transformers() {
+        // Jinja with trim_blocks and lstrip_blocks renders this as "X\n".
+        assert_eq!(render_one("  {% if true %}\nX\n  {% endif %}\n"), "X\n");
+    }
+
+    #[test]
+    fn tools_and_documents_are_none_not_undefined() {
+        assert_eq!(
+            render_one(
+                "{% if tools is not none %}T{% endif %}{% if documents is none %}D{% endif %}"
+            ),
+            "D"
+        );
+    }
+
+    #[test]
+    fn strftime_now_formats_the_clock() {
+        fn day() -> chrono::NaiveDateTime {
+            chrono::NaiveDate::from_ymd_opt(2024, 2, 29)
+                .and_then(|d| d.and_hms_opt(0, 0, 0))
+                .expect("a date")
+        }
+        let template = ChatTemplate::with_clock(
+            "{{ strftime_now('%d %b %Y') }}".into(),
+            String::new(),
+            String::new(),
+            day,
+        )
+        .expect("parses");
+        assert_eq!(
+            template.render(&[user("hi")]).expect("renders"),
+            "29 Feb 2024"
+        );
+    }
+
+    #[test]
+    fn loop_controls_work() {
+        assert_eq!(
+            render_one(
+                "{% for m in messages %}{% if loop.first %}{% continue %}{% endif %}x{% endfor %}{% for i in range(3) %}{{ i }}{% break %}{% endfor %}"
+            ),
+            "0"
+        );
+    }
+
     #[test]
     fn a_template_that_does_not_parse_fails_at_load() {
         assert!(ChatTemplate::new("{% for %}".into(), String::new(), String::new()).is_err());
