@@ -148,6 +148,8 @@ struct TransformersCase {
 /// What llama.cpp's `llama_tokenize` gives (`scripts/golden/llama_cpp_tokenize.cpp`).
 #[derive(Deserialize)]
 struct LlamaCpp {
+    /// The tokens llama.cpp ends generation at (`llama_vocab_is_eog`).
+    end_of_generation: Vec<u32>,
     texts: Vec<LlamaCppCase>,
     special: Vec<LlamaCppCase>,
 }
@@ -233,6 +235,24 @@ fn special_tokens_and_prompts_match_llama_cpp() {
                 "{name}: {text:?} as a prompt"
             );
         }
+    }
+}
+
+#[test]
+fn generation_ends_at_the_tokens_llama_cpp_ends_it_at() {
+    for &name in VOCABS {
+        let tokenizer = tokenizer(&vocab_file(name));
+        let reference: LlamaCpp = reference("llama-cpp.json", name);
+        let ours = tokenizer.end_of_generation_ids();
+        let mut sorted = ours.to_vec();
+        sorted.sort_unstable();
+        assert_eq!(sorted, reference.end_of_generation, "{name}");
+        let file = GgufFile::open(&vocab_file(name)).expect("opens");
+        let eos = file
+            .get("tokenizer.ggml.eos_token_id")
+            .and_then(|v| v.as_u64())
+            .map(|id| id as u32);
+        assert_eq!(ours.first().copied(), eos, "{name}: EOS first");
     }
 }
 

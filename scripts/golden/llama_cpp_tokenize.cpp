@@ -2,7 +2,8 @@
 // vectors do not cover (special tokens in the text, BOS/EOS on a prompt).
 //
 // Usage: llama_cpp_tokenize VOCAB.gguf TEXTS.json > IDS.json
-// TEXTS.json is a JSON array of strings; IDS.json an array of
+// TEXTS.json is a JSON array of strings; IDS.json holds "end_of_generation" (the ids llama.cpp
+// stops generating at) and "cases", one per text:
 // {"text", "ids" (parse_special), "ids_plain" (no parse_special), "ids_prompt" (add_special)}.
 #include <fstream>
 #include <iostream>
@@ -44,16 +45,23 @@ int main(int argc, char ** argv) {
     const llama_vocab * vocab = llama_model_get_vocab(model);
     std::ifstream in(argv[2]);
     const nlohmann::json texts = nlohmann::json::parse(in);
-    nlohmann::json out = nlohmann::json::array();
+    nlohmann::json eog = nlohmann::json::array();
+    for (llama_token id = 0; id < llama_vocab_n_tokens(vocab); id++) {
+        if (llama_vocab_is_eog(vocab, id)) {
+            eog.push_back(id);
+        }
+    }
+    nlohmann::json cases = nlohmann::json::array();
     for (const auto & t : texts) {
         const std::string text = t.get<std::string>();
-        out.push_back({
+        cases.push_back({
             {"text", text},
             {"ids", tokenize(vocab, text, false, true)},
             {"ids_plain", tokenize(vocab, text, false, false)},
             {"ids_prompt", tokenize(vocab, text, true, true)},
         });
     }
+    const nlohmann::json out = {{"end_of_generation", eog}, {"cases", cases}};
     std::cout << out.dump(1) << "\n";
     llama_model_free(model);
     llama_backend_free();

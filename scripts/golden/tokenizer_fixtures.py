@@ -7,7 +7,8 @@ Writes, in OUT:
   transformers.json  ids from `AutoTokenizer.from_pretrained(dir, gguf_file=...)`, without and
                      with the special tokens the tokenizer adds.
   llama-cpp.json     ids from llama.cpp's `llama_tokenize` (scripts/golden/llama_cpp_tokenize.cpp),
-                     when the tool is given: special tokens parsed, not parsed, and as a prompt.
+                     when the tool is given: special tokens parsed, not parsed, and as a prompt;
+                     and the tokens llama.cpp ends generation at.
 
 Run: scripts/golden/tokenizer_fixtures.sh (sets up the pinned environment in the cache).
 """
@@ -57,8 +58,10 @@ def references(directory, file, texts):
         json.dump(texts + special, f, ensure_ascii=False)
         f.flush()
         run = subprocess.run([LLAMA_CPP_TOOL, path, f.name], check=True, capture_output=True, text=True)
-    ids = json.loads(run.stdout)
-    return hf, {"texts": ids[:len(texts)], "special": ids[len(texts):]}
+    out = json.loads(run.stdout)
+    ids = out["cases"]
+    return hf, {"end_of_generation": out["end_of_generation"], "texts": ids[:len(texts)],
+                "special": ids[len(texts):]}
 
 
 sources = {name: (OUT, f"ggml-vocab-{name}.gguf", llama_cpp_texts(name)) for name in VOCABS}

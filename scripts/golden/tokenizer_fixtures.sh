@@ -5,8 +5,10 @@
 # and from the demo model (scripts/golden/tokenizer_fixtures.py); and the chat templates of the
 # supported families rendered by transformers (scripts/golden/chat_template_fixtures.py).
 #
-# llama.cpp's ids need its library built from the same tree (the CPU benchmark builds one):
-# LLAMA_CPP_BUILD names that build directory; without one, llama-cpp.json is left as it is.
+# llama.cpp's ids need its library built from the same tree: LLAMA_CPP_BUILD names that build
+# directory (static libraries, as `cmake -S "$(scripts/tools.sh print-llama-cpp-source)" -B DIR
+# -DBUILD_SHARED_LIBS=OFF -DGGML_NATIVE=OFF && cmake --build DIR --target llama` makes them);
+# without one, llama-cpp.json is left as it is.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 CACHE="${MODELFLEET_CACHE:-$HOME/.cache/modelfleet}"

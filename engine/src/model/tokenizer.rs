@@ -28,6 +28,9 @@ type Spec = TokenizerImpl<
 
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
+    /// The tokens a GGUF vocabulary ends generation at (empty for `tokenizer.json`, whose
+    /// model names them in `generation_config.json`).
+    end_of_generation: Vec<u32>,
 }
 
 impl Tokenizer {
@@ -36,7 +39,10 @@ impl Tokenizer {
             path: path.to_path_buf(),
             reason: e.to_string(),
         })?;
-        Ok(Self { inner })
+        Ok(Self {
+            inner,
+            end_of_generation: Vec::new(),
+        })
     }
 
     /// Builds the tokenizer a GGUF file's vocabulary describes; a kind or pre-tokenizer this
@@ -46,11 +52,12 @@ impl Tokenizer {
             path: file.path().to_path_buf(),
             reason,
         };
-        let spec = GgufVocab::read(file).map_err(error)?.spec();
-        let inner: Spec = serde_json::from_value(spec)
+        let vocab = GgufVocab::read(file).map_err(error)?;
+        let inner: Spec = serde_json::from_value(vocab.spec())
             .map_err(|e| error(format!("building the tokenizer: {e}")))?;
         Ok(Self {
             inner: inner.into(),
+            end_of_generation: vocab.end_of_generation(),
         })
     }
 
@@ -77,7 +84,14 @@ impl Tokenizer {
     pub fn clone_handle(&self) -> Self {
         Self {
             inner: self.inner.clone(),
+            end_of_generation: self.end_of_generation.clone(),
         }
+    }
+
+    /// The tokens a GGUF vocabulary ends generation at, EOS first, as llama.cpp decides them
+    /// (an instruct model ends its turn with `<|eot_id|>` or `<end_of_turn>`, not EOS).
+    pub fn end_of_generation_ids(&self) -> &[u32] {
+        &self.end_of_generation
     }
 
     pub fn vocab_size(&self) -> usize {

@@ -15,6 +15,60 @@ use crate::model::gguf::{GgufFile, Value as Meta};
 /// SentencePiece's word boundary: a space is written as this character.
 const SPACE: &str = "\u{2581}";
 
+/// Tokens that end generation by their text whatever the file says, as llama.cpp decides
+/// (end of turn, of message or of text, in the spellings of the families that use them).
+/// llama.cpp's exceptions for gpt-oss and Gemma 4 (`<|end|>`, `</s>` not ending there) are not
+/// needed by any vocabulary this engine supports.
+const END_OF_GENERATION_TEXTS: &[&str] = &[
+    "<|eot_id|>",
+    "<|im_end|>",
+    "<|end|>",
+    "<|return|>",
+    "<|call|>",
+    "<|flush|>",
+    "<|calls|>",
+    "<end_of_turn>",
+    "<|endoftext|>",
+    "</s>",
+    "<|eom_id|>",
+    "<EOT>",
+    "_<EOT>",
+    "[EOT]",
+    "[EOS]",
+    "<|end_of_text|>",
+    "<end_of_utterance>",
+    "<eos>",
+    "<turn|>",
+    "<|tool_response>",
+    "<\u{ff5c}end\u{2581}of\u{2581}sentence\u{ff5c}>",
+    "[e~[",
+];
+
+/// The metadata keys of tokens that end generation besides EOS: end of turn, end of message.
+const END_OF_GENERATION_KEYS: &[&str] =
+    &["tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id"];
+
+/// The fill-in-the-middle tokens that end generation (padding, repository, file separator):
+/// the one the key names or, when the file names none, the first spelled as llama.cpp looks
+/// for it.
+const FIM_END_OF_GENERATION: &[(&str, &[&str])] = &[
+    (
+        "tokenizer.ggml.fim_pad_token_id",
+        &["<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", "[PAD]"],
+    ),
+    (
+        "tokenizer.ggml.fim_rep_token_id",
+        &[
+            "<|fim_repo|>",
+            "<|repo_name|>",
+            "<fim-repo>",
+            "<REPO>",
+            "<reponame>",
+        ],
+    ),
+    ("tokenizer.ggml.fim_sep_token_id", &["<|file_sep|>"]),
+];
+
 /// GGUF token types (llama.cpp's `llama_token_type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum TokenType {
@@ -58,6 +112,8 @@ pub(crate) struct GgufVocab {
     bos: Option<u32>,
     eos: Option<u32>,
     unk: Option<u32>,
+    /// Tokens named by `END_OF_GENERATION_KEYS` and `FIM_END_OF_GENERATION`.
+    end_of_generation_keys: Vec<u32>,
     add_bos: bool,
     add_eos: bool,
 }
@@ -162,10 +218,24 @@ impl GgufVocab {
                 Some(_) => Err(format!("{key} is not a token of the vocabulary")),
             }
         };
+        let spelled = |texts: &[&str]| {
+            tokens
+                .iter()
+                .position(|t| texts.contains(&t.as_str()))
+                .map(|at| at as u32)
+        };
+        let mut end_of_generation_keys = Vec::new();
+        for key in END_OF_GENERATION_KEYS {
+            end_of_generation_keys.extend(id(key)?);
+        }
+        for (key, texts) in FIM_END_OF_GENERATION {
+            end_of_generation_keys.extend(id(key)?.or_else(|| spelled(texts)));
+        }
         let vocab = GgufVocab {
             bos: id("tokenizer.ggml.bos_token_id")?,
             eos: id("tokenizer.ggml.eos_token_id")?,
             unk: id("tokenizer.ggml.unknown_token_id")?,
+            end_of_generation_keys,
             add_bos: flag("tokenizer.ggml.add_bos_token").unwrap_or(default_add_bos),
             add_eos: flag("tokenizer.ggml.add_eos_token").unwrap_or(false),
             model,
@@ -179,6 +249,29 @@ impl GgufVocab {
             return Err("the vocabulary adds EOS but names no tokenizer.ggml.eos_token_id".into());
         }
         Ok(vocab)
+    }
+
+    /// The tokens generation stops at, as llama.cpp decides: EOS first, then those the file
+    /// names, then those spelled as an end of turn or of text.
+    pub(crate) fn end_of_generation(&self) -> Vec<u32> {
+        let by_text = self
+            .tokens
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| END_OF_GENERATION_TEXTS.contains(&t.as_str()))
+            .map(|(id, _)| id as u32);
+        let mut ids: Vec<u32> = Vec::new();
+        for id in self
+            .eos
+            .into_iter()
+            .chain(self.end_of_generation_keys.iter().copied())
+            .chain(by_text)
+        {
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+        ids
     }
 
     /// The `tokenizer.json` equivalent to this vocabulary.
