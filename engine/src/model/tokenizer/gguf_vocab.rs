@@ -427,9 +427,18 @@ mod tests {
 
     #[test]
     fn merges_split_at_the_first_space_after_the_first_character() {
-        assert_eq!(split_merge("a b").unwrap(), ("a".into(), "b".into()));
-        assert_eq!(split_merge("  b").unwrap(), (" ".into(), "b".into()));
-        assert_eq!(split_merge("▁t he").unwrap(), ("▁t".into(), "he".into()));
+        assert_eq!(
+            split_merge("a b").expect("two pieces"),
+            ("a".into(), "b".into())
+        );
+        assert_eq!(
+            split_merge("  b").expect("two pieces"),
+            (" ".into(), "b".into())
+        );
+        assert_eq!(
+            split_merge("▁t he").expect("two pieces"),
+            ("▁t".into(), "he".into())
+        );
         assert!(split_merge("ab").is_err());
     }
 }
