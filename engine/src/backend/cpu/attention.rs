@@ -284,11 +284,11 @@ mod tests {
         StepMetadata::build(&batch, CACHE, 10).expect("valid")
     }
 
+    /// Per sequence, per position: the key and value rows written there.
+    type Contents = Vec<Vec<(Vec<f32>, Vec<f32>)>>;
+
     /// A cache holding random keys and values at every position of both sequences.
-    fn cache(
-        dtype: KvCacheDtype,
-        rng: &mut StdRng,
-    ) -> (CpuKvCache, Vec<Vec<(Vec<f32>, Vec<f32>)>>) {
+    fn cache(dtype: KvCacheDtype, rng: &mut StdRng) -> (CpuKvCache, Contents) {
         let layout = KvCacheLayout {
             shape: CACHE,
             num_layers: 1,
@@ -355,13 +355,13 @@ mod tests {
                 );
             }
             let (hd, group) = (SHAPE.head_dim, SHAPE.group_size());
-            for seq in 0..step.num_seqs() {
+            for (seq, written) in contents.iter().enumerate() {
                 for t in step.tokens_of(seq) {
                     let position = step.positions[t] as usize;
                     for h in 0..SHAPE.num_heads {
                         let q = &qkv[t * SHAPE.qkv_width() + h * hd..][..hd];
                         let kv_head = h / group;
-                        let scores: Vec<f64> = contents[seq][..=position]
+                        let scores: Vec<f64> = written[..=position]
                             .iter()
                             .map(|(k, _)| {
                                 let k = &k[kv_head * hd..][..hd];
@@ -378,7 +378,7 @@ mod tests {
                         for d in 0..hd {
                             let expected: f64 = weights
                                 .iter()
-                                .zip(&contents[seq])
+                                .zip(written)
                                 .map(|(w, (_, v))| w * v[kv_head * hd + d] as f64)
                                 .sum::<f64>()
                                 / total;

@@ -435,10 +435,7 @@ unsafe fn k45_dots<S: Simd, const M: usize>(w: K45Row<'_>, a: &[ActivationRow<'_
         let mut acc = [S::zero(); M];
         let mut off = [S::zero(); M];
         for s in 0..w.d.len() {
-            let high_bits = match w.qh {
-                Some(qh) => Some(S::load_bytes(qh.as_ptr().add(32 * s))),
-                None => None,
-            };
+            let high_bits = w.qh.map(|qh| S::load_bytes(qh.as_ptr().add(32 * s)));
             let mut sums = [[S::zero_ints(); 2]; M];
             for v in 0..4 {
                 let bytes = S::load_bytes(w.qs.as_ptr().add(128 * s + 32 * v));
@@ -503,9 +500,9 @@ unsafe fn q6_k_dots<S: Simd, const M: usize>(
         ];
         let mut acc = [S::zero(); M];
         let mut off = [S::zero(); M];
-        for s in 0..d.len() {
-            let scale_d = S::splat(h(d[s]));
-            for g in 0..2 {
+        for (s, &d) in d.iter().enumerate() {
+            let scale_d = S::splat(h(d));
+            for (g, &half) in halves.iter().enumerate() {
                 let group = 2 * s + g;
                 let ql_a = S::load_bytes(ql.as_ptr().add(64 * group));
                 let ql_b = S::load_bytes(ql.as_ptr().add(64 * group + 32));
@@ -529,7 +526,7 @@ unsafe fn q6_k_dots<S: Simd, const M: usize>(
                         let x = act::<S>(&a[i], group * 128 + 32 * v);
                         sums[v % 2] = S::dot_u8_i8(sums[v % 2], w, x);
                     }
-                    let da = S::permute(S::load(a[i].scale.as_ptr().add(8 * s)), halves[g]);
+                    let da = S::permute(S::load(a[i].scale.as_ptr().add(8 * s)), half);
                     let blocks = S::to_floats(S::add_ints(sums[0], sums[1]));
                     acc[i] = S::fma(blocks, S::mul(dsc, da), acc[i]);
                     let sums16 = S::load(a[i].sum16.as_ptr().add(16 * s + 8 * g));

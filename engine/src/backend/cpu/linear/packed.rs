@@ -320,10 +320,9 @@ fn pack_q4(tensor: &HostTensor<'_>) -> Layout {
                 std::array::from_fn(|j| q4_values(&blocks[g * GROUP + j][header..]));
             pack_nibble_group(&values, &mut out[g * 128..(g + 1) * 128]);
         }
-        for b in rb.grouped..rb.blocks {
-            let tail = b - rb.grouped;
+        for (tail, block) in blocks[rb.grouped..rb.blocks].iter().enumerate() {
             let pair = &mut out[rb.grouped * 16 + tail / 2 * BLOCK..][..BLOCK];
-            for (t, v) in q4_values(&blocks[b][header..]).into_iter().enumerate() {
+            for (t, v) in q4_values(&block[header..]).into_iter().enumerate() {
                 pair[t] |= v << (4 * (tail % 2));
             }
         }
