@@ -4,9 +4,9 @@
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use modelfleet_engine::backend::KvCacheShape;
 use modelfleet_engine::backend::cpu::{CpuBackend, num_blocks_for_budget};
-use modelfleet_engine::engine::{Engine, EngineConfig, ModelSpec};
+use modelfleet_engine::backend::{Backend, KvCacheShape};
+use modelfleet_engine::engine::{Engine, EngineConfig, FaultyBackend, InjectedFault, ModelSpec};
 use modelfleet_engine::model::{LoadedModel, ModelConfig, Tokenizer};
 use modelfleet_engine::scheduler::SchedulerConfig;
 
@@ -23,6 +23,11 @@ pub struct LoadedEngine {
 
 impl LoadedEngine {
     pub fn load(args: &ModelArgs) -> anyhow::Result<Self> {
+        Self::load_with_fault(args, None)
+    }
+
+    /// Like [`LoadedEngine::load`], with an injected fault in the backend (tests only).
+    pub fn load_with_fault(args: &ModelArgs, fault: Option<InjectedFault>) -> anyhow::Result<Self> {
         if let Some(threads) = args.threads {
             // The CPU backend runs on rayon's global pool; size it before first use.
             rayon::ThreadPoolBuilder::new()
@@ -55,9 +60,14 @@ impl LoadedEngine {
             num_blocks,
             block_size: args.block_size,
         };
-        let backend = CpuBackend::new(config.clone(), Arc::new(weights), shape);
+        let mut backend: Box<dyn Backend> =
+            Box::new(CpuBackend::new(config.clone(), Arc::new(weights), shape));
+        if let Some(fault) = fault {
+            tracing::warn!(?fault, "injecting a fault into the engine on purpose");
+            backend = Box::new(FaultyBackend::new(backend, fault));
+        }
         let engine = Engine::new(
-            Box::new(backend),
+            backend,
             spec,
             EngineConfig {
                 scheduler: SchedulerConfig {
