@@ -7,6 +7,10 @@ mod golden_support;
 #[path = "serving/support.rs"]
 mod support;
 
+#[path = "serving/admission.rs"]
+mod admission;
+#[path = "serving/auth.rs"]
+mod auth;
 #[path = "serving/bad_input.rs"]
 mod bad_input;
 #[path = "serving/generation.rs"]
@@ -17,3 +21,5 @@ mod information;
 mod lifecycle;
 #[path = "serving/load.rs"]
 mod load;
+#[path = "serving/stalled_clients.rs"]
+mod stalled_clients;
