@@ -76,6 +76,7 @@ impl LoadedModel {
         if let Some(ids) = generation_config_eos(dir) {
             config.eos_token_ids = ids;
         }
+        config.check(&config_path)?;
         let source = SafetensorsSource::open(dir)?;
         let weights = load_weights(&config, &source, hf_name)?;
         let tokenizer = Tokenizer::from_file(&dir.join("tokenizer.json"))?;
@@ -92,6 +93,7 @@ impl LoadedModel {
     fn load_gguf(path: &Path) -> Result<Self, ModelError> {
         let file = GgufFile::open(path)?;
         let config = gguf_config(&file)?;
+        config.check(path)?;
         let source = GgufSource {
             file: &file,
             architecture: config.architecture,

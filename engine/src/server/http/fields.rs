@@ -50,9 +50,12 @@ const CHAT_COMPLETIONS: &[&str] = &[
     "top_logprobs",
 ];
 
+/// Whether a value of an unsupported field asks for nothing.
+type AsksNothing = fn(&Value) -> bool;
+
 /// Fields of OpenAI's API the engine cannot honour, each with the values that ask for
 /// nothing and so may pass.
-const UNSUPPORTED: &[(&str, fn(&Value) -> bool)] = &[
+const UNSUPPORTED: &[(&str, AsksNothing)] = &[
     ("response_format", |v| v["type"] == "text"),
     ("tools", is_empty),
     ("tool_choice", |v| v == "none"),
