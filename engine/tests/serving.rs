@@ -21,5 +21,7 @@ mod information;
 mod lifecycle;
 #[path = "serving/load.rs"]
 mod load;
+#[path = "serving/soak.rs"]
+mod soak;
 #[path = "serving/stalled_clients.rs"]
 mod stalled_clients;
