@@ -258,7 +258,11 @@ fn run_loop(
                 }
             }
         }
-        match engine.step() {
+        let stepped = engine.step();
+        // Publish what this step holds before its tokens reach any client, so a client that
+        // has seen a token never reads gauges from before the step that made it.
+        *stats.lock().unwrap_or_else(PoisonError::into_inner) = engine.stats();
+        match stepped {
             Ok(outputs) => {
                 failed_in_a_row = 0;
                 route(&mut engine, &mut sinks, outputs);

@@ -95,6 +95,7 @@ impl Gguf {
             ("llama.block_count", Meta::U32(1)),
             ("llama.context_length", Meta::U32(64)),
             ("tokenizer.ggml.model", Meta::Str("gpt2".into())),
+            ("tokenizer.ggml.pre", Meta::Str("gpt-2".into())),
             ("tokenizer.ggml.tokens", strings(&letters)),
             ("tokenizer.ggml.merges", strings(&[])),
             ("tokenizer.ggml.eos_token_id", Meta::U32(1)),
