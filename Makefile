@@ -28,6 +28,10 @@ build: ## Build every binary (release)
 test: tools ## Run every test tier that runs without a GPU (release profile)
 	$(CARGO) test --release --workspace --locked --no-fail-fast
 
+.PHONY: soak
+soak: tools ## Soak one engine with mixed clients for SOAK_SECONDS (default 120) and print the figures; not in make test
+	$(CARGO) test --release --locked -p modelfleet-engine --test serving -- --ignored --nocapture --test-threads 1 soak
+
 .PHONY: e2e
 e2e: tools ## Run the control-plane tests only
 	$(CARGO) test --release --locked -p modelfleet-e2e

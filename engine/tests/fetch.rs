@@ -223,27 +223,60 @@ fn bytes(len: usize, seed: u8) -> Vec<u8> {
         .collect()
 }
 
-fn resolve_path(repo: &str, revision: &str, name: &str) -> String {
-    format!("/{repo}/resolve/{revision}/{name}")
+/// The git blob id of `content`, as git and the hub compute it.
+fn git_blob_id(content: &[u8]) -> String {
+    let mut hasher = sha1::Sha1::new();
+    hasher.update(format!("blob {}\0", content.len()).as_bytes());
+    hasher.update(content);
+    hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
-/// Serves `files` as `repo` at `revision`: the listing API and `resolve/` downloads.
+/// The commit the test hub resolves `revision` to: itself if it is a commit id, else a
+/// commit id derived from the name.
+fn commit_of(revision: &str) -> String {
+    if revision.len() == 40 && revision.bytes().all(|b| b.is_ascii_hexdigit()) {
+        revision.to_string()
+    } else {
+        git_blob_id(revision.as_bytes())
+    }
+}
+
+/// Where a file of `revision` is downloaded from: the commit the revision resolves to.
+fn resolve_path(repo: &str, revision: &str, name: &str) -> String {
+    format!("/{repo}/resolve/{}/{name}", commit_of(revision))
+}
+
+/// Serves `files` as `repo` at `revision`: the listing API (resolving the revision to its
+/// commit) and `resolve/` downloads at that commit.
 fn publish(server: &TestServer, repo: &str, revision: &str, files: &[HubFile]) {
     let siblings: Vec<serde_json::Value> = files
         .iter()
         .map(|f| {
             let mut entry = serde_json::json!({ "rfilename": f.name, "size": f.body.len() });
             if f.lfs {
+                let pointer = format!(
+                    "version https://git-lfs.github.com/spec/v1\noid sha256:{}\nsize {}\n",
+                    sha256_hex(&f.body),
+                    f.body.len()
+                );
+                entry["blobId"] = git_blob_id(pointer.as_bytes()).into();
                 entry["lfs"] = serde_json::json!({
                     "sha256": sha256_hex(&f.body),
                     "size": f.body.len(),
-                    "pointerSize": 134
+                    "pointerSize": pointer.len()
                 });
+            } else {
+                entry["blobId"] = git_blob_id(&f.body).into();
             }
             entry
         })
         .collect();
-    let listing = serde_json::json!({ "id": repo, "sha": revision, "siblings": siblings });
+    let listing =
+        serde_json::json!({ "id": repo, "sha": commit_of(revision), "siblings": siblings });
     server.put(
         &format!("/api/models/{repo}/revision/{revision}"),
         listing.to_string().into_bytes(),
@@ -254,8 +287,8 @@ fn publish(server: &TestServer, repo: &str, revision: &str, files: &[HubFile]) {
             let etag = format!("\"{}\"", sha256_hex(&f.body));
             vec![("x-linked-etag", etag.clone()), ("etag", etag)]
         } else {
-            // A git blob id, as the hub sends for small files: not a sha256.
-            vec![("etag", format!("\"{}\"", &sha256_hex(&f.body)[..40]))]
+            // The git blob id, as the hub sends for small files: not a sha256.
+            vec![("etag", format!("\"{}\"", git_blob_id(&f.body)))]
         };
         let body = f.served.clone().unwrap_or_else(|| f.body.clone());
         server.put(&resolve_path(repo, revision, f.name), body, headers);
@@ -635,6 +668,86 @@ async fn an_unknown_revision_fails_naming_it() -> TestResult {
     assert!(message.contains("deadbeef"), "{message}");
     assert!(message.contains("hf://acme/tiny"), "{message}");
     assert!(message.contains("404"), "{message}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_branch_is_downloaded_at_the_commit_it_resolves_to_and_the_commit_recorded() -> TestResult
+{
+    let server = TestServer::start().await?;
+    let files = tiny_model();
+    publish(&server, "acme/tiny", "main", &files);
+    // The branch moves on after it was listed: what `resolve/main/` serves now differs.
+    for f in &files {
+        let mut moved = f.body.clone();
+        moved.reverse();
+        server.put(
+            &format!("/acme/tiny/resolve/main/{}", f.name),
+            moved,
+            Vec::new(),
+        );
+    }
+    let dest = tempfile::tempdir()?;
+
+    let summary = fetch(&hub_args(&server, "main", dest.path(), &[])).await?;
+
+    let commit = commit_of("main");
+    assert_eq!(summary.commit.as_deref(), Some(commit.as_str()));
+    assert_same_files(dest.path(), &files, &FETCHED_BY_DEFAULT)?;
+    let downloads: Vec<_> = server
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.contains("/resolve/"))
+        .collect();
+    assert!(!downloads.is_empty());
+    for request in &downloads {
+        assert!(
+            request
+                .path
+                .starts_with(&format!("/acme/tiny/resolve/{commit}/")),
+            "downloaded from {}",
+            request.path
+        );
+    }
+    let marker = read_complete(dest.path()).ok_or("no complete marker")?;
+    assert_eq!(marker.identity.revision, "main");
+    assert_eq!(marker.commit.as_deref(), Some(commit.as_str()));
+    let text = std::fs::read_to_string(dest.path().join(COMPLETE_MARKER))?;
+    assert!(text.contains(&commit), "{text}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_plain_file_corrupted_in_transit_fails_its_git_blob_check() -> TestResult {
+    let server = TestServer::start().await?;
+    let mut files = tiny_model();
+    let config = &mut files[0];
+    assert!(!config.lfs);
+    let mut corrupted = config.body.clone();
+    corrupted[2] ^= 0x20;
+    config.served = Some(corrupted.clone());
+    let expected = git_blob_id(&config.body);
+    publish(&server, "acme/tiny", "c0ffee", &files);
+    let dest = tempfile::tempdir()?;
+
+    let error = fetch(&hub_args(&server, "c0ffee", dest.path(), &[]))
+        .await
+        .expect_err("a corrupted plain file");
+
+    let message = error.to_string();
+    for part in [
+        "config.json",
+        "expected git blob",
+        &expected,
+        &git_blob_id(&corrupted),
+    ] {
+        assert!(
+            message.contains(part),
+            "{message:?} should contain {part:?}"
+        );
+    }
+    assert!(!dest.path().join("config.json").exists());
+    assert!(!dest.path().join(COMPLETE_MARKER).exists());
     Ok(())
 }
 

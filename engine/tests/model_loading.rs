@@ -5,6 +5,9 @@ use std::path::{Path, PathBuf};
 use modelfleet_engine::backend::cpu::{CpuConfig, CpuModel};
 use modelfleet_engine::model::{Architecture, LoadedModel};
 
+#[path = "model_loading/untrusted_gguf.rs"]
+mod untrusted_gguf;
+
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")

@@ -9,6 +9,10 @@ mod golden_support;
 #[path = "serving/support.rs"]
 mod support;
 
+#[path = "serving/admission.rs"]
+mod admission;
+#[path = "serving/auth.rs"]
+mod auth;
 #[path = "serving/bad_input.rs"]
 mod bad_input;
 #[path = "serving/generation.rs"]
@@ -19,3 +23,7 @@ mod information;
 mod lifecycle;
 #[path = "serving/load.rs"]
 mod load;
+#[path = "serving/soak.rs"]
+mod soak;
+#[path = "serving/stalled_clients.rs"]
+mod stalled_clients;

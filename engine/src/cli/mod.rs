@@ -132,6 +132,27 @@ pub struct ServeArgs {
     /// budgets its KV cache with --kv-cache-bytes.
     #[arg(long, default_value_t = 0.9)]
     pub gpu_memory_utilization: f32,
+    /// A file holding the API key that generation and model requests must carry (HTTP
+    /// `Authorization: Bearer <key>`, gRPC `authorization` metadata); health, readiness and
+    /// /metrics stay open. Without it, the API is open to whoever reaches the ports.
+    #[arg(long, value_name = "PATH")]
+    pub api_key_file: Option<PathBuf>,
+    /// Seconds a streaming response may wait for its client to read before the request is
+    /// cancelled and its slot freed (a client that stopped reading cannot hold capacity).
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub write_timeout_seconds: u64,
+    /// Seconds between TCP keep-alive probes and HTTP/2 pings; a peer that does not answer
+    /// a ping within as long is disconnected.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..))]
+    pub keepalive_seconds: u64,
+    /// Requests tokenised and chat-templated at once, off the request-handling threads
+    /// (default: the machine's cores, at most 4).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub tokenizer_threads: Option<u64>,
+    /// Breaks the engine on purpose (`fail-steps-after=N`, `panic-after=N`), to prove that
+    /// a server whose engine died stops reporting healthy. Tests only.
+    #[arg(long, hide = true, value_name = "FAULT")]
+    pub inject_fault: Option<modelfleet_engine::engine::InjectedFault>,
 }
 
 #[derive(Debug, Clone, Args)]

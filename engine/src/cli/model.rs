@@ -3,11 +3,11 @@
 
 use std::sync::Arc;
 
-use modelfleet_engine::backend::KvCacheShape;
 use modelfleet_engine::backend::cpu::linear::WeightDtype;
 use modelfleet_engine::backend::cpu::{CpuConfig, CpuKernels, CpuModel};
 use modelfleet_engine::backend::kernels::KvCacheDtype;
-use modelfleet_engine::engine::{Engine, EngineConfig, ModelSpec};
+use modelfleet_engine::backend::{Backend, KvCacheShape};
+use modelfleet_engine::engine::{Engine, EngineConfig, FaultyBackend, InjectedFault, ModelSpec};
 use modelfleet_engine::model::{Llama, LoadedModel, ModelConfig, Tokenizer};
 use modelfleet_engine::scheduler::SchedulerConfig;
 
@@ -29,6 +29,11 @@ pub struct LoadedEngine {
 
 impl LoadedEngine {
     pub fn load(args: &ModelArgs) -> anyhow::Result<Self> {
+        Self::load_with_fault(args, None)
+    }
+
+    /// Like [`LoadedEngine::load`], with an injected fault in the backend (tests only).
+    pub fn load_with_fault(args: &ModelArgs, fault: Option<InjectedFault>) -> anyhow::Result<Self> {
         let loaded = LoadedModel::load(&args.model)?;
         let placed = CpuModel::place(
             &loaded,
@@ -73,9 +78,13 @@ impl LoadedEngine {
             num_blocks,
             block_size,
         };
-        let backend = placed.backend(shape, kv_cache_dtype)?;
+        let mut backend: Box<dyn Backend> = Box::new(placed.backend(shape, kv_cache_dtype)?);
+        if let Some(fault) = fault {
+            tracing::warn!(?fault, "injecting a fault into the engine on purpose");
+            backend = Box::new(FaultyBackend::new(backend, fault));
+        }
         let engine = Engine::new(
-            Box::new(backend),
+            backend,
             spec,
             EngineConfig {
                 scheduler: SchedulerConfig {

@@ -7,11 +7,14 @@ use std::time::Duration;
 use anyhow::Context as _;
 use modelfleet_engine::engine::EngineHandle;
 use modelfleet_engine::fetch::marker;
-use modelfleet_engine::server::{self, ChatTemplate, ModelInfo, ServerConfig, ServingModel};
+use modelfleet_engine::server::{
+    self, ApiKey, ChatTemplate, ModelInfo, ServerConfig, ServingModel,
+};
 use tokio::signal::unix::{SignalKind, signal};
 
 use super::model::LoadedEngine;
 use super::{BackendKind, ServeArgs};
+use modelfleet_engine::backend::KvCacheShape;
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     check_backend(&args)?;
@@ -19,6 +22,13 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .served_name
         .clone()
         .unwrap_or_else(|| default_served_name(&args.model.model));
+    let api_key = args
+        .api_key_file
+        .as_deref()
+        .map(ApiKey::from_file)
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let config = ServerConfig {
         served_name: served_name.clone(),
         grpc_addr: SocketAddr::new(args.host, args.grpc_port),
@@ -26,6 +36,12 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         max_num_seqs: args.model.max_num_seqs,
         max_queued_requests: args.max_queued_requests,
         drain_timeout: Duration::from_secs(args.drain_timeout_seconds),
+        preprocess_concurrency: args
+            .tokenizer_threads
+            .map_or(cores.min(4), |n| usize::try_from(n).unwrap_or(usize::MAX)),
+        write_timeout: Duration::from_secs(args.write_timeout_seconds),
+        keepalive: Duration::from_secs(args.keepalive_seconds),
+        api_key,
     };
     // The CPU backend computes on rayon's threads; the servers need only a few.
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -79,15 +95,9 @@ fn load(args: &ServeArgs, served_name: String) -> anyhow::Result<ServingModel> {
         kv_cache_dtype,
         weight_bytes,
         kernels,
-    } = LoadedEngine::load(&args.model)?;
-    let max_model_len = match args.max_model_len {
-        None => config.max_position_embeddings,
-        Some(len) if len <= config.max_position_embeddings => len,
-        Some(len) => anyhow::bail!(
-            "--max-model-len {len} is longer than the model's context of {} tokens",
-            config.max_position_embeddings
-        ),
-    };
+    } = LoadedEngine::load_with_fault(&args.model, args.inject_fault)?;
+    let max_model_len =
+        max_model_len(args.max_model_len, config.max_position_embeddings, kv_cache)?;
     let token_text = |id: Option<u32>| {
         id.and_then(|id| tokenizer.id_to_token(id))
             .unwrap_or_default()
@@ -134,6 +144,41 @@ fn load(args: &ServeArgs, served_name: String) -> anyhow::Result<ServingModel> {
         chat_template,
         info,
     })
+}
+
+/// The longest prompt plus output a request may have: `--max-model-len`, or the model's
+/// context. Either must fit the KV cache, or a request of that length could never run:
+/// an explicit value that does not is refused at start-up; the model's context is lowered
+/// to what the cache holds, with a warning.
+fn max_model_len(
+    requested: Option<usize>,
+    context: usize,
+    kv_cache: KvCacheShape,
+) -> anyhow::Result<usize> {
+    let kv_tokens = kv_cache.num_blocks * kv_cache.block_size;
+    match requested {
+        Some(len) if len > context => anyhow::bail!(
+            "--max-model-len {len} is longer than the model's context of {context} tokens"
+        ),
+        Some(len) if len > kv_tokens => anyhow::bail!(
+            "--max-model-len {len} is more than the KV cache holds: {} blocks of {} tokens \
+             = {kv_tokens} tokens; raise --kv-cache-bytes (or --num-blocks) or lower \
+             --max-model-len to at most {kv_tokens}",
+            kv_cache.num_blocks,
+            kv_cache.block_size
+        ),
+        Some(len) => Ok(len),
+        None if context > kv_tokens => {
+            tracing::warn!(
+                context,
+                kv_cache_tokens = kv_tokens,
+                "the KV cache holds fewer tokens than the model's context; requests are \
+                 limited to {kv_tokens} tokens (raise --kv-cache-bytes for the full context)"
+            );
+            Ok(kv_tokens)
+        }
+        None => Ok(context),
+    }
 }
 
 /// The revision `fetch` recorded beside the weights, if they came that way.

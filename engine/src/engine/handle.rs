@@ -3,24 +3,45 @@
 //! Callers talk to it through a command channel and get each request's outputs on a
 //! channel of its own. The loop blocks while idle, and between steps it takes every
 //! pending command, so an abort frees the request's KV blocks before the next step.
+//!
+//! The loop reports its own life ([`LoopState`]): if its thread panics, or steps keep
+//! failing ([`MAX_CONSECUTIVE_FAILED_STEPS`] in a row), it ends every request and says it
+//! died, so a server can stop reporting healthy and let the pod be replaced.
 
 use std::collections::HashMap;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
+use tokio::sync::watch;
 
-use super::{Engine, EngineError, GenerationRequest, RequestId, RequestOutput};
+use super::{Engine, EngineError, RequestId, RequestLimits, RequestOutput, ValidatedRequest};
 use crate::scheduler::SchedulerStats;
+
+/// Steps that may fail one after another before the loop gives up. One failed step ends
+/// the requests in it and the engine carries on; a run of them means the engine itself is
+/// broken (a device lost, a corrupted cache), and only a new process can recover.
+pub const MAX_CONSECUTIVE_FAILED_STEPS: usize = 3;
+
+/// Where the engine loop is in its life.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoopState {
+    Running,
+    /// Shut down on request.
+    Stopped,
+    /// Ended by a panic or by failing steps; the reason says which.
+    Died(String),
+}
 
 type OutputSink = UnboundedSender<Result<RequestOutput, EngineError>>;
 
 enum Command {
     Add {
         id: RequestId,
-        request: GenerationRequest,
+        request: ValidatedRequest,
         outputs: OutputSink,
     },
     Abort(RequestId),
@@ -36,6 +57,8 @@ pub struct EngineHandle {
     /// scheduler's queue does, so [`EngineHandle::stats`] counts them as waiting.
     pending_adds: Arc<AtomicUsize>,
     stats: Arc<Mutex<SchedulerStats>>,
+    state: watch::Receiver<LoopState>,
+    limits: RequestLimits,
     thread: Arc<Mutex<Option<JoinHandle<()>>>>,
 }
 
@@ -47,21 +70,66 @@ impl EngineHandle {
         let loop_stats = Arc::clone(&stats);
         let pending_adds = Arc::new(AtomicUsize::new(0));
         let loop_pending = Arc::clone(&pending_adds);
+        let (report, state) = watch::channel(LoopState::Running);
+        let limits = engine.limits();
         let thread = std::thread::Builder::new()
             .name("engine-loop".into())
-            .spawn(move || run_loop(engine, receiver, loop_stats, &loop_pending))?;
+            .spawn(move || {
+                let ended = catch_unwind(AssertUnwindSafe(|| {
+                    run_loop(engine, receiver, loop_stats, &loop_pending)
+                }));
+                let state = match ended {
+                    Ok(state) => state,
+                    Err(panic) => LoopState::Died(format!(
+                        "the engine loop panicked: {}",
+                        panic_message(panic.as_ref())
+                    )),
+                };
+                if let LoopState::Died(reason) = &state {
+                    tracing::error!(%reason, "the engine loop died; every request in flight ends");
+                }
+                report.send_replace(state);
+            })?;
         Ok(EngineHandle {
             commands,
             next_id: Arc::new(AtomicU64::new(0)),
             pending_adds,
             stats,
+            state,
+            limits,
             thread: Arc::new(Mutex::new(Some(thread))),
         })
     }
 
-    /// Queues a request; its outputs arrive on the returned stream. Invalid requests are
-    /// reported as the stream's first and only item.
-    pub fn generate(&self, request: GenerationRequest) -> Result<OutputStream, EngineError> {
+    /// What requests to this engine are validated against ([`Engine::limits`]).
+    pub fn limits(&self) -> RequestLimits {
+        self.limits
+    }
+
+    /// The loop's state now.
+    pub fn state(&self) -> LoopState {
+        self.state.borrow().clone()
+    }
+
+    /// Resolves with the reason once the loop has died (never, if it is shut down cleanly).
+    pub async fn died(&self) -> String {
+        let mut state = self.state.clone();
+        loop {
+            if let LoopState::Died(reason) = &*state.borrow_and_update() {
+                return reason.clone();
+            }
+            if state.changed().await.is_err() {
+                // The loop's thread is gone without a word: it cannot have ended cleanly.
+                return match &*state.borrow() {
+                    LoopState::Died(reason) => reason.clone(),
+                    _ => std::future::pending().await,
+                };
+            }
+        }
+    }
+
+    /// Queues a request; its outputs arrive on the returned stream.
+    pub fn generate(&self, request: ValidatedRequest) -> Result<OutputStream, EngineError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (outputs, receiver) = unbounded_channel();
         self.pending_adds.fetch_add(1, Ordering::SeqCst);
@@ -160,30 +228,31 @@ fn run_loop(
     commands: Receiver<Command>,
     stats: Arc<Mutex<SchedulerStats>>,
     pending_adds: &AtomicUsize,
-) {
+) -> LoopState {
     let mut sinks: HashMap<RequestId, OutputSink> = HashMap::new();
+    let mut failed_in_a_row = 0;
     loop {
         if !engine.has_unfinished() {
             match commands.recv() {
                 Ok(command) => {
                     if !apply(&mut engine, &mut sinks, command, (&stats, pending_adds)) {
-                        return;
+                        return LoopState::Stopped;
                     }
                 }
-                Err(_) => return,
+                Err(_) => return LoopState::Stopped,
             }
         }
         loop {
             match commands.try_recv() {
                 Ok(command) => {
                     if !apply(&mut engine, &mut sinks, command, (&stats, pending_adds)) {
-                        return;
+                        return LoopState::Stopped;
                     }
                 }
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => {
                     if !engine.has_unfinished() {
-                        return;
+                        return LoopState::Stopped;
                     }
                     break;
                 }
@@ -194,11 +263,30 @@ fn run_loop(
         // has seen a token never reads gauges from before the step that made it.
         *stats.lock().unwrap_or_else(PoisonError::into_inner) = engine.stats();
         match stepped {
-            Ok(outputs) => route(&mut engine, &mut sinks, outputs),
-            Err(error) => fail_all(&mut engine, &mut sinks, &error),
+            Ok(outputs) => {
+                failed_in_a_row = 0;
+                route(&mut engine, &mut sinks, outputs);
+            }
+            Err(error) => {
+                failed_in_a_row += 1;
+                fail_all(&mut engine, &mut sinks, &error);
+                if failed_in_a_row >= MAX_CONSECUTIVE_FAILED_STEPS {
+                    return LoopState::Died(format!(
+                        "{failed_in_a_row} engine steps in a row failed; the last: {error}"
+                    ));
+                }
+            }
         }
         *stats.lock().unwrap_or_else(PoisonError::into_inner) = engine.stats();
     }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into())
 }
 
 /// Applies one command; `false` means stop the loop.
@@ -214,7 +302,7 @@ fn apply(
             request,
             outputs,
         } => {
-            let added = engine.add_request(id, request);
+            let added = engine.add(id, request);
             // Publish the scheduler's count before this request stops counting as pending,
             // so a reader never sees it in neither.
             *stats.lock().unwrap_or_else(PoisonError::into_inner) = engine.stats();

@@ -7,19 +7,23 @@
 //! add a request, get a stream of its outputs; dropping the stream aborts the request.
 
 mod error;
+mod fault;
 mod handle;
 mod request;
 mod stop;
+mod validation;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 pub use error::EngineError;
-pub use handle::{EngineHandle, OutputStream};
+pub use fault::{FaultyBackend, InjectedFault};
+pub use handle::{EngineHandle, LoopState, MAX_CONSECUTIVE_FAILED_STEPS, OutputStream};
 pub use request::{
     FinishReason, GenerationRequest, MAX_STOP_STRINGS, RequestId, RequestOutput, StopParams, Usage,
 };
 pub use stop::{OutputText, TokenOutcome};
+pub use validation::{InvalidRequest, RequestLimits, ValidatedRequest};
 
 use crate::backend::Backend;
 use crate::detokenizer::Decode;
@@ -81,25 +85,34 @@ impl Engine {
         }
     }
 
-    /// Validates and queues a request under the caller's id.
+    /// What a request must fit: the vocabulary and the KV cache (this engine has no notion
+    /// of a context length beyond what its cache holds; servers narrow `max_model_len`).
+    pub fn limits(&self) -> RequestLimits {
+        let kv_cache_tokens = self.scheduler.kv_cache().capacity_tokens();
+        RequestLimits {
+            vocab_size: self.model.vocab_size,
+            max_model_len: kv_cache_tokens,
+            kv_cache_tokens,
+        }
+    }
+
+    /// Validates a request against [`Engine::limits`] and queues it under the caller's id.
     pub fn add_request(
         &mut self,
         id: RequestId,
         request: GenerationRequest,
     ) -> Result<(), EngineError> {
+        let request = self.limits().validate(request)?;
+        self.add(id, request)
+    }
+
+    /// Queues a validated request under the caller's id.
+    pub fn add(&mut self, id: RequestId, request: ValidatedRequest) -> Result<(), EngineError> {
         if self.requests.contains_key(&id) {
             return Err(EngineError::DuplicateRequest(id));
         }
-        validate_stop(&request.stop)?;
-        let vocab_size = self.model.vocab_size;
-        if let Some(&token) = request
-            .prompt_token_ids
-            .iter()
-            .find(|&&t| t as usize >= vocab_size)
-        {
-            return Err(EngineError::TokenOutOfVocabulary { token, vocab_size });
-        }
-        let sampler = Sampler::new(request.sampling)?;
+        let request = request.into_inner();
+        let sampler = Sampler::new(request.sampling);
         let output = OutputText::new(&request.prompt_token_ids, request.stop.clone());
         self.scheduler
             .add(id, request.prompt_token_ids, request.stop.max_tokens)?;
@@ -207,17 +220,4 @@ impl Engine {
         }
         Ok(outputs)
     }
-}
-
-fn validate_stop(stop: &StopParams) -> Result<(), EngineError> {
-    if stop.max_tokens == 0 {
-        return Err(EngineError::ZeroMaxTokens);
-    }
-    if stop.stop.len() > MAX_STOP_STRINGS {
-        return Err(EngineError::TooManyStopStrings(stop.stop.len()));
-    }
-    if stop.stop.iter().any(String::is_empty) {
-        return Err(EngineError::EmptyStopString);
-    }
-    Ok(())
 }

@@ -15,7 +15,7 @@ use super::error::{FetchError, FileFailure};
 use super::http::HttpClient;
 use super::local;
 use super::marker::{MarkedFile, PARTIAL_SUFFIX};
-use super::plan::{Location, RemoteFile, hex, safe_relative_path};
+use super::plan::{Location, RemoteFile, git_blob_hasher, hex, safe_relative_path};
 use super::progress::Progress;
 use super::s3::S3Store;
 
@@ -154,9 +154,10 @@ impl Downloader<'_> {
             _ => return Ok(None),
         };
         let wanted = file.size.is_none_or(|size| size == len)
-            && match &file.sha256 {
-                Some(expected) => hash_prefix(target, len).await?.0 == *expected,
-                None => true,
+            && match (&file.sha256, &file.git_blob_sha1) {
+                (Some(expected), _) => hash_prefix(target, len).await?.0 == *expected,
+                (None, Some(expected)) => git_blob_id(target, len).await? == *expected,
+                (None, None) => true,
             };
         if !wanted {
             remove_if_present(target).await?;
@@ -185,8 +186,13 @@ impl Downloader<'_> {
         // Every byte arrived but the run stopped before renaming: verify without a request.
         if offset > 0 && file.size == Some(offset) {
             let (actual, _) = hash_prefix(partial, offset).await?;
+            let blob_matches = match &file.git_blob_sha1 {
+                Some(expected) => git_blob_id(partial, offset).await? == *expected,
+                None => true,
+            };
             match &file.sha256 {
                 Some(expected) if *expected != actual => offset = 0,
+                _ if !blob_matches => offset = 0,
                 _ => {
                     return Ok(Transferred {
                         size: offset,
@@ -281,6 +287,17 @@ impl Downloader<'_> {
             remove_if_present(partial).await?;
             return Err(FileFailure::Checksum { expected, actual });
         }
+        if let Some(expected) = &file.git_blob_sha1 {
+            // Plain files are small (configs, tokenizers): hashing them again costs little.
+            let actual = git_blob_id(partial, written).await?;
+            if *expected != actual {
+                remove_if_present(partial).await?;
+                return Err(FileFailure::GitBlob {
+                    expected: expected.clone(),
+                    actual,
+                });
+            }
+        }
         progress.finish();
         Ok(Transferred {
             size: written,
@@ -318,6 +335,29 @@ async fn hash_prefix(path: &Path, len: u64) -> Result<(String, Sha256), FileFail
     hashed.map_err(|e| FileFailure::io(path, e))
 }
 
+/// The git blob id of the first `len` bytes of `path`.
+async fn git_blob_id(path: &Path, len: u64) -> Result<String, FileFailure> {
+    let owned = path.to_path_buf();
+    let hashed = tokio::task::spawn_blocking(move || -> std::io::Result<String> {
+        use sha1::Digest;
+        use std::io::Read;
+        let mut file = std::fs::File::open(&owned)?.take(len);
+        let mut hasher = git_blob_hasher(len);
+        let mut buf = vec![0; WRITE_BUFFER];
+        loop {
+            let n = file.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+        }
+        Ok(hex(&hasher.finalize()))
+    })
+    .await
+    .map_err(|e| FileFailure::Transfer(format!("hashing {}: {e}", path.display())))?;
+    hashed.map_err(|e| FileFailure::io(path, e))
+}
+
 async fn remove_if_present(path: &Path) -> Result<(), FileFailure> {
     match tokio::fs::remove_file(path).await {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(FileFailure::io(path, e)),
@@ -335,6 +375,19 @@ mod tests {
         assert_eq!(backoff(2), Duration::from_secs(1));
         assert_eq!(backoff(5), Duration::from_secs(8));
         assert_eq!(backoff(50), Duration::from_secs(8));
+    }
+
+    #[tokio::test]
+    async fn git_blob_ids_match_what_git_computes() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"hello world\n")?;
+        // `printf 'hello world\n' | git hash-object --stdin`
+        assert_eq!(
+            git_blob_id(&path, 12).await?,
+            "3b18e512dba79e4c8300dd08aeb37f8e728b8dad"
+        );
+        Ok(())
     }
 
     #[test]

@@ -77,6 +77,11 @@ pub enum FileFailure {
     )]
     Checksum { expected: String, actual: String },
 
+    #[error(
+        "checksum mismatch: expected git blob {expected}, got {actual}; the download was removed"
+    )]
+    GitBlob { expected: String, actual: String },
+
     #[error("size mismatch: expected {expected} bytes, got {actual}; the download was removed")]
     Size { expected: u64, actual: u64 },
 
@@ -98,6 +103,7 @@ impl FileFailure {
             | Self::Denied { .. }
             | Self::Changed(_)
             | Self::Checksum { .. }
+            | Self::GitBlob { .. }
             | Self::Size { .. }
             | Self::Io { .. } => false,
         }

@@ -85,6 +85,7 @@ pub fn files_from_manifest(
                 path: f.path,
                 size: f.size,
                 sha256,
+                git_blob_sha1: None,
             })
         })
         .collect()
@@ -98,6 +99,7 @@ pub fn files_from_list(names: &[String], base: &str) -> Vec<RemoteFile> {
             path: name.clone(),
             size: None,
             sha256: None,
+            git_blob_sha1: None,
             location: Location::Url(file_url(base, name)),
         })
         .collect()

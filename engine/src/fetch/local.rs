@@ -85,6 +85,7 @@ fn local_file(path: String, at: PathBuf, size: u64) -> RemoteFile {
         path,
         size: Some(size),
         sha256: None,
+        git_blob_sha1: None,
         location: Location::Local(at),
     }
 }

@@ -30,6 +30,9 @@ pub struct FetchIdentity {
 pub struct CompleteMarker {
     #[serde(flatten)]
     pub identity: FetchIdentity,
+    /// The commit a hub revision resolved to (a branch or tag names one only for a while).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
     pub files: Vec<MarkedFile>,
 }
 
@@ -128,6 +131,7 @@ mod tests {
         std::fs::write(dir.path().join("config.json"), b"{}")?;
         let marker = CompleteMarker {
             identity: identity("abc"),
+            commit: None,
             files: vec![MarkedFile {
                 path: "config.json".into(),
                 size: 2,

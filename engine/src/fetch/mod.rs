@@ -105,6 +105,8 @@ pub struct FetchSummary {
     pub skipped: Vec<String>,
     /// Bytes downloaded in this run.
     pub bytes: u64,
+    /// The commit a hub revision resolved to, which every file was downloaded at.
+    pub commit: Option<String>,
 }
 
 /// Runs a fetch to completion on its own runtime (for `main`).
@@ -142,14 +144,22 @@ pub async fn fetch(args: &FetchArgs) -> Result<FetchSummary, FetchError> {
         return Ok(FetchSummary {
             already_complete: true,
             skipped: done.files.iter().map(|f| f.path.clone()).collect(),
+            commit: done.commit.clone(),
             ..FetchSummary::default()
         });
     }
 
-    let (transport, files) = plan(args, &source).await?;
+    let Plan {
+        transport,
+        files,
+        commit,
+    } = plan(args, &source).await?;
     eprintln!(
-        "fetch: {uri} at revision {}: {} files{} into {}",
+        "fetch: {uri} at revision {}{}: {} files{} into {}",
         args.revision,
+        commit
+            .as_ref()
+            .map_or_else(String::new, |c| format!(" (commit {c})")),
         files.len(),
         match files.iter().map(|f| f.size).sum::<Option<u64>>() {
             Some(total) => format!(", {}", human_bytes(total)),
@@ -179,7 +189,10 @@ pub async fn fetch(args: &FetchArgs) -> Result<FetchSummary, FetchError> {
         .try_collect()
         .await?;
 
-    let mut summary = FetchSummary::default();
+    let mut summary = FetchSummary {
+        commit: commit.clone(),
+        ..FetchSummary::default()
+    };
     let mut marked = Vec::with_capacity(results.len());
     for (outcome, file) in results {
         match outcome {
@@ -198,6 +211,7 @@ pub async fn fetch(args: &FetchArgs) -> Result<FetchSummary, FetchError> {
         dest,
         &CompleteMarker {
             identity,
+            commit,
             files: marked,
         },
     )?;
@@ -211,11 +225,16 @@ pub async fn fetch(args: &FetchArgs) -> Result<FetchSummary, FetchError> {
     Ok(summary)
 }
 
+/// What a fetch will do: read these files through this transport.
+struct Plan {
+    transport: Transport,
+    files: Vec<RemoteFile>,
+    /// The commit a hub revision resolved to.
+    commit: Option<String>,
+}
+
 /// The transport for `source` and the files to fetch, filtered and checked.
-async fn plan(
-    args: &FetchArgs,
-    source: &Source,
-) -> Result<(Transport, Vec<RemoteFile>), FetchError> {
+async fn plan(args: &FetchArgs, source: &Source) -> Result<Plan, FetchError> {
     let uri = args.source.as_str();
     // The hub token goes to the hub only, never to an arbitrary https:// host.
     let http = |token: Option<String>, denied_hint| {
@@ -225,6 +244,7 @@ async fn plan(
         })
     };
     let mut include = args.include.clone();
+    let mut commit = None;
     let (transport, files) = match source {
         Source::File { path } => (Transport::Local, local::list(uri, path)?),
         Source::Pvc { claim, path } => {
@@ -249,8 +269,9 @@ async fn plan(
                 None => " (for a gated or private repository, set HF_TOKEN)",
             };
             let client = http(args.hf_token.clone(), hint)?;
-            let files = hub::list(&client, uri, &args.hf_endpoint, repo, &args.revision).await?;
-            (Transport::Http(client), files)
+            let listing = hub::list(&client, uri, &args.hf_endpoint, repo, &args.revision).await?;
+            commit = Some(listing.commit);
+            (Transport::Http(client), listing.files)
         }
         Source::S3 { bucket, prefix } => {
             let store = s3::S3Store::new(
@@ -296,7 +317,11 @@ async fn plan(
             },
         });
     }
-    Ok((transport, files))
+    Ok(Plan {
+        transport,
+        files,
+        commit,
+    })
 }
 
 /// Before fetching a new source or revision: drops partial downloads, files whose content

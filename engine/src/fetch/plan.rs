@@ -22,6 +22,9 @@ pub struct RemoteFile {
     pub size: Option<u64>,
     /// Lower-case hex sha256, where the listing gives it.
     pub sha256: Option<String>,
+    /// Lower-case hex git blob id (sha1 of `blob <size>\0` and the content), where the
+    /// listing gives one for the file's content: the hub's non-LFS files.
+    pub git_blob_sha1: Option<String>,
     /// Where the transport reads it from.
     pub location: Location,
 }
@@ -100,6 +103,19 @@ pub fn sha256_from_etag(etag: &str) -> Option<String> {
 
 pub fn is_sha256_hex(value: &str) -> bool {
     value.len() == 64 && value.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// A git object id: 40 hex digits (sha1), as git names commits and blobs.
+pub fn is_git_object_id(value: &str) -> bool {
+    value.len() == 40 && value.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// A hasher for a git blob id of `size` bytes: git hashes a header before the content.
+pub fn git_blob_hasher(size: u64) -> sha1::Sha1 {
+    use sha1::Digest;
+    let mut hasher = sha1::Sha1::new();
+    hasher.update(format!("blob {size}\0").as_bytes());
+    hasher
 }
 
 /// Lower-case hex of a digest.

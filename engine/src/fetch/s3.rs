@@ -107,6 +107,7 @@ impl S3Store {
                 path: relative.to_string(),
                 size: Some(object.size),
                 sha256: None,
+                git_blob_sha1: None,
                 location: Location::Object {
                     key: key.to_string(),
                     etag: object.e_tag.clone(),

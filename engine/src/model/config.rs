@@ -46,7 +46,100 @@ pub struct ModelConfig {
     pub eos_token_ids: Vec<u32>,
 }
 
+/// Sizes beyond any real decoder: a model file claiming more is corrupt or crafted, and
+/// believing it would mean allocations or index arithmetic that cannot work.
+const MAX_WIDTH: usize = 1 << 20;
+const MAX_VOCAB: usize = 1 << 24;
+const MAX_LAYERS: usize = 1 << 10;
+const MAX_HEADS: usize = 1 << 12;
+const MAX_POSITIONS: usize = 1 << 24;
+
 impl ModelConfig {
+    /// Whether the shape describes a decoder the engine can run: every size positive and
+    /// within reason, the attention heads dividing evenly, RoPE's dimension even, the
+    /// special token ids inside the vocabulary. The first problem found is described.
+    pub fn validate(&self) -> Result<(), String> {
+        let sizes = [
+            ("hidden_size", self.hidden_size, MAX_WIDTH),
+            ("intermediate_size", self.intermediate_size, MAX_WIDTH),
+            ("num_hidden_layers", self.num_layers, MAX_LAYERS),
+            ("num_attention_heads", self.num_heads, MAX_HEADS),
+            ("num_key_value_heads", self.num_kv_heads, MAX_HEADS),
+            ("head_dim", self.head_dim, MAX_WIDTH),
+            ("vocab_size", self.vocab_size, MAX_VOCAB),
+            (
+                "max_position_embeddings",
+                self.max_position_embeddings,
+                MAX_POSITIONS,
+            ),
+        ];
+        for (name, value, max) in sizes {
+            if value == 0 || value > max {
+                return Err(format!("{name} must be between 1 and {max}, got {value}"));
+            }
+        }
+        if !self.num_heads.is_multiple_of(self.num_kv_heads) {
+            return Err(format!(
+                "num_attention_heads ({}) must be a multiple of num_key_value_heads ({})",
+                self.num_heads, self.num_kv_heads
+            ));
+        }
+        if self.num_heads * self.head_dim > MAX_WIDTH {
+            return Err(format!(
+                "num_attention_heads × head_dim ({} × {}) is more than {MAX_WIDTH}",
+                self.num_heads, self.head_dim
+            ));
+        }
+        if !self.head_dim.is_multiple_of(2) {
+            return Err(format!(
+                "head_dim must be even (RoPE rotates pairs), got {}",
+                self.head_dim
+            ));
+        }
+        let positive = [
+            ("rms_norm_eps", self.rms_norm_eps),
+            ("rope_theta", self.rope_theta),
+        ];
+        for (name, value) in positive {
+            if !(value.is_finite() && value > 0.0) {
+                return Err(format!("{name} must be a positive number, got {value}"));
+            }
+        }
+        let factor = match &self.rope_scaling {
+            RopeScaling::None => None,
+            RopeScaling::Linear { factor } | RopeScaling::Llama3 { factor, .. } => Some(*factor),
+        };
+        if let Some(factor) = factor
+            && !(factor.is_finite() && factor > 0.0)
+        {
+            return Err(format!(
+                "the rope scaling factor must be a positive number, got {factor}"
+            ));
+        }
+        let special = self
+            .bos_token_id
+            .iter()
+            .map(|&id| ("bos_token_id", id))
+            .chain(self.eos_token_ids.iter().map(|&id| ("eos_token_id", id)));
+        for (name, id) in special {
+            if id as usize >= self.vocab_size {
+                return Err(format!(
+                    "{name} {id} is outside the vocabulary of {} tokens",
+                    self.vocab_size
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// [`ModelConfig::validate`], as the loader reports it: naming the file it came from.
+    pub(crate) fn check(&self, path: &std::path::Path) -> Result<(), super::ModelError> {
+        self.validate().map_err(|reason| super::ModelError::Config {
+            path: path.to_path_buf(),
+            reason,
+        })
+    }
+
     /// The inverse frequencies of RoPE's rotation pairs, scaling applied.
     pub fn rope_inv_freq(&self) -> Vec<f32> {
         let half = self.head_dim / 2;
@@ -139,18 +232,12 @@ impl HfConfig {
             _ => return Err(format!("architecture:{name}")),
         };
         let num_kv_heads = self.num_key_value_heads.unwrap_or(self.num_attention_heads);
-        if self.num_attention_heads == 0
-            || num_kv_heads == 0
-            || !self.num_attention_heads.is_multiple_of(num_kv_heads)
-        {
-            return Err(format!(
-                "num_attention_heads ({}) must be a positive multiple of num_key_value_heads ({num_kv_heads})",
-                self.num_attention_heads
-            ));
-        }
-        let head_dim = self
-            .head_dim
-            .unwrap_or(self.hidden_size / self.num_attention_heads);
+        // Zero heads leave head_dim 0 here; `ModelConfig::validate` names the real cause.
+        let head_dim = self.head_dim.unwrap_or_else(|| {
+            self.hidden_size
+                .checked_div(self.num_attention_heads)
+                .unwrap_or(0)
+        });
         let rope = self.rope_parameters.as_ref().or(self.rope_scaling.as_ref());
         let rope_theta = self
             .rope_parameters
@@ -282,6 +369,51 @@ mod tests {
         ModelConfig {
             rope_theta: theta,
             ..llama()
+        }
+    }
+
+    #[test]
+    fn a_runnable_shape_is_valid() {
+        assert_eq!(llama().validate(), Ok(()));
+    }
+
+    #[test]
+    fn shapes_that_cannot_run_are_described() {
+        type Breakage = fn(&mut ModelConfig);
+        let cases: [(Breakage, &str); 9] = [
+            (|c| c.num_heads = 0, "num_attention_heads must be between 1"),
+            (
+                |c| c.num_kv_heads = 0,
+                "num_key_value_heads must be between 1",
+            ),
+            (
+                |c| c.num_kv_heads = 3,
+                "must be a multiple of num_key_value_heads (3)",
+            ),
+            (|c| c.head_dim = 15, "head_dim must be even"),
+            (
+                |c| c.vocab_size = usize::MAX,
+                "vocab_size must be between 1",
+            ),
+            (
+                |c| c.num_layers = 1 << 40,
+                "num_hidden_layers must be between 1",
+            ),
+            (|c| c.head_dim = 1 << 19, "num_attention_heads × head_dim"),
+            (
+                |c| c.rms_norm_eps = f32::NAN,
+                "rms_norm_eps must be a positive number",
+            ),
+            (
+                |c| c.eos_token_ids = vec![10],
+                "eos_token_id 10 is outside the vocabulary",
+            ),
+        ];
+        for (break_it, expected) in cases {
+            let mut config = llama();
+            break_it(&mut config);
+            let error = config.validate().expect_err(expected);
+            assert!(error.contains(expected), "{error} (expected: {expected})");
         }
     }
 

@@ -15,6 +15,15 @@ use crate::weights::{HostTensor, WeightFormat};
 const MAGIC: &[u8; 4] = b"GGUF";
 const DEFAULT_ALIGNMENT: u64 = 32;
 
+/// How deep metadata arrays may nest. Real files use flat arrays; a crafted one could nest
+/// them until the reader's recursion overflowed the stack.
+const MAX_ARRAY_DEPTH: usize = 4;
+/// Metadata values (array elements included) a file may hold. Each takes 32 bytes in
+/// memory however few it takes in the file, so without a bound a file of one-byte array
+/// elements would ask for 32 times its size. The largest vocabularies (about 256 Ki tokens,
+/// with their scores, types and merges) need about a million.
+const MAX_METADATA_VALUES: usize = 4 << 20;
+
 /// A metadata value.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
@@ -92,6 +101,7 @@ impl GgufFile {
             bytes: &map,
             pos: 0,
             path,
+            values_left: MAX_METADATA_VALUES,
         };
         if reader.take(4)? != MAGIC {
             return Err(reader.error("missing GGUF magic"));
@@ -108,7 +118,7 @@ impl GgufFile {
         for _ in 0..kv_count {
             let key = reader.string()?;
             let type_id = reader.u32()?;
-            let value = reader.value(type_id)?;
+            let value = reader.value(type_id, 0)?;
             metadata.insert(key, value);
         }
         let mut tensors = HashMap::new();
@@ -132,17 +142,35 @@ impl GgufFile {
                 },
             );
         }
-        let alignment = metadata
-            .get("general.alignment")
-            .and_then(Value::as_u64)
-            .unwrap_or(DEFAULT_ALIGNMENT);
-        let data_start = (reader.pos as u64).div_ceil(alignment) * alignment;
+        let alignment = match metadata.get("general.alignment") {
+            None => DEFAULT_ALIGNMENT,
+            Some(value) => match value.as_u64() {
+                Some(a) if a.is_power_of_two() => a,
+                _ => {
+                    return Err(reader.error(&format!(
+                        "general.alignment must be a power of two, got {value:?}"
+                    )));
+                }
+            },
+        };
+        let data_start = (reader.pos as u64)
+            .div_ceil(alignment)
+            .checked_mul(alignment)
+            .and_then(|start| usize::try_from(start).ok())
+            // A vocabulary-only file (llama.cpp's `ggml-vocab-*.gguf`) ends without the
+            // padding before its empty data section.
+            .filter(|&start| start <= map.len() || tensors.is_empty())
+            .ok_or_else(|| reader.error("the tensor data would start past the end of the file"))?;
+        for (name, info) in &tensors {
+            check_tensor_extent(name, info, data_start, map.len())
+                .map_err(|reason| reader.error(&reason))?;
+        }
         Ok(Self {
             path: path.to_path_buf(),
             map,
             metadata,
             tensors,
-            data_start: data_start as usize,
+            data_start,
         })
     }
 
@@ -208,10 +236,41 @@ impl GgufFile {
     }
 }
 
+/// Whether a tensor's elements can be counted and, for the formats the engine reads,
+/// whether its bytes lie inside the file, so that a bad header is refused when the file is
+/// opened rather than when the tensor is first read.
+fn check_tensor_extent(
+    name: &str,
+    info: &TensorInfo,
+    data_start: usize,
+    file_len: usize,
+) -> Result<(), String> {
+    let count = info
+        .dims
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .ok_or_else(|| format!("tensor {name} has more elements than can be counted"))?;
+    let Ok(format) = WeightFormat::from_ggml_type(info.type_id) else {
+        return Ok(()); // refused by name if it is ever read
+    };
+    let end = usize::try_from(info.offset)
+        .ok()
+        .and_then(|offset| data_start.checked_add(offset))
+        .and_then(|start| {
+            start.checked_add((count / format.block_len()).checked_mul(format.block_bytes())?)
+        });
+    match end {
+        Some(end) if end <= file_len => Ok(()),
+        _ => Err(format!("tensor {name} extends past the end of the file")),
+    }
+}
+
 struct Reader<'a> {
     bytes: &'a [u8],
     pos: usize,
     path: &'a Path,
+    /// Metadata values the file may still hold (see [`MAX_METADATA_VALUES`]).
+    values_left: usize,
 }
 
 impl Reader<'_> {
@@ -252,7 +311,13 @@ impl Reader<'_> {
         String::from_utf8(bytes.to_vec()).map_err(|_| self.error("string is not UTF-8"))
     }
 
-    fn value(&mut self, type_id: u32) -> Result<Value, ModelError> {
+    /// A metadata value of `type_id`, inside `depth` enclosing arrays.
+    fn value(&mut self, type_id: u32, depth: usize) -> Result<Value, ModelError> {
+        self.values_left = self.values_left.checked_sub(1).ok_or_else(|| {
+            self.error(&format!(
+                "more than {MAX_METADATA_VALUES} metadata values; not a model's metadata"
+            ))
+        })?;
         Ok(match type_id {
             0 => Value::U64(self.array::<1>()?[0] as u64),
             1 => Value::I64(self.array::<1>()?[0] as i8 as i64),
@@ -264,14 +329,32 @@ impl Reader<'_> {
             7 => Value::Bool(self.array::<1>()?[0] != 0),
             8 => Value::String(self.string()?),
             9 => {
-                let element_type = self.u32()?;
-                let len = self.u64()? as usize;
-                if len > self.bytes.len() {
-                    return Err(self.error("array longer than the file"));
+                if depth >= MAX_ARRAY_DEPTH {
+                    return Err(self.error(&format!(
+                        "metadata arrays nested more than {MAX_ARRAY_DEPTH} deep"
+                    )));
                 }
-                let mut values = Vec::with_capacity(len);
+                let element_type = self.u32()?;
+                let len = self.u64()?;
+                let element_size = encoded_size_at_least(element_type)
+                    .ok_or_else(|| self.error(&format!("unknown metadata type {element_type}")))?;
+                // Every element takes bytes of the file: a count the rest of the file cannot
+                // hold is a lie, refused before anything is allocated for it.
+                let fits = (self.bytes.len() - self.pos) as u64 / element_size;
+                if len > fits {
+                    return Err(self.error(&format!(
+                        "an array of {len} elements does not fit in the rest of the file"
+                    )));
+                }
+                if len > self.values_left as u64 {
+                    return Err(self.error(&format!(
+                        "an array of {len} elements is more than the {MAX_METADATA_VALUES} \
+                         metadata values a model's file may hold"
+                    )));
+                }
+                let mut values = Vec::with_capacity(len as usize);
                 for _ in 0..len {
-                    values.push(self.value(element_type)?);
+                    values.push(self.value(element_type, depth + 1)?);
                 }
                 Value::Array(values)
             }
@@ -281,6 +364,19 @@ impl Reader<'_> {
             other => return Err(self.error(&format!("unknown metadata type {other}"))),
         })
     }
+}
+
+/// The fewest bytes a metadata value of `type_id` takes in the file (a string or an array
+/// at least its length field), or `None` for an unknown type.
+fn encoded_size_at_least(type_id: u32) -> Option<u64> {
+    Some(match type_id {
+        0 | 1 | 7 => 1,
+        2 | 3 => 2,
+        4..=6 => 4,
+        8 | 10..=12 => 8,
+        9 => 12,
+        _ => return None,
+    })
 }
 
 #[cfg(test)]

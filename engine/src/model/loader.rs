@@ -69,6 +69,7 @@ impl LoadedModel {
         if let Some(ids) = generation_config_eos(dir) {
             config.eos_token_ids = ids;
         }
+        config.check(&config_path)?;
         let tensors = Box::new(SafetensorsSource::open(dir)?);
         let tokenizer = Tokenizer::from_file(&dir.join("tokenizer.json"))?;
         let chat_template = read_chat_template(dir);
@@ -86,6 +87,7 @@ impl LoadedModel {
         let mut config = gguf_config(&file)?;
         let tokenizer = Tokenizer::from_gguf(&file)?;
         config.eos_token_ids = tokenizer.end_of_generation_ids().to_vec();
+        config.check(path)?;
         let chat_template = file
             .get("tokenizer.chat_template")
             .and_then(Value::as_str)

@@ -61,6 +61,21 @@ pub enum SamplingError {
     Logprobs(usize),
 }
 
+impl SamplingError {
+    /// The request field the error is about, as both APIs name it.
+    pub fn param(&self) -> &'static str {
+        match self {
+            Self::Temperature(_) => "temperature",
+            Self::TopP(_) => "top_p",
+            Self::MinP(_) => "min_p",
+            Self::RepetitionPenalty(_) => "repetition_penalty",
+            Self::FrequencyPenalty(_) => "frequency_penalty",
+            Self::PresencePenalty(_) => "presence_penalty",
+            Self::Logprobs(_) => "logprobs",
+        }
+    }
+}
+
 impl SamplingParams {
     /// Greedy decoding: always the most likely token.
     pub fn greedy() -> Self {

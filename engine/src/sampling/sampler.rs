@@ -6,11 +6,11 @@ use std::hash::{BuildHasher, RandomState};
 use rand_chacha::ChaCha8Rng;
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 
+use super::SamplingParams;
 use super::logits::{
     apply_frequency_presence, apply_repetition_penalty, argmax, candidate_distribution, draw,
     log_softmax, top_n,
 };
-use super::{SamplingError, SamplingParams};
 
 /// Log-probability of one token.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -38,16 +38,17 @@ pub struct Sampler {
 }
 
 impl Sampler {
-    pub fn new(params: SamplingParams) -> Result<Self, SamplingError> {
-        params.validate()?;
+    /// A sampler for `params`, which the engine has already validated (see
+    /// `SamplingParams::validate`, called once for a request at the edge).
+    pub fn new(params: SamplingParams) -> Self {
         let seed = params
             .seed
             .unwrap_or_else(|| RandomState::new().hash_one(0u8));
-        Ok(Sampler {
+        Sampler {
             rng: ChaCha8Rng::seed_from_u64(seed),
             params,
             output_counts: HashMap::new(),
-        })
+        }
     }
 
     pub fn params(&self) -> &SamplingParams {
@@ -115,7 +116,7 @@ mod tests {
     }
 
     fn run(params: SamplingParams, steps: usize) -> Vec<u32> {
-        let mut sampler = Sampler::new(params).expect("valid");
+        let mut sampler = Sampler::new(params);
         let mut out = Vec::new();
         for _ in 0..steps {
             let t = sampler.sample(&row(), &[], &out).token;
@@ -184,8 +185,7 @@ mod tests {
         let mut sampler = Sampler::new(SamplingParams {
             repetition_penalty: 10.0,
             ..Default::default()
-        })
-        .expect("valid");
+        });
         assert_ne!(sampler.sample(&row(), &[best], &[]).token, best);
     }
 
@@ -194,8 +194,7 @@ mod tests {
         let mut sampler = Sampler::new(SamplingParams {
             logprobs: Some(3),
             ..Default::default()
-        })
-        .expect("valid");
+        });
         let sampled = sampler.sample(&row(), &[], &[]);
         let (chosen, top) = sampled.logprobs.expect("asked for");
         assert_eq!(chosen.token, sampled.token);
@@ -203,14 +202,5 @@ mod tests {
         assert_eq!(top[0], chosen);
         assert!(top[0].logprob >= top[1].logprob && top[1].logprob >= top[2].logprob);
         assert!(chosen.logprob < 0.0);
-    }
-
-    #[test]
-    fn invalid_params_are_refused() {
-        let bad = SamplingParams {
-            top_p: 0.0,
-            ..Default::default()
-        };
-        assert!(matches!(Sampler::new(bad), Err(SamplingError::TopP(_))));
     }
 }

@@ -53,17 +53,6 @@ pub struct SchedulerStats {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SchedulerError {
-    #[error("the prompt is empty")]
-    EmptyPrompt,
-    #[error(
-        "prompt of {prompt} tokens plus up to {max_new_tokens} new ones exceeds the KV cache \
-         capacity of {capacity} tokens"
-    )]
-    TooLong {
-        prompt: usize,
-        max_new_tokens: usize,
-        capacity: usize,
-    },
     #[error("sequence {0} is already scheduled")]
     Duplicate(SequenceId),
     #[error(transparent)]
@@ -105,25 +94,19 @@ impl Scheduler {
         &self.kv
     }
 
-    /// Queues a sequence. It must fit the cache alone even at its longest, or it could
-    /// never finish.
+    /// Queues a sequence. The caller has checked that it is not empty and fits the cache
+    /// alone even at its longest (`engine::RequestLimits::validate`), or it could never
+    /// finish; `max_new_tokens` is that bound and is not needed here beyond the check.
     pub fn add(
         &mut self,
         id: SequenceId,
         prompt: Vec<u32>,
         max_new_tokens: usize,
     ) -> Result<(), SchedulerError> {
-        if prompt.is_empty() {
-            return Err(SchedulerError::EmptyPrompt);
-        }
-        let capacity = self.kv.capacity_tokens();
-        if prompt.len().saturating_add(max_new_tokens) > capacity {
-            return Err(SchedulerError::TooLong {
-                prompt: prompt.len(),
-                max_new_tokens,
-                capacity,
-            });
-        }
+        debug_assert!(
+            !prompt.is_empty() && prompt.len() + max_new_tokens <= self.kv.capacity_tokens(),
+            "requests reach the scheduler validated"
+        );
         if self.sequences.contains_key(&id) {
             return Err(SchedulerError::Duplicate(id));
         }

@@ -1,9 +1,7 @@
 //! Why a request was not served, in one place, and how each API reports it: a gRPC status
 //! code or an HTTP status with OpenAI's error body.
 
-use crate::engine::EngineError;
-use crate::sampling::SamplingError;
-use crate::scheduler::SchedulerError;
+use crate::engine::{EngineError, InvalidRequest};
 
 /// Seconds a refused client is told to wait before it tries again.
 pub const RETRY_AFTER_SECONDS: u64 = 1;
@@ -23,6 +21,12 @@ pub enum ApiError {
         "the engine is at capacity ({capacity} requests running or queued); retry after {RETRY_AFTER_SECONDS}s"
     )]
     Overloaded { capacity: usize },
+    /// The engine requires an API key and the request did not carry it.
+    #[error(
+        "this engine requires an API key: send it as `Authorization: Bearer <key>` (gRPC: the \
+         `authorization` metadata)"
+    )]
+    Unauthenticated,
     /// Loading, draining or stopped: another replica should take the request.
     #[error("{0}")]
     Unavailable(String),
@@ -41,17 +45,7 @@ impl ApiError {
     /// Sorts an engine error into the caller's fault, the server's state, or a failure.
     pub fn from_engine(error: &EngineError) -> Self {
         match error {
-            EngineError::Sampling(e) => ApiError::invalid(e.to_string(), sampling_param(e)),
-            EngineError::ZeroMaxTokens => ApiError::invalid(error.to_string(), "max_tokens"),
-            EngineError::TooManyStopStrings(_) | EngineError::EmptyStopString => {
-                ApiError::invalid(error.to_string(), "stop")
-            }
-            EngineError::TokenOutOfVocabulary { .. } => {
-                ApiError::invalid(error.to_string(), "prompt")
-            }
-            EngineError::Scheduler(
-                SchedulerError::EmptyPrompt | SchedulerError::TooLong { .. },
-            ) => ApiError::invalid(error.to_string(), "prompt"),
+            EngineError::Invalid(invalid) => invalid.clone().into(),
             EngineError::Stopped => ApiError::Unavailable(error.to_string()),
             _ => ApiError::Internal(error.to_string()),
         }
@@ -70,22 +64,16 @@ impl ApiError {
                 );
                 status
             }
+            ApiError::Unauthenticated => tonic::Status::unauthenticated(message),
             ApiError::Unavailable(_) => tonic::Status::unavailable(message),
             ApiError::Internal(_) => tonic::Status::internal(message),
         }
     }
 }
 
-/// The request field a sampling error is about.
-fn sampling_param(error: &SamplingError) -> &'static str {
-    match error {
-        SamplingError::Temperature(_) => "temperature",
-        SamplingError::TopP(_) => "top_p",
-        SamplingError::MinP(_) => "min_p",
-        SamplingError::RepetitionPenalty(_) => "repetition_penalty",
-        SamplingError::FrequencyPenalty(_) => "frequency_penalty",
-        SamplingError::PresencePenalty(_) => "presence_penalty",
-        SamplingError::Logprobs(_) => "logprobs",
+impl From<InvalidRequest> for ApiError {
+    fn from(error: InvalidRequest) -> Self {
+        ApiError::invalid(error.to_string(), error.param())
     }
 }
 
@@ -109,7 +97,9 @@ mod tests {
 
     #[test]
     fn engine_request_errors_are_the_callers_fault() {
-        let error = ApiError::from_engine(&EngineError::Sampling(SamplingError::TopP(2.0)));
+        let error = ApiError::from_engine(&EngineError::Invalid(InvalidRequest::Sampling(
+            crate::sampling::SamplingError::TopP(2.0),
+        )));
         assert_eq!(
             error,
             ApiError::InvalidArgument {

@@ -4,6 +4,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use futures::Stream;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::engine::FinishReason;
@@ -13,6 +14,7 @@ use crate::sampling::SamplingParams;
 
 use super::generation::Delta;
 use super::model::ServingModel;
+use super::relay::ClientWriter;
 use super::state::ServingState;
 use super::validate::GenerateParams;
 
@@ -39,27 +41,33 @@ impl pb::generation_server::Generation for GenerationService {
         let request = request.into_inner();
         let generation = self
             .state
-            .generate(|model| params_from_proto(model, request))
+            .generate(move |model| params_from_proto(model, request))
+            .await
             .map_err(|e| e.to_grpc_status())?;
-        // The stream owns the generation: when the client cancels or goes away, tonic drops
-        // the stream and the request is aborted with it.
-        let stream = futures::stream::unfold(Some(generation), |state| async move {
-            let mut generation = state?;
-            match generation.next().await? {
-                Ok(delta) => Some((Ok(response_from_delta(delta)), Some(generation))),
-                Err(error) => Some((Err(error.to_grpc_status()), None)),
-            }
+        // A task owns the generation: when the client cancels, goes away or stops reading,
+        // the generation is dropped and the request is aborted with it.
+        let (writer, responses) = ClientWriter::channel(self.state.write_timeout());
+        tokio::spawn(async move {
+            writer
+                .relay(generation, |next| {
+                    vec![match next {
+                        Ok(delta) => Ok(response_from_delta(delta)),
+                        Err(error) => Err(error.to_grpc_status()),
+                    }]
+                })
+                .await
         });
-        Ok(Response::new(Box::pin(stream)))
+        Ok(Response::new(Box::pin(ReceiverStream::new(responses))))
     }
 
     async fn tokenize(
         &self,
         request: Request<pb::TokenizeRequest>,
     ) -> Result<Response<pb::TokenizeResponse>, Status> {
-        let model = self.loaded()?;
-        let token_ids = model
-            .tokenize(&request.into_inner().text)
+        let token_ids = self
+            .state
+            .tokenize(request.into_inner().text)
+            .await
             .map_err(|e| e.to_grpc_status())?;
         Ok(Response::new(pb::TokenizeResponse { token_ids }))
     }
@@ -135,8 +143,8 @@ fn params_from_proto(
     })
 }
 
-fn response_from_delta(delta: Delta) -> pb::GenerateResponse {
-    let finish_reason = match delta.finish_reason {
+fn response_from_delta(delta: &Delta) -> pb::GenerateResponse {
+    let finish_reason = match &delta.finish_reason {
         None | Some(FinishReason::Aborted) => pb::FinishReason::Unspecified,
         Some(FinishReason::Length) => pb::FinishReason::Length,
         Some(
@@ -145,7 +153,7 @@ fn response_from_delta(delta: Delta) -> pb::GenerateResponse {
     };
     pb::GenerateResponse {
         token_ids: vec![delta.token_id],
-        text: delta.text,
+        text: delta.text.clone(),
         finish_reason: finish_reason.into(),
         usage: Some(pb::Usage {
             prompt_tokens: saturating_u32(delta.usage.prompt_tokens),

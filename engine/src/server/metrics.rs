@@ -23,6 +23,9 @@ pub const PROMPT_TOKENS: &str = "modelfleet_engine_prompt_tokens_total";
 pub const GENERATION_TOKENS: &str = "modelfleet_engine_generation_tokens_total";
 pub const REQUESTS: &str = "modelfleet_engine_requests_total";
 pub const PREEMPTIONS: &str = "modelfleet_engine_preemptions_total";
+/// Slots held: requests admitted and not yet ended, wherever they are (being tokenised,
+/// waiting, running, or streaming their last tokens to a client).
+pub const SLOTS_IN_USE: &str = "modelfleet_engine_slots_in_use";
 
 pub const VLLM_REQUESTS_WAITING: &str = "vllm:num_requests_waiting";
 pub const VLLM_REQUESTS_RUNNING: &str = "vllm:num_requests_running";
@@ -117,6 +120,7 @@ pub struct Metrics {
     prompt_tokens: Twin<IntCounter>,
     generation_tokens: Twin<IntCounter>,
     preemptions: Twin<IntCounter>,
+    slots_in_use: IntGauge,
     requests: IntCounterVec,
     vllm_request_success: IntCounterVec,
 }
@@ -205,6 +209,10 @@ impl Metrics {
                 own: counter(PREEMPTIONS, preemption_help)?,
                 vllm: counter(VLLM_PREEMPTIONS, preemption_help)?,
             },
+            slots_in_use: gauge(
+                SLOTS_IN_USE,
+                "Requests holding a slot (at most max_num_seqs + max_queued_requests)",
+            )?,
             requests,
             vllm_request_success,
             registry,
@@ -227,6 +235,11 @@ impl Metrics {
             self.preemptions.own.inc_by(stats.preemptions_total - seen);
             self.preemptions.vllm.inc_by(stats.preemptions_total - seen);
         }
+    }
+
+    pub fn observe_slots_in_use(&self, slots: usize) {
+        self.slots_in_use
+            .set(i64::try_from(slots).unwrap_or(i64::MAX));
     }
 
     pub fn observe_admitted(&self, prompt_tokens: usize) {

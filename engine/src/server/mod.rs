@@ -1,19 +1,25 @@
 //! `modelfleet-engine serve`: the gRPC and HTTP front of an engine.
 //!
-//! Both APIs share one [`ServingState`]: requests are validated at the edge
-//! ([`validate`]), take a slot (at most `max_num_seqs + max_queued_requests` in flight, then
-//! RESOURCE_EXHAUSTED / 429), and stream the engine's outputs ([`Generation`]). Errors map
-//! to gRPC and HTTP statuses in [`error`] only. The server's life is a [`Phase`]: ports
-//! open at once with health NOT_SERVING while the model loads and warms up; SERVING; on
-//! shutdown NOT_SERVING again while requests in flight finish.
+//! Both APIs share one [`ServingState`]: requests take a slot first (at most
+//! `max_num_seqs + max_queued_requests` in flight, then RESOURCE_EXHAUSTED / 429), are
+//! tokenised off the async runtime, validated once ([`validate`]) into the engine's
+//! validated request, and stream the engine's outputs ([`Generation`]) through a relay that
+//! gives up on clients that stop reading ([`relay`]). Errors map to gRPC and HTTP statuses
+//! in [`error`] only. The server's life is a [`Phase`]: ports open at once with health
+//! NOT_SERVING while the model loads and warms up; SERVING; on shutdown NOT_SERVING again
+//! while requests in flight finish; if the engine loop dies, NOT_SERVING and the process
+//! exits with an error, so Kubernetes replaces the pod.
 
+pub mod auth;
 pub mod chat_template;
 pub mod error;
 pub mod generation;
 pub mod grpc;
 pub mod http;
+mod listener;
 pub mod metrics;
 pub mod model;
+pub mod relay;
 pub mod state;
 pub mod validate;
 
@@ -23,13 +29,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::engine::{GenerationRequest, StopParams};
 use crate::proto::v1::generation_server::GenerationServer;
 use crate::sampling::SamplingParams;
 
+pub use auth::ApiKey;
 pub use chat_template::{ChatMessage, ChatTemplate};
 pub use error::ApiError;
 pub use generation::{Completed, Delta, Generation};
@@ -49,6 +55,16 @@ pub struct ServerConfig {
     pub max_queued_requests: usize,
     /// How long requests in flight may run after shutdown begins.
     pub drain_timeout: Duration,
+    /// Admitted requests tokenised (and chat-templated) at once, off the async runtime.
+    pub preprocess_concurrency: usize,
+    /// How long a response may wait for its client to read before the request is
+    /// cancelled and its slot freed (and, on HTTP, the connection closed).
+    pub write_timeout: Duration,
+    /// Interval of TCP keep-alive probes and HTTP/2 pings; a peer that does not answer a
+    /// ping within the same time is disconnected.
+    pub keepalive: Duration,
+    /// When set, generation and model requests must carry this key.
+    pub api_key: Option<ApiKey>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +82,8 @@ pub enum ServeError {
     Metrics(#[from] prometheus::Error),
     #[error("the {api} server failed: {reason}")]
     Server { api: &'static str, reason: String },
+    #[error("the engine loop died ({0}); exiting so the pod is replaced")]
+    EngineDied(String),
 }
 
 /// Serves until `shutdown` resolves, then drains.
@@ -84,8 +102,7 @@ where
     let grpc_listener = bind(config.grpc_addr).await?;
     let http_listener = bind(config.http_addr).await?;
     let (health, health_service) = tonic_health::server::health_reporter();
-    let capacity = config.max_num_seqs + config.max_queued_requests;
-    let state = Arc::new(ServingState::new(config.served_name.clone(), capacity, health).await?);
+    let state = Arc::new(ServingState::new(&config, health).await?);
     tracing::info!(
         grpc = %config.grpc_addr,
         http = %config.http_addr,
@@ -101,19 +118,31 @@ where
             api: "gRPC",
             reason: format!("building reflection: {e}"),
         })?;
+    let generation = GenerationServer::new(grpc::GenerationService::new(Arc::clone(&state)));
+    let generation = tonic::service::interceptor::InterceptedService::new(
+        generation,
+        auth::grpc_check(config.api_key.clone()),
+    );
     let grpc = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(config.keepalive))
+        .http2_keepalive_timeout(Some(config.keepalive))
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(GenerationServer::new(grpc::GenerationService::new(
-            Arc::clone(&state),
-        )))
+        .add_service(generation)
         .serve_with_incoming_shutdown(
-            TcpListenerStream::new(grpc_listener),
+            tonic::transport::server::TcpIncoming::from(grpc_listener)
+                .with_nodelay(Some(true))
+                .with_keepalive(Some(config.keepalive)),
             stop_servers.clone().cancelled_owned(),
         );
     let grpc = tokio::spawn(grpc);
-    let http = axum::serve(http_listener, http::router(Arc::clone(&state)))
-        .with_graceful_shutdown(stop_servers.clone().cancelled_owned());
+    let http_listener =
+        listener::GuardedListener::new(http_listener, config.write_timeout, config.keepalive);
+    let http = axum::serve(
+        http_listener,
+        http::router(Arc::clone(&state), config.api_key.clone()),
+    )
+    .with_graceful_shutdown(stop_servers.clone().cancelled_owned());
     let http = tokio::spawn(async move { http.await });
 
     tokio::pin!(shutdown);
@@ -170,7 +199,19 @@ async fn serve_until_shutdown(
     warm_up(&model).await?;
     state.start_serving(model).await;
     tracing::info!("ready");
-    shutdown.await;
+    let engine = match state.loaded_model() {
+        Some(model) => model.engine.clone(),
+        None => return Err(ServeError::Load("the model was not installed".into())),
+    };
+    tokio::select! {
+        () = shutdown => {}
+        reason = engine.died() => {
+            // Streams in flight have ended already; nothing will ever be served again.
+            state.fail().await;
+            tracing::error!(%reason, "the engine loop died; exiting so the pod is replaced");
+            return Err(ServeError::EngineDied(reason));
+        }
+    }
     tracing::info!(
         in_flight = state.in_flight(),
         deadline_seconds = config.drain_timeout.as_secs_f64(),
@@ -196,7 +237,7 @@ async fn serve_until_shutdown(
 /// first-touch costs (page faults on weights, thread-pool start-up).
 async fn warm_up(model: &ServingModel) -> Result<(), ServeError> {
     let token = model.info.eos_token_ids.first().copied().unwrap_or(0);
-    let request = GenerationRequest {
+    let request = model.info.limits().validate(GenerationRequest {
         prompt_token_ids: vec![token; 4],
         sampling: SamplingParams::greedy(),
         stop: StopParams {
@@ -204,7 +245,8 @@ async fn warm_up(model: &ServingModel) -> Result<(), ServeError> {
             ignore_eos: true,
             ..StopParams::default()
         },
-    };
+    });
+    let request = request.map_err(|e| ServeError::WarmUp(e.to_string()))?;
     let mut outputs = model
         .engine
         .generate(request)

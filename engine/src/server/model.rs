@@ -1,7 +1,7 @@
 //! The model a server serves: its engine loop, its tokenizer, its chat template, and the
 //! facts clients may ask about.
 
-use crate::engine::EngineHandle;
+use crate::engine::{EngineHandle, RequestLimits};
 use crate::model::Tokenizer;
 
 use super::chat_template::ChatTemplate;
@@ -33,6 +33,15 @@ impl ModelInfo {
     /// Tokens the whole KV cache holds.
     pub fn kv_cache_tokens(&self) -> usize {
         self.num_kv_blocks * self.block_size
+    }
+
+    /// What every request is validated against.
+    pub fn limits(&self) -> RequestLimits {
+        RequestLimits {
+            vocab_size: self.vocab_size,
+            max_model_len: self.max_model_len,
+            kv_cache_tokens: self.kv_cache_tokens(),
+        }
     }
 }
 

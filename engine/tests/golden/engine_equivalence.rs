@@ -278,11 +278,12 @@ fn threaded_handle_streams_the_same_tokens_and_abort_frees_blocks() {
         EngineHandle::spawn(model.engine(ROOMY, EngineConfig::default())).expect("thread starts");
 
     // A long request that will be abandoned, and one read to the end.
+    let valid = |request| handle.limits().validate(request).expect("valid request");
     let mut abandoned = handle
-        .generate(greedy(prompt.clone(), 1000))
+        .generate(valid(greedy(prompt.clone(), 1000)))
         .expect("engine running");
     let mut stream = handle
-        .generate(greedy(prompt.clone(), 8))
+        .generate(valid(greedy(prompt.clone(), 8)))
         .expect("engine running");
     let first = abandoned
         .blocking_next()
@@ -312,13 +313,11 @@ fn threaded_handle_streams_the_same_tokens_and_abort_frees_blocks() {
         top_p: 0.0,
         ..SamplingParams::greedy()
     };
-    let mut refused = handle
-        .generate(GenerationRequest {
-            sampling: invalid,
-            ..greedy(prompt, 4)
-        })
-        .expect("engine running");
-    assert!(refused.blocking_next().expect("an answer").is_err());
+    let refused = handle.limits().validate(GenerationRequest {
+        sampling: invalid,
+        ..greedy(prompt, 4)
+    });
+    assert!(refused.is_err(), "invalid requests never reach the loop");
     handle.shutdown();
 }
 

@@ -143,3 +143,87 @@ async fn bad_requests_get_clear_errors_on_both_apis() {
         0.0
     );
 }
+
+#[tokio::test]
+async fn fields_the_engine_cannot_honour_are_refused_by_name() {
+    let server = Server::ready(&[]).await;
+    let chat = |extra: serde_json::Value| {
+        let mut body = json!({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2});
+        if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
+            body.extend(extra.clone());
+        }
+        body
+    };
+    let completion = |extra: serde_json::Value| {
+        let mut body = json!({"prompt": "Hello", "max_tokens": 2});
+        if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
+            body.extend(extra.clone());
+        }
+        body
+    };
+    for (path, body, param) in [
+        (
+            "/v1/chat/completions",
+            chat(json!({"response_format": {"type": "json_object"}})),
+            "response_format",
+        ),
+        (
+            "/v1/chat/completions",
+            chat(json!({"tools": [{"type": "function", "function": {"name": "f"}}]})),
+            "tools",
+        ),
+        (
+            "/v1/chat/completions",
+            chat(json!({"logit_bias": {"42": 100}})),
+            "logit_bias",
+        ),
+        (
+            "/v1/completions",
+            completion(json!({"logit_bias": {"42": 100}})),
+            "logit_bias",
+        ),
+        (
+            "/v1/completions",
+            completion(json!({"response_format": {"type": "json_object"}})),
+            "response_format",
+        ),
+    ] {
+        let (code, _, response) = post_json(&server, path, &body).await;
+        assert_eq!(code, 400, "{path} {body}: {response}");
+        assert_eq!(response["error"]["type"], "invalid_request_error");
+        assert_eq!(response["error"]["param"], param, "{response}");
+        assert!(
+            response["error"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains(&format!("`{param}` is not supported")),
+            "{response}"
+        );
+    }
+    // A misspelt field is not silently dropped either.
+    let (code, _, response) = post_json(
+        &server,
+        "/v1/completions",
+        &completion(json!({"max_token": 9})),
+    )
+    .await;
+    assert_eq!(code, 400, "{response}");
+    assert!(
+        response["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("unknown field `max_token`"),
+        "{response}"
+    );
+    // Defaults that ask for nothing pass, as clients send them.
+    let (code, _, response) = post_json(
+        &server,
+        "/v1/chat/completions",
+        &chat(
+            json!({"response_format": {"type": "text"}, "tools": [], "logit_bias": null,
+                     "user": "u-1"}),
+        ),
+    )
+    .await;
+    assert_eq!(code, 200, "{response}");
+}

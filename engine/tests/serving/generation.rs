@@ -189,3 +189,48 @@ async fn chat_completions_use_the_models_template_whole_and_streamed() {
         Some(expected_prompt_tokens.len() as u64)
     );
 }
+
+#[tokio::test]
+async fn unset_max_tokens_runs_as_far_as_the_kv_cache_allows() {
+    // 8 blocks of 16 tokens: far less than the model's context of 8192.
+    let server = Server::ready(&["--num-blocks", "8"]).await;
+    let info = server
+        .grpc()
+        .await
+        .model_info(pb::ModelInfoRequest {})
+        .await
+        .expect("model info")
+        .into_inner();
+    assert_eq!(
+        info.max_model_len, 128,
+        "the context is lowered to what the cache holds"
+    );
+
+    // gRPC: max_tokens 0 is "to the end", which is the end of the cache.
+    let stream = server
+        .grpc()
+        .await
+        .generate(greedy_request("Once upon a time", 0, true))
+        .await
+        .expect("served, not refused")
+        .into_inner();
+    let messages = collect_stream(stream).await.expect("stream");
+    let usage = messages.last().and_then(|m| m.usage).expect("usage");
+    assert_eq!(usage.prompt_tokens + usage.completion_tokens, 128);
+    assert_eq!(
+        messages.last().map(pb::GenerateResponse::finish_reason),
+        Some(pb::FinishReason::Length)
+    );
+
+    // Chat without max_tokens: served, within the cache.
+    let (code, _, body) = post_json(
+        &server,
+        "/v1/chat/completions",
+        &serde_json::json!({"messages": [{"role": "user", "content": "Tell me a long story."}],
+                            "ignore_eos": true, "temperature": 0}),
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["usage"]["total_tokens"], 128, "{body}");
+    assert_eq!(body["choices"][0]["finish_reason"], "length");
+}

@@ -138,3 +138,79 @@ async fn the_drain_deadline_ends_streams_with_unavailable() {
     let status = server.wait_exit().await;
     assert_eq!(status.code(), Some(0), "log:\n{}", server.log_text());
 }
+
+/// Waits for the server to exit by itself with a failure, and returns its log.
+async fn exits_with_failure(server: &mut Server) -> String {
+    let status = server.wait_exit().await;
+    let log = server.log_text();
+    assert!(!status.success(), "the server exited 0; log:\n{log}");
+    log
+}
+
+#[tokio::test]
+async fn a_panicking_engine_loop_reports_not_serving_and_exits() {
+    // Warm-up takes two forward passes; the first request's second one panics.
+    let mut server = Server::ready(&["--inject-fault", "panic-after=3"]).await;
+    let mut watch = server
+        .health()
+        .await
+        .watch(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    let first = watch.next().await.expect("a status").expect("status");
+    assert_eq!(first.status(), ServingStatus::Serving);
+
+    let mut client = server.grpc().await;
+    let stream = client
+        .generate(greedy_request("Once upon a time", 16, true))
+        .await
+        .expect("admitted while the engine lived")
+        .into_inner();
+    let ended = collect_stream(stream).await.expect_err("the engine died");
+    assert_eq!(ended.code(), tonic::Code::Unavailable, "{ended:?}");
+
+    let next = watch.next().await.expect("a status").expect("status");
+    assert_eq!(next.status(), ServingStatus::NotServing);
+    let log = exits_with_failure(&mut server).await;
+    assert!(log.contains("the engine loop panicked"), "{log}");
+    assert!(log.contains("exiting so the pod is replaced"), "{log}");
+}
+
+#[tokio::test]
+async fn steps_that_keep_failing_take_the_server_down_one_failure_does_not() {
+    let mut server = Server::ready(&["--inject-fault", "fail-steps-after=2"]).await;
+    let mut client = server.grpc().await;
+    let budget = modelfleet_engine::engine::MAX_CONSECUTIVE_FAILED_STEPS;
+    for attempt in 1..=budget {
+        let stream = client
+            .generate(greedy_request("Hello", 4, true))
+            .await
+            .expect("admitted")
+            .into_inner();
+        let failed = collect_stream(stream).await.expect_err("the step fails");
+        assert_eq!(failed.code(), tonic::Code::Internal, "{failed:?}");
+        if attempt < budget {
+            // One failed step ends its requests, not the engine.
+            assert_eq!(server.health_status().await, ServingStatus::Serving);
+        }
+    }
+    let log = exits_with_failure(&mut server).await;
+    assert!(log.contains("engine steps in a row failed"), "{log}");
+}
+
+#[tokio::test]
+async fn a_max_model_len_beyond_the_kv_cache_is_refused_at_start_up() {
+    let mut server = Server::start(
+        &demo_model_dir(),
+        &["--num-blocks", "8", "--max-model-len", "1000"],
+    );
+    let log = exits_with_failure(&mut server).await;
+    assert!(
+        log.contains("--max-model-len 1000 is more than the KV cache holds")
+            && log.contains("= 128 tokens"),
+        "{log}"
+    );
+}

@@ -8,6 +8,7 @@ use axum::extract::rejection::JsonRejection;
 use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 
+use super::fields::Endpoint;
 use super::openai::{
     AssistantMessage, ChatChoice, ChatChunkChoice, ChatCompletionChunk, ChatCompletionRequest,
     ChatCompletionResponse, ChatDelta, finish_reason,
@@ -24,7 +25,14 @@ pub async fn handle(
     State(state): State<Arc<ServingState>>,
     body: Result<Json<serde_json::Value>, JsonRejection>,
 ) -> Response {
-    let (generation, delivery) = match admit(&state, body, ChatCompletionRequest::into_params) {
+    let (generation, delivery) = match admit(
+        &state,
+        Endpoint::ChatCompletions,
+        body,
+        ChatCompletionRequest::into_params,
+    )
+    .await
+    {
         Ok(admitted) => admitted,
         Err(refusal) => return refusal.into_response(),
     };
@@ -36,6 +44,7 @@ pub async fn handle(
                 header,
                 include_usage: delivery.include_usage,
             },
+            state.write_timeout(),
         )
         .into_response();
     }

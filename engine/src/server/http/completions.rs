@@ -8,6 +8,7 @@ use axum::extract::rejection::JsonRejection;
 use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 
+use super::fields::Endpoint;
 use super::openai::{
     CompletionChoice, CompletionRequest, CompletionResponse, UsageBody, finish_reason,
 };
@@ -23,7 +24,14 @@ pub async fn handle(
     State(state): State<Arc<ServingState>>,
     body: Result<Json<serde_json::Value>, JsonRejection>,
 ) -> Response {
-    let (generation, delivery) = match admit(&state, body, CompletionRequest::into_params) {
+    let (generation, delivery) = match admit(
+        &state,
+        Endpoint::Completions,
+        body,
+        CompletionRequest::into_params,
+    )
+    .await
+    {
         Ok(admitted) => admitted,
         Err(refusal) => return refusal.into_response(),
     };
@@ -35,6 +43,7 @@ pub async fn handle(
                 header,
                 include_usage: delivery.include_usage,
             },
+            state.write_timeout(),
         )
         .into_response();
     }

@@ -28,6 +28,7 @@ impl ApiError {
             ApiError::InvalidArgument { .. } => StatusCode::BAD_REQUEST,
             ApiError::ModelNotFound { .. } => StatusCode::NOT_FOUND,
             ApiError::Overloaded { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Unauthenticated => StatusCode::UNAUTHORIZED,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -39,6 +40,7 @@ impl ApiError {
             ApiError::InvalidArgument { .. } => ("invalid_request_error", None),
             ApiError::ModelNotFound { .. } => ("invalid_request_error", Some("model_not_found")),
             ApiError::Overloaded { .. } => ("rate_limit_error", Some("engine_at_capacity")),
+            ApiError::Unauthenticated => ("invalid_request_error", Some("invalid_api_key")),
             ApiError::Unavailable(_) => ("service_unavailable", None),
             ApiError::Internal(_) => ("internal_error", None),
         };
@@ -70,10 +72,18 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = (self.http_status(), Json(self.body())).into_response();
-        if matches!(self, ApiError::Overloaded { .. }) {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
+        match self {
+            ApiError::Overloaded { .. } => {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
+            }
+            ApiError::Unauthenticated => {
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            _ => {}
         }
         response
     }

@@ -3,6 +3,7 @@
 mod chat;
 mod completions;
 mod error;
+mod fields;
 mod openai;
 mod sse;
 
@@ -14,31 +15,45 @@ use axum::Router;
 use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
 use axum::http::{StatusCode, header};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::de::DeserializeOwned;
 
+use super::auth::{ApiKey, require_api_key};
 use super::error::ApiError;
 use super::generation::Generation;
 use super::model::ServingModel;
 use super::state::{Phase, ServingState};
 use super::validate::GenerateParams;
+use fields::{Endpoint, refuse_unsupported};
 use openai::{ModelCard, ModelList, SamplingFields, parse_body};
 
-pub fn router(state: Arc<ServingState>) -> Router {
-    Router::new()
+/// The API's routes. With an API key, the OpenAI endpoints require it; the probes and
+/// `/metrics` stay open.
+pub fn router(state: Arc<ServingState>, api_key: Option<ApiKey>) -> Router {
+    let api = Router::new()
         .route("/v1/completions", post(completions::handle))
         .route("/v1/chat/completions", post(chat::handle))
-        .route("/v1/models", get(models))
+        .route("/v1/models", get(models));
+    let api = match api_key {
+        Some(key) => api.layer(middleware::from_fn_with_state(key, require_api_key)),
+        None => api,
+    };
+    Router::new()
+        .merge(api)
         .route("/metrics", get(metrics))
         .route("/health", get(health))
         .route("/ready", get(ready))
         .with_state(state)
 }
 
-/// Liveness: the process answers. Loading and draining are still alive.
-async fn health() -> &'static str {
-    "ok\n"
+/// Liveness: the process answers and its engine lives. Loading and draining are alive.
+async fn health(State(state): State<Arc<ServingState>>) -> Response {
+    match state.phase() {
+        Phase::Failed => (StatusCode::SERVICE_UNAVAILABLE, "engine failed\n").into_response(),
+        _ => (StatusCode::OK, "ok\n").into_response(),
+    }
 }
 
 /// Readiness: the model is loaded and warmed up, and the server is not draining.
@@ -47,6 +62,7 @@ async fn ready(State(state): State<Arc<ServingState>>) -> Response {
         Phase::Serving => (StatusCode::OK, "ready\n").into_response(),
         Phase::Loading => (StatusCode::SERVICE_UNAVAILABLE, "loading\n").into_response(),
         Phase::Draining => (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response(),
+        Phase::Failed => (StatusCode::SERVICE_UNAVAILABLE, "engine failed\n").into_response(),
     }
 }
 
@@ -83,16 +99,25 @@ struct Delivery {
     include_usage: bool,
 }
 
-/// What both generation endpoints do first: parse the body (the endpoint's own fields `R` and
-/// the shared sampling fields) and admit the request. A refusal is counted and returned.
-fn admit<R: DeserializeOwned>(
+/// What both generation endpoints do first: refuse fields the engine cannot honour, parse
+/// the body (the endpoint's own fields `R` and the shared sampling fields) and admit the
+/// request. A refusal is counted and returned.
+async fn admit<R, F>(
     state: &ServingState,
+    endpoint: Endpoint,
     body: Result<Json<serde_json::Value>, JsonRejection>,
-    into_params: impl FnOnce(R, SamplingFields, &ServingModel) -> Result<GenerateParams, ApiError>,
-) -> Result<(Generation, Delivery), ApiError> {
+    into_params: F,
+) -> Result<(Generation, Delivery), ApiError>
+where
+    R: DeserializeOwned + Send + 'static,
+    F: FnOnce(R, SamplingFields, &ServingModel) -> Result<GenerateParams, ApiError>
+        + Send
+        + 'static,
+{
     let parsed = body
         .map_err(|rejection| ApiError::from_rejection(&rejection))
         .and_then(|Json(body)| {
+            refuse_unsupported(&body, endpoint)?;
             Ok((
                 parse_body::<R>(&body)?,
                 parse_body::<SamplingFields>(&body)?,
@@ -106,7 +131,9 @@ fn admit<R: DeserializeOwned>(
             .as_ref()
             .is_some_and(|o| o.include_usage),
     };
-    let generation = state.generate(|model| into_params(request, sampling, model))?;
+    let generation = state
+        .generate(move |model| into_params(request, sampling, model))
+        .await?;
     Ok((generation, delivery))
 }
 

@@ -2,16 +2,17 @@
 //! error body if the generation fails, and `data: [DONE]` at the end.
 
 use std::convert::Infallible;
+use std::time::Duration;
 
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::Stream;
 use serde::Serialize;
-use tokio::sync::mpsc;
 use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::engine::Usage;
 use crate::server::generation::{Delta, Generation};
+use crate::server::relay::{ClientWriter, RelayEnd};
 
 /// How one endpoint shapes its chunks.
 pub trait ChunkShape: Send + 'static {
@@ -30,47 +31,47 @@ pub fn json_event(value: &impl Serialize) -> Event {
 }
 
 /// Streams `generation` to the client. A task owns the generation; when the client goes
-/// away it is dropped at once, which aborts the request and frees its KV blocks, even while
-/// the request is still waiting for its first token.
+/// away, or leaves events unread longer than `write_timeout`, it is dropped at once, which
+/// aborts the request and frees its slot and KV blocks, even while the request is still
+/// waiting for its first token.
 pub fn stream(
-    mut generation: Generation,
+    generation: Generation,
     mut shape: impl ChunkShape,
+    write_timeout: Duration,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let (events, receiver) = mpsc::channel::<Event>(32);
+    let (writer, receiver) = ClientWriter::channel(write_timeout);
     tokio::spawn(async move {
         if let Some(event) = shape.opening()
-            && events.send(event).await.is_err()
+            && writer.write(event).await.is_err()
         {
             return;
         }
         let mut usage = Usage::default();
-        loop {
-            let next = tokio::select! {
-                next = generation.next() => next,
-                () = events.closed() => return,
-            };
-            let event = match next {
-                None => break,
-                Some(Ok(delta)) => {
+        let mut failed = false;
+        let end = writer
+            .relay(generation, |next| match next {
+                Ok(delta) => {
                     usage = delta.usage;
-                    shape.delta(&delta)
+                    shape.delta(delta).into_iter().collect()
                 }
-                Some(Err(error)) => {
-                    let _ = events.send(json_event(&error.body())).await;
-                    let _ = events.send(Event::default().data("[DONE]")).await;
-                    return;
+                Err(error) => {
+                    failed = true;
+                    vec![json_event(&error.body()), done()]
                 }
-            };
-            if let Some(event) = event
-                && events.send(event).await.is_err()
-            {
+            })
+            .await;
+        if end != RelayEnd::Finished || failed {
+            return;
+        }
+        for event in shape.closing(usage).into_iter().chain([done()]) {
+            if writer.write(event).await.is_err() {
                 return;
             }
         }
-        if let Some(event) = shape.closing(usage) {
-            let _ = events.send(event).await;
-        }
-        let _ = events.send(Event::default().data("[DONE]")).await;
     });
     Sse::new(ReceiverStream::new(receiver).map(Ok)).keep_alive(KeepAlive::default())
+}
+
+fn done() -> Event {
+    Event::default().data("[DONE]")
 }
