@@ -43,7 +43,7 @@ demo: tools ## Run a local fleet on the CPU backend with the demo model; Ctrl-C 
 	./target/release/modelfleet-dev demo
 
 .PHONY: bench
-bench: ## Engine benchmark on the CPU against transformers (figures, not tests; BENCH_OUT=file.md to save)
+bench: ## Engine benchmark on the CPU against llama.cpp and transformers (figures; BENCH_OUT=file.md, BENCH_JSON=file.json)
 	bash bench/engine_cpu.sh
 
 .PHONY: crds

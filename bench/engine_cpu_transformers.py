@@ -39,6 +39,9 @@ def main() -> int:
         args.model_dir, gguf_file=args.gguf_file, dtype=torch.float32
     )
     model.eval()
+    # What a step reads: every parameter once (tied embeddings are one tensor), as float32,
+    # and a float32 KV cache.
+    weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
 
     def run(concurrency: int) -> dict:
         ids = torch.tensor([prompt_ids(s, args.prompt_len) for s in range(concurrency)])
@@ -62,6 +65,8 @@ def main() -> int:
             "prefill_tokens_per_s": concurrency * args.prompt_len / prefill_s,
             "decode_tokens_per_s": concurrency * args.decode_tokens / decode_s,
             "ttft_s": prefill_s,
+            "weight_bytes": weight_bytes,
+            "kv_bytes_per_element": 4,
         }
 
     def best(rows: list[dict]) -> dict:

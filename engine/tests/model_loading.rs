@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
+use modelfleet_engine::backend::cpu::{CpuConfig, CpuModel};
 use modelfleet_engine::model::{Architecture, LoadedModel};
 
 fn fixture(name: &str) -> PathBuf {
@@ -28,8 +29,10 @@ fn edit_config(dir: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
     std::fs::write(&path, config.to_string()).expect("write");
 }
 
+/// Why the model at `dir` cannot be loaded and placed on the CPU (tensors are read when
+/// they are placed).
 fn load_error(dir: &Path) -> String {
-    match LoadedModel::load(dir) {
+    match LoadedModel::load(dir).and_then(|m| CpuModel::place(&m, CpuConfig::default())) {
         Ok(_) => panic!("{} should not load", dir.display()),
         Err(e) => e.to_string(),
     }

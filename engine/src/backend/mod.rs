@@ -5,8 +5,15 @@
 //! the chunk's keys and values into the paged cache at the positions the block table
 //! names, and returns logits for the chunks that asked for them. Backends never allocate
 //! or free blocks: block accounting belongs to the KV cache manager.
+//!
+//! A backend is a [`runner::ModelRunner`]: the model (crate::model), written once over
+//! the device-neutral [`kernels::Kernels`], running on one device's implementation of it
+//! ([`cpu`]), with the step's host-side metadata ([`step`]) computed once for every device.
 
 pub mod cpu;
+pub mod kernels;
+pub mod runner;
+pub mod step;
 
 use thiserror::Error;
 
@@ -69,6 +76,8 @@ pub enum BackendError {
     },
     #[error("invalid step plan: {0}")]
     InvalidPlan(String),
+    #[error("weights cannot be placed: {0}")]
+    InvalidWeights(String),
     #[error("backend failure: {0}")]
     Execution(String),
 }

@@ -30,6 +30,20 @@ pub struct BenchResult {
     pub ttft_s: f64,
 }
 
+/// A level's figures as printed, with what the engine read to reach them (the report's
+/// bandwidth bounds use these).
+#[derive(serde::Serialize)]
+struct Record<'a> {
+    #[serde(flatten)]
+    figures: BenchResult,
+    /// Bytes of the weights as placed: what a decode step reads.
+    weight_bytes: usize,
+    /// Bytes of one value in the KV cache.
+    kv_bytes_per_element: usize,
+    /// The CPU kernels' SIMD path.
+    kernels: &'a str,
+}
+
 /// Runs one concurrency level to completion on an idle engine.
 pub fn run_level(
     engine: &mut Engine,
@@ -100,9 +114,17 @@ pub fn run(args: &super::BenchArgs) -> anyhow::Result<()> {
         // Repeated runs reuse the same prompts: each must compute them again.
         no_prefix_caching: true,
         enable_prefix_caching: false,
+        dtype: args.dtype,
+        kv_cache_dtype: args.kv_cache_dtype,
+        cpu_kernels: args.cpu_kernels,
     };
-    let super::model::LoadedEngine { mut engine, .. } =
-        super::model::LoadedEngine::load(&model_args)?;
+    let super::model::LoadedEngine {
+        mut engine,
+        weight_bytes,
+        kv_cache_dtype,
+        kernels,
+        ..
+    } = super::model::LoadedEngine::load(&model_args)?;
     let mut next_id = 0;
     let mut level = |engine: &mut Engine, c: usize| -> Result<BenchResult, EngineError> {
         let result = run_level(engine, c, args.prompt_len, args.decode_tokens, next_id);
@@ -124,8 +146,14 @@ pub fn run(args: &super::BenchArgs) -> anyhow::Result<()> {
                 },
             });
         }
-        if let Some(best) = best {
-            println!("{}", serde_json::to_string(&best)?);
+        if let Some(figures) = best {
+            let record = Record {
+                figures,
+                weight_bytes,
+                kv_bytes_per_element: kv_cache_dtype.bytes(),
+                kernels: &kernels,
+            };
+            println!("{}", serde_json::to_string(&record)?);
         }
     }
     Ok(())

@@ -64,6 +64,19 @@ pub struct ModelArgs {
     /// Reuse cached prefix blocks (the default; accepted for vLLM-style argument lists).
     #[arg(long, conflicts_with = "no_prefix_caching")]
     pub enable_prefix_caching: bool,
+    /// Precision the weights are kept in: `auto` keeps them as the file stores them
+    /// (quantised GGUF blocks stay quantised, 16-bit weights stay 16-bit); the others
+    /// convert every weight at load.
+    #[arg(long, value_enum, default_value_t = Dtype::Auto)]
+    pub dtype: Dtype,
+    /// Precision of the KV cache: `auto` is float32 for float32 weights and float16
+    /// otherwise.
+    #[arg(long, value_enum, default_value_t = KvCacheDtypeArg::Auto)]
+    pub kv_cache_dtype: KvCacheDtypeArg,
+    /// The CPU backend's SIMD kernels: portable, avx2, avx-vnni or avx512-vnni (default:
+    /// the best this CPU has).
+    #[arg(long)]
+    pub cpu_kernels: Option<modelfleet_engine::backend::cpu::simd::Isa>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -74,6 +87,14 @@ pub enum BackendKind {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Dtype {
+    Auto,
+    Float32,
+    Bfloat16,
+    Float16,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum KvCacheDtypeArg {
     Auto,
     Float32,
     Bfloat16,
@@ -107,9 +128,6 @@ pub struct ServeArgs {
     pub drain_timeout_seconds: u64,
     #[arg(long, value_enum, default_value_t = BackendKind::Cpu)]
     pub backend: BackendKind,
-    /// Precision of the weights on the device; the CPU backend always computes in float32.
-    #[arg(long, value_enum, default_value_t = Dtype::Auto)]
-    pub dtype: Dtype,
     /// Fraction of GPU memory for weights and KV cache (CUDA backend); the CPU backend
     /// budgets its KV cache with --kv-cache-bytes.
     #[arg(long, default_value_t = 0.9)]
@@ -165,4 +183,10 @@ pub struct BenchArgs {
     /// Runs per concurrency level; the best figures are kept.
     #[arg(long, default_value_t = 2)]
     pub repeats: usize,
+    #[arg(long, value_enum, default_value_t = Dtype::Auto)]
+    pub dtype: Dtype,
+    #[arg(long, value_enum, default_value_t = KvCacheDtypeArg::Auto)]
+    pub kv_cache_dtype: KvCacheDtypeArg,
+    #[arg(long)]
+    pub cpu_kernels: Option<modelfleet_engine::backend::cpu::simd::Isa>,
 }

@@ -3,14 +3,15 @@
 
 use std::sync::Arc;
 
-use anyhow::Context as _;
 use modelfleet_engine::backend::KvCacheShape;
-use modelfleet_engine::backend::cpu::{CpuBackend, num_blocks_for_budget};
+use modelfleet_engine::backend::cpu::linear::WeightDtype;
+use modelfleet_engine::backend::cpu::{CpuConfig, CpuKernels, CpuModel};
+use modelfleet_engine::backend::kernels::KvCacheDtype;
 use modelfleet_engine::engine::{Engine, EngineConfig, ModelSpec};
-use modelfleet_engine::model::{LoadedModel, ModelConfig, Tokenizer};
+use modelfleet_engine::model::{Llama, LoadedModel, ModelConfig, Tokenizer};
 use modelfleet_engine::scheduler::SchedulerConfig;
 
-use super::ModelArgs;
+use super::{Dtype, KvCacheDtypeArg, ModelArgs};
 
 /// An engine ready to step, and what else the model brought.
 pub struct LoadedEngine {
@@ -19,32 +20,49 @@ pub struct LoadedEngine {
     pub config: ModelConfig,
     pub chat_template: Option<String>,
     pub kv_cache: KvCacheShape,
+    pub kv_cache_dtype: KvCacheDtype,
+    /// Bytes the placed weights take.
+    pub weight_bytes: usize,
+    /// The CPU kernels' SIMD path.
+    pub kernels: String,
 }
 
 impl LoadedEngine {
     pub fn load(args: &ModelArgs) -> anyhow::Result<Self> {
-        if let Some(threads) = args.threads {
-            // The CPU backend runs on rayon's global pool; size it before first use.
-            rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build_global()
-                .context("configuring the CPU worker threads")?;
-        }
+        let loaded = LoadedModel::load(&args.model)?;
+        let placed = CpuModel::place(
+            &loaded,
+            CpuConfig {
+                weight_dtype: weight_dtype(args.dtype),
+                isa: args.cpu_kernels,
+                threads: args.threads,
+            },
+        )?;
         let LoadedModel {
             config,
-            weights,
             tokenizer,
             chat_template,
             ..
-        } = LoadedModel::load(&args.model)?;
+        } = loaded;
+        let weight_bytes = placed.weight_bytes();
+        let kv_cache_dtype = kv_cache_dtype(args.kv_cache_dtype, &placed.model, weight_bytes);
+        let block_size = args.block_size;
         let num_blocks = args.num_blocks.unwrap_or_else(|| {
-            num_blocks_for_budget(&config, args.block_size, args.kv_cache_bytes)
+            placed
+                .model
+                .kv_cache_layout(
+                    KvCacheShape {
+                        num_blocks: 0,
+                        block_size,
+                    },
+                    kv_cache_dtype,
+                )
+                .blocks_in(args.kv_cache_bytes)
         });
         anyhow::ensure!(
             num_blocks > 0,
-            "a KV cache of {} bytes holds no block of {} tokens for this model; raise --kv-cache-bytes",
+            "a KV cache of {} bytes holds no block of {block_size} tokens for this model; raise --kv-cache-bytes",
             args.kv_cache_bytes,
-            args.block_size
         );
         let spec = ModelSpec {
             decoder: Arc::new(tokenizer.clone_handle()),
@@ -53,9 +71,9 @@ impl LoadedEngine {
         };
         let shape = KvCacheShape {
             num_blocks,
-            block_size: args.block_size,
+            block_size,
         };
-        let backend = CpuBackend::new(config.clone(), Arc::new(weights), shape);
+        let backend = placed.backend(shape, kv_cache_dtype)?;
         let engine = Engine::new(
             Box::new(backend),
             spec,
@@ -73,6 +91,34 @@ impl LoadedEngine {
             config,
             chat_template,
             kv_cache: shape,
+            kv_cache_dtype,
+            weight_bytes,
+            kernels: placed.kernels.isa().to_string(),
         })
+    }
+}
+
+fn weight_dtype(dtype: Dtype) -> WeightDtype {
+    match dtype {
+        Dtype::Auto => WeightDtype::AsStored,
+        Dtype::Float32 => WeightDtype::F32,
+        Dtype::Float16 => WeightDtype::F16,
+        Dtype::Bfloat16 => WeightDtype::Bf16,
+    }
+}
+
+/// `auto`: float32 when the weights are float32 (as stored or converted), float16 otherwise
+/// — as llama.cpp does for quantised models.
+fn kv_cache_dtype(
+    kv: KvCacheDtypeArg,
+    model: &Llama<CpuKernels>,
+    weight_bytes: usize,
+) -> KvCacheDtype {
+    match kv {
+        KvCacheDtypeArg::Float32 => KvCacheDtype::F32,
+        KvCacheDtypeArg::Float16 => KvCacheDtype::F16,
+        KvCacheDtypeArg::Bfloat16 => KvCacheDtype::Bf16,
+        KvCacheDtypeArg::Auto if weight_bytes >= 4 * model.parameters() => KvCacheDtype::F32,
+        KvCacheDtypeArg::Auto => KvCacheDtype::F16,
     }
 }

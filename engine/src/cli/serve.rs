@@ -11,7 +11,7 @@ use modelfleet_engine::server::{self, ChatTemplate, ModelInfo, ServerConfig, Ser
 use tokio::signal::unix::{SignalKind, signal};
 
 use super::model::LoadedEngine;
-use super::{BackendKind, Dtype, ServeArgs};
+use super::{BackendKind, ServeArgs};
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     check_backend(&args)?;
@@ -55,9 +55,6 @@ fn check_backend(args: &ServeArgs) -> anyhow::Result<()> {
         "--gpu-memory-utilization must be in (0, 1], got {}",
         args.gpu_memory_utilization
     );
-    if !matches!(args.dtype, Dtype::Auto | Dtype::Float32) {
-        tracing::info!(dtype = ?args.dtype, "the CPU backend computes in float32");
-    }
     Ok(())
 }
 
@@ -79,6 +76,9 @@ fn load(args: &ServeArgs, served_name: String) -> anyhow::Result<ServingModel> {
         config,
         chat_template,
         kv_cache,
+        kv_cache_dtype,
+        weight_bytes,
+        kernels,
     } = LoadedEngine::load(&args.model)?;
     let max_model_len = match args.max_model_len {
         None => config.max_position_embeddings,
@@ -113,12 +113,18 @@ fn load(args: &ServeArgs, served_name: String) -> anyhow::Result<ServingModel> {
         backend: "cpu".into(),
         eos_token_ids: config.eos_token_ids.clone(),
         revision: fetched_revision(&args.model.model),
+        weight_bytes: weight_bytes as u64,
+        kv_cache_dtype: kv_cache_dtype.name().into(),
+        kernels,
     };
     tracing::info!(
         model = %args.model.model.display(),
         served_name = %info.served_name,
         max_model_len,
         kv_cache_blocks = kv_cache.num_blocks,
+        kv_cache_dtype = info.kv_cache_dtype,
+        weight_mib = format!("{:.1}", weight_bytes as f64 / (1 << 20) as f64),
+        kernels = info.kernels,
         revision = info.revision.as_deref().unwrap_or("-"),
         "model loaded"
     );

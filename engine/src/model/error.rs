@@ -35,6 +35,15 @@ pub enum ModelError {
     },
     #[error("{path}: malformed GGUF: {reason}")]
     Gguf { path: PathBuf, reason: String },
+    #[error("{path}: placing tensor '{tensor}' on the device: {source}")]
+    Placement {
+        path: PathBuf,
+        tensor: String,
+        #[source]
+        source: crate::backend::BackendError,
+    },
+    #[error(transparent)]
+    Backend(#[from] crate::backend::BackendError),
     #[error("could not tokenize the text: {0}")]
     Encode(String),
     #[error("{path}: tokenizer: {reason}")]

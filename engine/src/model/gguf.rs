@@ -1,17 +1,16 @@
-//! A reader for GGUF (version 2 and 3) files: metadata, tensor directory, and f32 views of
-//! tensors with dequantisation of F32, F16, BF16, Q8_0, Q4_0 and Q4_1.
+//! A reader for GGUF (version 2 and 3) files: metadata, tensor directory, and each tensor's
+//! bytes as stored (crate::weights decodes them).
 //!
 //! Written here rather than taken from a crate: the format is a short header plus a table,
-//! the crates that read it come with whole tensor frameworks attached, and dequantising
-//! straight to f32 is all the engine needs.
+//! and the crates that read it come with whole tensor frameworks attached.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use half::{bf16, f16};
 use memmap2::Mmap;
 
 use super::ModelError;
+use crate::weights::{HostTensor, WeightFormat};
 
 const MAGIC: &[u8; 4] = b"GGUF";
 const DEFAULT_ALIGNMENT: u64 = 32;
@@ -56,42 +55,6 @@ impl Value {
         match self {
             Self::Array(values) => Some(values),
             _ => None,
-        }
-    }
-}
-
-/// The element types the engine can read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TensorType {
-    F32,
-    F16,
-    Bf16,
-    Q4_0,
-    Q4_1,
-    Q8_0,
-}
-
-impl TensorType {
-    fn from_id(id: u32) -> Option<Self> {
-        Some(match id {
-            0 => Self::F32,
-            1 => Self::F16,
-            2 => Self::Q4_0,
-            3 => Self::Q4_1,
-            8 => Self::Q8_0,
-            30 => Self::Bf16,
-            _ => return None,
-        })
-    }
-
-    /// (elements per block, bytes per block)
-    fn block(self) -> (usize, usize) {
-        match self {
-            Self::F32 => (1, 4),
-            Self::F16 | Self::Bf16 => (1, 2),
-            Self::Q4_0 => (32, 18),
-            Self::Q4_1 => (32, 20),
-            Self::Q8_0 => (32, 34),
         }
     }
 }
@@ -191,8 +154,9 @@ impl GgufFile {
         self.metadata.get(key)
     }
 
-    /// The tensor's values as f32, dequantised, in GGUF's (row-major, `dims[0]` fastest) order.
-    pub fn tensor_f32(&self, name: &str) -> Result<(Vec<usize>, Vec<f32>), ModelError> {
+    /// The tensor as stored: a `[rows, cols]` matrix (GGUF lists dimensions fastest first,
+    /// so `dims` is `[cols, rows]`; a vector is one row), borrowed from the mapping.
+    pub fn tensor(&self, name: &str) -> Result<HostTensor<'_>, ModelError> {
         let info = self
             .tensors
             .get(name)
@@ -200,25 +164,40 @@ impl GgufFile {
                 path: self.path.clone(),
                 tensor: name.to_string(),
             })?;
-        let kind =
-            TensorType::from_id(info.type_id).ok_or_else(|| ModelError::UnsupportedDtype {
+        let format = WeightFormat::from_ggml_type(info.type_id).map_err(|e| {
+            ModelError::UnsupportedDtype {
                 path: self.path.clone(),
                 tensor: name.to_string(),
-                dtype: format!("GGML type {}", info.type_id),
-            })?;
-        let count = info.element_count();
-        let (block_elems, block_bytes) = kind.block();
-        if count % block_elems != 0 {
-            return Err(self.malformed(&format!(
-                "tensor {name}: {count} elements is not a whole number of blocks"
-            )));
-        }
-        let start = self.data_start + info.offset as usize;
-        let end = start + count / block_elems * block_bytes;
-        let bytes = self.map.get(start..end).ok_or_else(|| {
-            self.malformed(&format!("tensor {name} extends past the end of the file"))
+                dtype: e.to_string(),
+            }
         })?;
-        Ok((info.dims.clone(), dequantize(kind, bytes, count)))
+        let (cols, rows) = match info.dims.as_slice() {
+            [len] => (*len, 1),
+            [cols, rows] => (*cols, *rows),
+            dims => {
+                return Err(self.malformed(&format!(
+                    "tensor {name} has {} dimensions; weights have 1 or 2",
+                    dims.len()
+                )));
+            }
+        };
+        let size = format
+            .row_bytes(cols)
+            .and_then(|row| row.checked_mul(rows))
+            .ok_or_else(|| {
+                self.malformed(&format!(
+                    "tensor {name}: rows of {cols} values are not whole {format} blocks"
+                ))
+            })?;
+        let bytes = (self.data_start as u64)
+            .checked_add(info.offset)
+            .and_then(|start| usize::try_from(start).ok())
+            .and_then(|start| Some(start..start.checked_add(size)?))
+            .and_then(|range| self.map.get(range))
+            .ok_or_else(|| {
+                self.malformed(&format!("tensor {name} extends past the end of the file"))
+            })?;
+        HostTensor::new(name, format, rows, cols, bytes).map_err(|reason| self.malformed(&reason))
     }
 
     fn malformed(&self, reason: &str) -> ModelError {
@@ -227,49 +206,6 @@ impl GgufFile {
             reason: reason.to_string(),
         }
     }
-}
-
-/// Turns `count` elements of `kind` into f32.
-pub fn dequantize(kind: TensorType, bytes: &[u8], count: usize) -> Vec<f32> {
-    let half = |b: &[u8]| f16::from_le_bytes([b[0], b[1]]).to_f32();
-    let mut out = Vec::with_capacity(count);
-    match kind {
-        TensorType::F32 => out.extend(
-            bytes
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
-        ),
-        TensorType::F16 => out.extend(bytes.chunks_exact(2).map(half)),
-        TensorType::Bf16 => out.extend(
-            bytes
-                .chunks_exact(2)
-                .map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32()),
-        ),
-        TensorType::Q8_0 => {
-            for block in bytes.chunks_exact(34) {
-                let scale = half(&block[0..2]);
-                out.extend(block[2..].iter().map(|&q| q as i8 as f32 * scale));
-            }
-        }
-        TensorType::Q4_0 => {
-            for block in bytes.chunks_exact(18) {
-                let scale = half(&block[0..2]);
-                let qs = &block[2..];
-                out.extend(qs.iter().map(|&q| ((q & 0x0F) as f32 - 8.0) * scale));
-                out.extend(qs.iter().map(|&q| ((q >> 4) as f32 - 8.0) * scale));
-            }
-        }
-        TensorType::Q4_1 => {
-            for block in bytes.chunks_exact(20) {
-                let scale = half(&block[0..2]);
-                let min = half(&block[2..4]);
-                let qs = &block[4..];
-                out.extend(qs.iter().map(|&q| (q & 0x0F) as f32 * scale + min));
-                out.extend(qs.iter().map(|&q| (q >> 4) as f32 * scale + min));
-            }
-        }
-    }
-    out
 }
 
 struct Reader<'a> {
@@ -350,40 +286,6 @@ impl Reader<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn f16_bytes(v: f32) -> [u8; 2] {
-        f16::from_f32(v).to_le_bytes()
-    }
-
-    #[test]
-    fn q4_0_blocks_centre_nibbles_on_eight() {
-        let mut block = f16_bytes(0.5).to_vec();
-        block.extend((0..16u8).map(|i| i | ((15 - i) << 4)));
-        let values = dequantize(TensorType::Q4_0, &block, 32);
-        assert_eq!(values[0], -4.0); // (0 - 8) * 0.5
-        assert_eq!(values[15], 3.5); // (15 - 8) * 0.5
-        assert_eq!(values[16], 3.5); // high nibble of byte 0 is 15
-        assert_eq!(values[31], -4.0);
-    }
-
-    #[test]
-    fn q4_1_blocks_add_the_minimum() {
-        let mut block = f16_bytes(2.0).to_vec();
-        block.extend(f16_bytes(-1.0));
-        block.extend(std::iter::repeat_n(0x31u8, 16));
-        let values = dequantize(TensorType::Q4_1, &block, 32);
-        assert_eq!(values[0], 1.0); // 1 * 2 - 1
-        assert_eq!(values[16], 5.0); // 3 * 2 - 1
-    }
-
-    #[test]
-    fn q8_0_blocks_are_signed() {
-        let mut block = f16_bytes(0.25).to_vec();
-        block.extend((0..32).map(|i| (i as i8 - 16) as u8));
-        let values = dequantize(TensorType::Q8_0, &block, 32);
-        assert_eq!(values[0], -4.0);
-        assert_eq!(values[31], 3.75);
-    }
 
     #[test]
     fn a_truncated_file_is_a_clear_error() {

@@ -1,5 +1,6 @@
-//! Finding and loading a model: a GGUF file, a directory holding one, or a Hugging Face
-//! directory with `config.json`, safetensors and `tokenizer.json`.
+//! Finding a model: a GGUF file, a directory holding one, or a Hugging Face directory with
+//! `config.json`, safetensors and `tokenizer.json`; reading its shape and tokenizer, and
+//! mapping its tensors for a device to place.
 
 use std::path::{Path, PathBuf};
 
@@ -7,27 +8,19 @@ use super::ModelError;
 use super::config::{Architecture, HfConfig, ModelConfig, RopeScaling};
 use super::gguf::{GgufFile, Value};
 use super::safetensors_source::SafetensorsSource;
+use super::tensors::TensorSource;
 use super::tokenizer::Tokenizer;
-use super::weights::{LayerWeights, Matrix, ModelWeights};
 
-/// Everything needed to run a model: its shape, its weights, its tokenizer.
+/// A model found on disk: its shape, its tokenizer, and its tensors still in the file
+/// (memory-mapped) until a device places them.
 pub struct LoadedModel {
     pub config: ModelConfig,
-    pub weights: ModelWeights,
+    pub tensors: Box<dyn TensorSource>,
     pub tokenizer: Tokenizer,
     /// The Jinja chat template, when the model ships one.
     pub chat_template: Option<String>,
     /// Where the model was loaded from.
     pub source: PathBuf,
-}
-
-/// Where a layer's tensors come from, whatever the file format.
-trait TensorSource {
-    fn path(&self) -> &Path;
-    /// A matrix `[rows, cols]` (Hugging Face `nn.Linear` layout), checked against `shape`.
-    fn matrix(&self, name: &str, rows: usize, cols: usize) -> Result<Matrix, ModelError>;
-    fn vector(&self, name: &str, len: usize) -> Result<Vec<f32>, ModelError>;
-    fn has(&self, name: &str) -> bool;
 }
 
 impl LoadedModel {
@@ -76,13 +69,12 @@ impl LoadedModel {
         if let Some(ids) = generation_config_eos(dir) {
             config.eos_token_ids = ids;
         }
-        let source = SafetensorsSource::open(dir)?;
-        let weights = load_weights(&config, &source, hf_name)?;
+        let tensors = Box::new(SafetensorsSource::open(dir)?);
         let tokenizer = Tokenizer::from_file(&dir.join("tokenizer.json"))?;
         let chat_template = read_chat_template(dir);
         Ok(Self {
             config,
-            weights,
+            tensors,
             tokenizer,
             chat_template,
             source: dir.to_path_buf(),
@@ -91,21 +83,16 @@ impl LoadedModel {
 
     fn load_gguf(path: &Path) -> Result<Self, ModelError> {
         let file = GgufFile::open(path)?;
-        let config = gguf_config(&file)?;
-        let source = GgufSource {
-            file: &file,
-            architecture: config.architecture,
-            config: &config,
-        };
-        let weights = load_weights(&config, &source, gguf_name)?;
+        let mut config = gguf_config(&file)?;
         let tokenizer = Tokenizer::from_gguf(&file)?;
+        config.eos_token_ids = tokenizer.end_of_generation_ids().to_vec();
         let chat_template = file
             .get("tokenizer.chat_template")
             .and_then(Value::as_str)
             .map(String::from);
         Ok(Self {
             config,
-            weights,
+            tensors: Box::new(file),
             tokenizer,
             chat_template,
             source: path.to_path_buf(),
@@ -143,225 +130,6 @@ fn read_chat_template(dir: &Path) -> Option<String> {
     let text = std::fs::read_to_string(dir.join("tokenizer_config.json")).ok()?;
     let value: serde_json::Value = serde_json::from_str(&text).ok()?;
     value.get("chat_template")?.as_str().map(String::from)
-}
-
-/// The logical tensors of a decoder layer, named independently of the file format.
-#[derive(Clone, Copy)]
-enum Tensor {
-    Embed,
-    FinalNorm,
-    LmHead,
-    AttnNorm,
-    Q,
-    K,
-    V,
-    QBias,
-    KBias,
-    VBias,
-    O,
-    MlpNorm,
-    Gate,
-    Up,
-    Down,
-}
-
-fn hf_name(tensor: Tensor, layer: usize) -> String {
-    let l = |s: &str| format!("model.layers.{layer}.{s}");
-    match tensor {
-        Tensor::Embed => "model.embed_tokens.weight".into(),
-        Tensor::FinalNorm => "model.norm.weight".into(),
-        Tensor::LmHead => "lm_head.weight".into(),
-        Tensor::AttnNorm => l("input_layernorm.weight"),
-        Tensor::Q => l("self_attn.q_proj.weight"),
-        Tensor::K => l("self_attn.k_proj.weight"),
-        Tensor::V => l("self_attn.v_proj.weight"),
-        Tensor::QBias => l("self_attn.q_proj.bias"),
-        Tensor::KBias => l("self_attn.k_proj.bias"),
-        Tensor::VBias => l("self_attn.v_proj.bias"),
-        Tensor::O => l("self_attn.o_proj.weight"),
-        Tensor::MlpNorm => l("post_attention_layernorm.weight"),
-        Tensor::Gate => l("mlp.gate_proj.weight"),
-        Tensor::Up => l("mlp.up_proj.weight"),
-        Tensor::Down => l("mlp.down_proj.weight"),
-    }
-}
-
-fn gguf_name(tensor: Tensor, layer: usize) -> String {
-    let l = |s: &str| format!("blk.{layer}.{s}");
-    match tensor {
-        Tensor::Embed => "token_embd.weight".into(),
-        Tensor::FinalNorm => "output_norm.weight".into(),
-        Tensor::LmHead => "output.weight".into(),
-        Tensor::AttnNorm => l("attn_norm.weight"),
-        Tensor::Q => l("attn_q.weight"),
-        Tensor::K => l("attn_k.weight"),
-        Tensor::V => l("attn_v.weight"),
-        Tensor::QBias => l("attn_q.bias"),
-        Tensor::KBias => l("attn_k.bias"),
-        Tensor::VBias => l("attn_v.bias"),
-        Tensor::O => l("attn_output.weight"),
-        Tensor::MlpNorm => l("ffn_norm.weight"),
-        Tensor::Gate => l("ffn_gate.weight"),
-        Tensor::Up => l("ffn_up.weight"),
-        Tensor::Down => l("ffn_down.weight"),
-    }
-}
-
-fn load_weights(
-    c: &ModelConfig,
-    source: &dyn TensorSource,
-    name: fn(Tensor, usize) -> String,
-) -> Result<ModelWeights, ModelError> {
-    let (h, q_dim, kv_dim) = (
-        c.hidden_size,
-        c.num_heads * c.head_dim,
-        c.num_kv_heads * c.head_dim,
-    );
-    let bias = |t: Tensor, layer: usize, len: usize| -> Result<Option<Vec<f32>>, ModelError> {
-        if c.qkv_bias {
-            source.vector(&name(t, layer), len).map(Some)
-        } else {
-            Ok(None)
-        }
-    };
-    let layers = (0..c.num_layers)
-        .map(|i| {
-            Ok(LayerWeights {
-                attn_norm: source.vector(&name(Tensor::AttnNorm, i), h)?,
-                q_proj: source.matrix(&name(Tensor::Q, i), q_dim, h)?,
-                k_proj: source.matrix(&name(Tensor::K, i), kv_dim, h)?,
-                v_proj: source.matrix(&name(Tensor::V, i), kv_dim, h)?,
-                q_bias: bias(Tensor::QBias, i, q_dim)?,
-                k_bias: bias(Tensor::KBias, i, kv_dim)?,
-                v_bias: bias(Tensor::VBias, i, kv_dim)?,
-                o_proj: source.matrix(&name(Tensor::O, i), h, q_dim)?,
-                mlp_norm: source.vector(&name(Tensor::MlpNorm, i), h)?,
-                gate_proj: source.matrix(&name(Tensor::Gate, i), c.intermediate_size, h)?,
-                up_proj: source.matrix(&name(Tensor::Up, i), c.intermediate_size, h)?,
-                down_proj: source.matrix(&name(Tensor::Down, i), h, c.intermediate_size)?,
-            })
-        })
-        .collect::<Result<Vec<_>, ModelError>>()?;
-    let lm_head_name = name(Tensor::LmHead, 0);
-    // Tied embeddings: no separate output matrix in the file.
-    let lm_head = if source.has(&lm_head_name) {
-        Some(source.matrix(&lm_head_name, c.vocab_size, h)?)
-    } else if c.tie_word_embeddings {
-        None
-    } else {
-        return Err(ModelError::MissingTensor {
-            path: source.path().to_path_buf(),
-            tensor: lm_head_name,
-        });
-    };
-    Ok(ModelWeights {
-        embed_tokens: source.matrix(&name(Tensor::Embed, 0), c.vocab_size, h)?,
-        layers,
-        final_norm: source.vector(&name(Tensor::FinalNorm, 0), h)?,
-        lm_head,
-    })
-}
-
-fn check_shape(
-    path: &Path,
-    tensor: &str,
-    actual: &[usize],
-    expected: &[usize],
-) -> Result<(), ModelError> {
-    if actual == expected {
-        Ok(())
-    } else {
-        Err(ModelError::WrongShape {
-            path: path.to_path_buf(),
-            tensor: tensor.to_string(),
-            actual: actual.to_vec(),
-            expected: expected.to_vec(),
-        })
-    }
-}
-
-impl TensorSource for SafetensorsSource {
-    fn path(&self) -> &Path {
-        self.dir()
-    }
-
-    fn matrix(&self, name: &str, rows: usize, cols: usize) -> Result<Matrix, ModelError> {
-        let (shape, data) = self.tensor_f32(name)?;
-        check_shape(&self.file_of(name), name, &shape, &[rows, cols])?;
-        Ok(Matrix::new(rows, cols, data))
-    }
-
-    fn vector(&self, name: &str, len: usize) -> Result<Vec<f32>, ModelError> {
-        let (shape, data) = self.tensor_f32(name)?;
-        check_shape(&self.file_of(name), name, &shape, &[len])?;
-        Ok(data)
-    }
-
-    fn has(&self, name: &str) -> bool {
-        self.contains(name)
-    }
-}
-
-struct GgufSource<'a> {
-    file: &'a GgufFile,
-    architecture: Architecture,
-    config: &'a ModelConfig,
-}
-
-impl TensorSource for GgufSource<'_> {
-    fn path(&self) -> &Path {
-        self.file.path()
-    }
-
-    fn matrix(&self, name: &str, rows: usize, cols: usize) -> Result<Matrix, ModelError> {
-        let (dims, mut data) = self.file.tensor_f32(name)?;
-        // GGUF lists dimensions fastest-first: a [rows, cols] matrix is stored as [cols, rows].
-        check_shape(self.file.path(), name, &dims, &[cols, rows])?;
-        // llama.cpp's converter interleaves the rotary halves of Llama's Q and K rows so its
-        // RoPE can rotate adjacent pairs; undo that to get back Hugging Face's layout.
-        if self.architecture != Architecture::Qwen2 {
-            if name.ends_with("attn_q.weight") {
-                data = unpermute_rotary_rows(&data, self.config.num_heads, cols);
-            } else if name.ends_with("attn_k.weight") {
-                data = unpermute_rotary_rows(&data, self.config.num_kv_heads, cols);
-            }
-        }
-        Ok(Matrix::new(rows, cols, data))
-    }
-
-    fn vector(&self, name: &str, len: usize) -> Result<Vec<f32>, ModelError> {
-        let (dims, mut data) = self.file.tensor_f32(name)?;
-        check_shape(self.file.path(), name, &dims, &[len])?;
-        if self.architecture != Architecture::Qwen2 && name.ends_with("attn_q.bias") {
-            data = unpermute_rotary_rows(&data, self.config.num_heads, 1);
-        } else if self.architecture != Architecture::Qwen2 && name.ends_with("attn_k.bias") {
-            data = unpermute_rotary_rows(&data, self.config.num_kv_heads, 1);
-        }
-        Ok(data)
-    }
-
-    fn has(&self, name: &str) -> bool {
-        self.file.tensors.contains_key(name)
-    }
-}
-
-/// Inverse of llama.cpp's `permute`: within each head, GGUF row `2 * i + p` holds Hugging
-/// Face row `p * half + i` (`p` = which rotary half, `i` = pair index).
-pub(crate) fn unpermute_rotary_rows(data: &[f32], heads: usize, row_len: usize) -> Vec<f32> {
-    let rows = data.len() / row_len;
-    let head_dim = rows / heads;
-    let half = head_dim / 2;
-    let mut out = vec![0.0; data.len()];
-    for h in 0..heads {
-        for i in 0..half {
-            for p in 0..2 {
-                let src = (h * head_dim + 2 * i + p) * row_len;
-                let dst = (h * head_dim + p * half + i) * row_len;
-                out[dst..dst + row_len].copy_from_slice(&data[src..src + row_len]);
-            }
-        }
-    }
-    out
 }
 
 fn gguf_config(file: &GgufFile) -> Result<ModelConfig, ModelError> {
@@ -438,34 +206,4 @@ fn gguf_config(file: &GgufFile) -> Result<ModelConfig, ModelError> {
             .into_iter()
             .collect(),
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// llama.cpp's permute, as its converter applies it.
-    fn permute(data: &[f32], heads: usize, row_len: usize) -> Vec<f32> {
-        let rows = data.len() / row_len;
-        let half = rows / heads / 2;
-        let mut out = vec![0.0; data.len()];
-        for h in 0..heads {
-            for p in 0..2 {
-                for i in 0..half {
-                    let src = (h * 2 * half + p * half + i) * row_len;
-                    let dst = (h * 2 * half + 2 * i + p) * row_len;
-                    out[dst..dst + row_len].copy_from_slice(&data[src..src + row_len]);
-                }
-            }
-        }
-        out
-    }
-
-    #[test]
-    fn unpermuting_reverses_the_converters_permutation() {
-        let data: Vec<f32> = (0..2 * 8 * 3).map(|v| v as f32).collect();
-        let permuted = permute(&data, 2, 3);
-        assert_ne!(permuted, data);
-        assert_eq!(unpermute_rotary_rows(&permuted, 2, 3), data);
-    }
 }

@@ -1,27 +1,34 @@
 //! Tensors from a Hugging Face directory: `model.safetensors`, or shards listed in
-//! `model.safetensors.index.json`, memory-mapped and converted to f32 on request.
+//! `model.safetensors.index.json`, memory-mapped; each shard's header is read once.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use half::{bf16, f16};
 use memmap2::Mmap;
-use safetensors::{Dtype, SafeTensors};
+use safetensors::{Dtype, SafeTensors, tensor::Metadata};
 
 use super::ModelError;
+use crate::weights::{HostTensor, WeightFormat};
+
+struct Shard {
+    path: PathBuf,
+    map: Mmap,
+    /// Where the tensor data starts: after the 8-byte length and the JSON header.
+    data_start: usize,
+    metadata: Metadata,
+}
 
 pub(crate) struct SafetensorsSource {
     dir: PathBuf,
-    /// Shard file name → its mapping.
-    shards: HashMap<String, Mmap>,
-    /// Tensor name → shard file name.
-    index: HashMap<String, String>,
+    shards: Vec<Shard>,
+    /// Tensor name → index into `shards`.
+    index: HashMap<String, usize>,
 }
 
 impl SafetensorsSource {
     pub fn open(dir: &Path) -> Result<Self, ModelError> {
         let index_path = dir.join("model.safetensors.index.json");
-        let index: HashMap<String, String> = if index_path.is_file() {
+        let files: Vec<String> = if index_path.is_file() {
             let text =
                 std::fs::read_to_string(&index_path).map_err(|e| ModelError::io(&index_path, e))?;
             let value: serde_json::Value =
@@ -36,33 +43,29 @@ impl SafetensorsSource {
                     path: index_path.clone(),
                     reason: "no weight_map".into(),
                 })?;
-            map.iter()
-                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
-                .collect()
+            let mut files: Vec<String> = map
+                .values()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect();
+            files.sort();
+            files.dedup();
+            files
+        } else if dir.join("model.safetensors").is_file() {
+            vec!["model.safetensors".into()]
         } else {
-            let single = dir.join("model.safetensors");
-            if !single.is_file() {
-                return Err(ModelError::NotAModel {
-                    path: dir.to_path_buf(),
-                    reason: "no model.safetensors or model.safetensors.index.json".into(),
-                });
-            }
-            let map = map_file(&single)?;
-            SafeTensors::deserialize(&map)
-                .map_err(|e| ModelError::NotAModel {
-                    path: single.clone(),
-                    reason: e.to_string(),
-                })?
-                .names()
-                .into_iter()
-                .map(|n| (n.to_string(), "model.safetensors".to_string()))
-                .collect()
+            return Err(ModelError::NotAModel {
+                path: dir.to_path_buf(),
+                reason: "no model.safetensors or model.safetensors.index.json".into(),
+            });
         };
-        let mut shards = HashMap::new();
-        for file in index.values() {
-            if !shards.contains_key(file) {
-                shards.insert(file.clone(), map_file(&dir.join(file))?);
+        let mut shards = Vec::with_capacity(files.len());
+        let mut index = HashMap::new();
+        for file in files {
+            let shard = Shard::open(&dir.join(&file))?;
+            for name in shard.metadata.tensors().into_keys() {
+                index.insert(name, shards.len());
             }
+            shards.push(shard);
         }
         Ok(Self {
             dir: dir.to_path_buf(),
@@ -79,59 +82,76 @@ impl SafetensorsSource {
         self.index.contains_key(name)
     }
 
-    /// The shard that holds `name` (for error messages).
+    /// The shard that holds `name` (the directory when no shard does).
     pub fn file_of(&self, name: &str) -> PathBuf {
         self.index
             .get(name)
-            .map_or_else(|| self.dir.clone(), |f| self.dir.join(f))
+            .map_or_else(|| self.dir.clone(), |&i| self.shards[i].path.clone())
     }
 
-    pub fn tensor_f32(&self, name: &str) -> Result<(Vec<usize>, Vec<f32>), ModelError> {
+    /// The tensor as stored, borrowed from its shard's mapping: a `[rows, cols]` matrix or a
+    /// vector (one row).
+    pub fn tensor(&self, name: &str) -> Result<HostTensor<'_>, ModelError> {
         let missing = || ModelError::MissingTensor {
             path: self.dir.clone(),
             tensor: name.to_string(),
         };
-        let file = self.index.get(name).ok_or_else(missing)?;
-        let path = self.dir.join(file);
-        let map = self.shards.get(file).ok_or_else(missing)?;
-        let tensors = SafeTensors::deserialize(map).map_err(|e| ModelError::NotAModel {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
-        let view = tensors
-            .tensor(name)
-            .map_err(|_| ModelError::MissingTensor {
-                path: path.clone(),
-                tensor: name.to_string(),
-            })?;
-        let bytes = view.data();
-        let data: Vec<f32> = match view.dtype() {
-            Dtype::F32 => bytes
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect(),
-            Dtype::F16 => bytes
-                .chunks_exact(2)
-                .map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
-            Dtype::BF16 => bytes
-                .chunks_exact(2)
-                .map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
+        let shard = &self.shards[*self.index.get(name).ok_or_else(missing)?];
+        let info = shard.metadata.info(name).ok_or_else(missing)?;
+        let format = match info.dtype {
+            Dtype::F32 => WeightFormat::F32,
+            Dtype::F16 => WeightFormat::F16,
+            Dtype::BF16 => WeightFormat::Bf16,
             other => {
                 return Err(ModelError::UnsupportedDtype {
-                    path,
+                    path: shard.path.clone(),
                     tensor: name.to_string(),
                     dtype: format!("{other:?} (supported: F32, F16, BF16)"),
                 });
             }
         };
-        Ok((view.shape().to_vec(), data))
+        let (rows, cols) = match info.shape.as_slice() {
+            [len] => (1, *len),
+            [rows, cols] => (*rows, *cols),
+            shape => {
+                return Err(ModelError::WrongShape {
+                    path: shard.path.clone(),
+                    tensor: name.to_string(),
+                    actual: shape.to_vec(),
+                    expected: vec![],
+                });
+            }
+        };
+        let (start, end) = info.data_offsets;
+        let bytes = shard
+            .map
+            .get(shard.data_start + start..shard.data_start + end)
+            .ok_or_else(|| ModelError::NotAModel {
+                path: shard.path.clone(),
+                reason: format!("tensor {name} extends past the end of the file"),
+            })?;
+        HostTensor::new(name, format, rows, cols, bytes).map_err(|reason| ModelError::NotAModel {
+            path: shard.path.clone(),
+            reason,
+        })
     }
 }
 
-fn map_file(path: &Path) -> Result<Mmap, ModelError> {
-    let file = std::fs::File::open(path).map_err(|e| ModelError::io(path, e))?;
-    // SAFETY: read-only mapping of a weights file nobody writes while the engine loads it.
-    unsafe { Mmap::map(&file) }.map_err(|e| ModelError::io(path, e))
+impl Shard {
+    fn open(path: &Path) -> Result<Self, ModelError> {
+        let file = std::fs::File::open(path).map_err(|e| ModelError::io(path, e))?;
+        // SAFETY: read-only mapping of a weights file nobody writes while the engine loads it.
+        let map = unsafe { Mmap::map(&file) }.map_err(|e| ModelError::io(path, e))?;
+        let (header_len, metadata) =
+            SafeTensors::read_metadata(&map).map_err(|e| ModelError::NotAModel {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            })?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            map,
+            data_start: 8 + header_len,
+            metadata,
+        })
+    }
 }

@@ -80,6 +80,9 @@ impl pb::generation_server::Generation for GenerationService {
             backend: info.backend.clone(),
             eos_token_ids: info.eos_token_ids.clone(),
             revision: info.revision.clone().unwrap_or_default(),
+            weight_bytes: info.weight_bytes,
+            kv_cache_dtype: info.kv_cache_dtype.clone(),
+            kernels: info.kernels.clone(),
         }))
     }
 }

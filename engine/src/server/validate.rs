@@ -138,6 +138,9 @@ mod tests {
             backend: "cpu".into(),
             eos_token_ids: vec![2],
             revision: None,
+            weight_bytes: 0,
+            kv_cache_dtype: "float32".into(),
+            kernels: "portable".into(),
         }
     }
 

@@ -7,12 +7,13 @@ use std::sync::{Arc, OnceLock};
 
 use crate::support::demo_model_dir;
 use modelfleet_engine::backend::KvCacheShape;
-use modelfleet_engine::backend::cpu::CpuBackend;
+use modelfleet_engine::backend::cpu::{CpuConfig, CpuModel};
+use modelfleet_engine::backend::kernels::KvCacheDtype;
 use modelfleet_engine::engine::{
     Engine, EngineConfig, EngineHandle, FinishReason, GenerationRequest, ModelSpec, RequestId,
     StopParams,
 };
-use modelfleet_engine::model::{LoadedModel, ModelConfig, ModelWeights, Tokenizer};
+use modelfleet_engine::model::{LoadedModel, ModelConfig, Tokenizer};
 use modelfleet_engine::sampling::SamplingParams;
 use modelfleet_engine::scheduler::SchedulerConfig;
 
@@ -22,7 +23,8 @@ const ROOMY: usize = 128;
 /// The demo model, loaded once for every test of this file.
 struct DemoModel {
     config: ModelConfig,
-    weights: Arc<ModelWeights>,
+    /// The weights as stored (quantised), shared by every engine of the tests.
+    placed: CpuModel,
     tokenizer: Arc<Tokenizer>,
 }
 
@@ -39,7 +41,10 @@ impl DemoModel {
             num_blocks,
             block_size: 16,
         };
-        let backend = CpuBackend::new(self.config.clone(), Arc::clone(&self.weights), shape);
+        let backend = self
+            .placed
+            .backend(shape, KvCacheDtype::F16)
+            .expect("backend");
         let spec = ModelSpec {
             decoder: self.tokenizer.clone(),
             eos_token_ids: self.config.eos_token_ids.clone(),
@@ -61,9 +66,10 @@ fn demo_model() -> &'static DemoModel {
         );
         let model = LoadedModel::load(&dir)
             .unwrap_or_else(|e| panic!("loading the demo model at {}: {e}", dir.display()));
+        let placed = CpuModel::place(&model, CpuConfig::default()).expect("places");
         DemoModel {
             config: model.config,
-            weights: Arc::new(model.weights),
+            placed,
             tokenizer: Arc::new(model.tokenizer),
         }
     })

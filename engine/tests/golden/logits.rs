@@ -4,9 +4,9 @@
 //! scattered block table. Fixtures: scripts/golden/make_fixtures.sh.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
-use modelfleet_engine::backend::cpu::CpuBackend;
+use modelfleet_engine::backend::cpu::{CpuBackend, CpuConfig, CpuModel};
+use modelfleet_engine::backend::kernels::KvCacheDtype;
 use modelfleet_engine::backend::{Backend, ForwardBatch, KvCacheShape, SequenceChunk};
 use modelfleet_engine::model::LoadedModel;
 use serde::Deserialize;
@@ -40,15 +40,18 @@ fn fixture(name: &str) -> Fixture {
     Fixture { model, reference }
 }
 
+/// The weights as stored (f32 or bf16 here), an f32 KV cache.
 fn backend(model: &LoadedModel) -> CpuBackend {
-    CpuBackend::new(
-        model.config.clone(),
-        Arc::new(model.weights.clone()),
-        KvCacheShape {
-            num_blocks: 8,
-            block_size: BLOCK_SIZE,
-        },
-    )
+    CpuModel::place(model, CpuConfig::default())
+        .expect("places")
+        .backend(
+            KvCacheShape {
+                num_blocks: 8,
+                block_size: BLOCK_SIZE,
+            },
+            KvCacheDtype::F32,
+        )
+        .expect("backend")
 }
 
 fn chunk(tokens: &[u32], start: usize, table: &[u32]) -> ForwardBatch {
@@ -131,7 +134,7 @@ fn llama_with_bf16_weights_matches_transformers() {
 #[test]
 fn sharded_qwen2_with_qkv_bias_and_tied_embeddings_matches_transformers() {
     let Fixture { model, .. } = fixture("tiny-qwen2");
-    assert!(model.config.qkv_bias && model.weights.lm_head.is_none());
+    assert!(model.config.qkv_bias && !model.tensors.contains("lm_head.weight"));
     check_all_feeding_orders("tiny-qwen2");
 }
 

@@ -46,6 +46,15 @@ async fn model_info_tokenize_and_models_describe_the_served_model() {
     assert!(info.num_kv_blocks > 0);
     assert_eq!(info.backend, "cpu");
     assert_eq!(info.revision, "rev-7");
+    // The demo GGUF's weights stay quantised: about 96 MB as stored (Q4_1, a Q8_0
+    // embedding), where float32 would take 540 MB.
+    assert!(
+        (90_000_000..110_000_000).contains(&info.weight_bytes),
+        "{} bytes of weights",
+        info.weight_bytes
+    );
+    assert_eq!(info.kv_cache_dtype, "float16");
+    assert!(!info.kernels.is_empty());
 
     let text = "Hello, world! <|im_start|>";
     let served = client

@@ -1,68 +1,88 @@
-//! The paged KV cache's memory: per layer, keys and values laid out as
-//! `[num_blocks, block_size, num_kv_heads, head_dim]`.
+//! The paged KV cache in host memory: per layer, keys and values of
+//! `[num_blocks, block_size, num_kv_heads, head_dim]`, in f32 or a 16-bit float.
 
-use crate::backend::{BlockId, KvCacheShape};
-use crate::model::ModelConfig;
+use half::{bf16, f16};
 
-pub(super) struct PagedKvCache {
-    pub shape: KvCacheShape,
-    /// Floats per token slot: `num_kv_heads * head_dim`.
-    pub slot_width: usize,
-    keys: Vec<Vec<f32>>,
-    values: Vec<Vec<f32>>,
+use crate::backend::BlockId;
+use crate::backend::kernels::{KvCacheDtype, KvCacheLayout};
+
+/// One layer's keys or values.
+pub(super) enum Plane {
+    F32(Vec<f32>),
+    F16(Vec<u16>),
+    Bf16(Vec<u16>),
 }
 
-impl PagedKvCache {
-    pub fn new(config: &ModelConfig, shape: KvCacheShape) -> Self {
-        let slot_width = config.num_kv_heads * config.head_dim;
-        let per_layer = shape.num_blocks * shape.block_size * slot_width;
+impl Plane {
+    fn new(dtype: KvCacheDtype, len: usize) -> Self {
+        match dtype {
+            KvCacheDtype::F32 => Self::F32(vec![0.0; len]),
+            KvCacheDtype::F16 => Self::F16(vec![0; len]),
+            KvCacheDtype::Bf16 => Self::Bf16(vec![0; len]),
+        }
+    }
+
+    /// Stores `values` at `at`, rounding to the plane's precision (nearest, ties to even).
+    fn write(&mut self, at: usize, values: &[f32]) {
+        match self {
+            Self::F32(p) => p[at..at + values.len()].copy_from_slice(values),
+            Self::F16(p) => {
+                for (d, v) in p[at..at + values.len()].iter_mut().zip(values) {
+                    *d = f16::from_f32(*v).to_bits();
+                }
+            }
+            Self::Bf16(p) => {
+                for (d, v) in p[at..at + values.len()].iter_mut().zip(values) {
+                    *d = bf16::from_f32(*v).to_bits();
+                }
+            }
+        }
+    }
+
+    fn copy_within(&mut self, from: usize, to: usize, len: usize) {
+        match self {
+            Self::F32(p) => p.copy_within(from..from + len, to),
+            Self::F16(p) | Self::Bf16(p) => p.copy_within(from..from + len, to),
+        }
+    }
+}
+
+pub struct CpuKvCache {
+    pub(super) layout: KvCacheLayout,
+    /// Values per token slot: `num_kv_heads * head_dim`.
+    pub(super) slot_width: usize,
+    pub(super) keys: Vec<Plane>,
+    pub(super) values: Vec<Plane>,
+}
+
+impl CpuKvCache {
+    pub fn new(layout: &KvCacheLayout) -> Self {
+        let slot_width = layout.num_kv_heads * layout.head_dim;
+        let per_layer = layout.shape.num_blocks * layout.shape.block_size * slot_width;
         Self {
-            shape,
+            layout: *layout,
             slot_width,
-            keys: (0..config.num_layers)
-                .map(|_| vec![0.0; per_layer])
+            keys: (0..layout.num_layers)
+                .map(|_| Plane::new(layout.dtype, per_layer))
                 .collect(),
-            values: (0..config.num_layers)
-                .map(|_| vec![0.0; per_layer])
+            values: (0..layout.num_layers)
+                .map(|_| Plane::new(layout.dtype, per_layer))
                 .collect(),
         }
     }
 
-    /// Index of the first float of `position`'s slot, through the block table.
-    pub fn slot_offset(&self, block_table: &[BlockId], position: usize) -> usize {
-        let block = block_table[position / self.shape.block_size] as usize;
-        (block * self.shape.block_size + position % self.shape.block_size) * self.slot_width
+    /// Writes one token's key and value heads at cache slot `slot`.
+    pub(super) fn write(&mut self, layer: usize, slot: usize, key: &[f32], value: &[f32]) {
+        let at = slot * self.slot_width;
+        self.keys[layer].write(at, key);
+        self.values[layer].write(at, value);
     }
 
-    pub fn write(
-        &mut self,
-        layer: usize,
-        block_table: &[BlockId],
-        position: usize,
-        key: &[f32],
-        value: &[f32],
-    ) {
-        let at = self.slot_offset(block_table, position);
-        self.keys[layer][at..at + self.slot_width].copy_from_slice(key);
-        self.values[layer][at..at + self.slot_width].copy_from_slice(value);
-    }
-
-    pub fn keys(&self, layer: usize) -> &[f32] {
-        &self.keys[layer]
-    }
-
-    pub fn values(&self, layer: usize) -> &[f32] {
-        &self.values[layer]
-    }
-
-    pub fn copy_block(&mut self, source: BlockId, destination: BlockId) {
-        let block_floats = self.shape.block_size * self.slot_width;
-        let (s, d) = (
-            source as usize * block_floats,
-            destination as usize * block_floats,
-        );
-        for layer in self.keys.iter_mut().chain(self.values.iter_mut()) {
-            layer.copy_within(s..s + block_floats, d);
+    pub(super) fn copy_block(&mut self, source: BlockId, destination: BlockId) {
+        let len = self.layout.shape.block_size * self.slot_width;
+        let (from, to) = (source as usize * len, destination as usize * len);
+        for plane in self.keys.iter_mut().chain(self.values.iter_mut()) {
+            plane.copy_within(from, to, len);
         }
     }
 }

@@ -1,211 +1,355 @@
-//! The CPU backend: a Llama-family decoder over a paged KV cache, f32 throughout.
+//! The CPU implementation of the kernel layer.
 //!
-//! One forward pass runs every chunk of the batch together: all their tokens are
-//! concatenated into one `[tokens, hidden]` activation so each projection is one GEMM
-//! (the `gemm` crate, multithreaded through rayon); attention is the only per-sequence part
-//! and reads keys and values through each chunk's block table, the same paged layout the
-//! CUDA backend uses.
+//! Weights stay as the file stores them (GGUF's quantised blocks, 16-bit floats) unless a
+//! precision is asked for; quantised matmuls quantise activations per block of 32 to int8
+//! and use integer dot products. The SIMD path is chosen at start-up from the CPU's
+//! features (AVX-512 VNNI, AVX-VNNI, AVX2, or portable Rust) and every path computes the
+//! same bits. Work is split across the kernels' own rayon pool (`--threads` sizes it).
 
 mod attention;
-mod kv_cache;
+pub mod kv_cache;
+pub mod linear;
 mod ops;
+pub mod simd;
 
 use std::sync::Arc;
 
-use kv_cache::PagedKvCache;
+use kv_cache::CpuKvCache;
+use linear::{CpuLinear, WeightDtype};
+use simd::Isa;
 
-use super::{Backend, BackendError, BlockId, ForwardBatch, KvCacheShape, Logits};
-use crate::model::{ModelConfig, ModelWeights};
+use super::kernels::{AttentionShape, Kernels, KvCacheDtype, KvCacheLayout};
+use super::runner::ModelRunner;
+use super::step::StepMetadata;
+use super::{BackendError, BlockId, KvCacheShape};
+use crate::model::{Llama, LoadedModel, ModelError};
+use crate::weights::HostTensor;
 
-pub struct CpuBackend {
-    config: ModelConfig,
-    weights: Arc<ModelWeights>,
-    inv_freq: Vec<f32>,
-    cache: PagedKvCache,
+/// How the CPU backend runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CpuConfig {
+    pub weight_dtype: WeightDtype,
+    /// The SIMD path; `None` picks the best this CPU has.
+    pub isa: Option<Isa>,
+    /// Worker threads; `None` is one per core.
+    pub threads: Option<usize>,
 }
 
-/// Bytes one KV block takes for `config` (keys and values of every layer, f32).
-pub fn bytes_per_block(config: &ModelConfig, block_size: usize) -> usize {
-    2 * config.num_layers * block_size * config.num_kv_heads * config.head_dim * size_of::<f32>()
-}
-
-/// How many blocks fit in `budget_bytes`.
-pub fn num_blocks_for_budget(
-    config: &ModelConfig,
-    block_size: usize,
-    budget_bytes: usize,
-) -> usize {
-    budget_bytes / bytes_per_block(config, block_size).max(1)
-}
-
-impl CpuBackend {
-    pub fn new(config: ModelConfig, weights: Arc<ModelWeights>, shape: KvCacheShape) -> Self {
-        let inv_freq = config.rope_inv_freq();
-        let cache = PagedKvCache::new(&config, shape);
+impl Default for CpuConfig {
+    fn default() -> Self {
         Self {
-            config,
-            weights,
-            inv_freq,
-            cache,
+            weight_dtype: WeightDtype::AsStored,
+            isa: None,
+            threads: None,
         }
-    }
-
-    fn validate(&self, batch: &ForwardBatch) -> Result<(), BackendError> {
-        let block_size = self.cache.shape.block_size;
-        for (i, chunk) in batch.chunks.iter().enumerate() {
-            if chunk.token_ids.is_empty() {
-                return Err(BackendError::InvalidPlan(format!(
-                    "chunk {i} has no tokens"
-                )));
-            }
-            let end = chunk.start_position + chunk.token_ids.len();
-            if chunk.block_table.len() * block_size < end {
-                return Err(BackendError::InvalidPlan(format!(
-                    "chunk {i}: {} blocks cannot hold {end} positions",
-                    chunk.block_table.len()
-                )));
-            }
-            if let Some(b) = chunk
-                .block_table
-                .iter()
-                .find(|&&b| b as usize >= self.cache.shape.num_blocks)
-            {
-                return Err(BackendError::InvalidPlan(format!(
-                    "chunk {i}: block {b} out of range"
-                )));
-            }
-            if let Some(t) = chunk
-                .token_ids
-                .iter()
-                .find(|&&t| t as usize >= self.config.vocab_size)
-            {
-                return Err(BackendError::InvalidPlan(format!(
-                    "chunk {i}: token {t} out of vocabulary"
-                )));
-            }
-        }
-        Ok(())
     }
 }
 
-impl Backend for CpuBackend {
+pub struct CpuKernels {
+    isa: Isa,
+    weight_dtype: WeightDtype,
+    /// Every kernel of a step runs inside this pool: the step is handed to it once, and
+    /// each kernel's parallel work is split among its threads from there.
+    pool: rayon::ThreadPool,
+}
+
+impl CpuKernels {
+    /// Refuses a SIMD path this CPU cannot run.
+    pub fn new(config: CpuConfig) -> Result<Self, BackendError> {
+        let isa = match config.isa {
+            None => Isa::detect(),
+            Some(isa) if isa.is_supported() => isa,
+            Some(isa) => {
+                return Err(BackendError::Unavailable {
+                    backend: "cpu",
+                    reason: format!(
+                        "this CPU cannot run the {isa} kernels (it can run: {})",
+                        Isa::supported()
+                            .iter()
+                            .map(|i| i.name())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                });
+            }
+        };
+        let mut pool = rayon::ThreadPoolBuilder::new().thread_name(|i| format!("cpu-kernels-{i}"));
+        if let Some(threads) = config.threads {
+            pool = pool.num_threads(threads);
+        }
+        let pool = pool.build().map_err(|e| BackendError::Unavailable {
+            backend: "cpu",
+            reason: format!("starting the worker threads: {e}"),
+        })?;
+        Ok(Self {
+            isa,
+            weight_dtype: config.weight_dtype,
+            pool,
+        })
+    }
+
+    pub fn isa(&self) -> Isa {
+        self.isa
+    }
+
+    pub fn threads(&self) -> usize {
+        self.pool.current_num_threads()
+    }
+}
+
+/// A model placed on the CPU: shared by every backend made from it, each with its own KV
+/// cache.
+#[derive(Clone)]
+pub struct CpuModel {
+    pub kernels: Arc<CpuKernels>,
+    pub model: Arc<Llama<CpuKernels>>,
+}
+
+impl CpuModel {
+    pub fn place(loaded: &LoadedModel, config: CpuConfig) -> Result<Self, ModelError> {
+        let kernels = CpuKernels::new(config)?;
+        let model = Llama::load(&loaded.config, loaded.tensors.as_ref(), &kernels)?;
+        Ok(Self {
+            kernels: Arc::new(kernels),
+            model: Arc::new(model),
+        })
+    }
+
+    /// A backend with a fresh KV cache of `shape` in `dtype`.
+    pub fn backend(
+        &self,
+        shape: KvCacheShape,
+        dtype: KvCacheDtype,
+    ) -> Result<CpuBackend, BackendError> {
+        ModelRunner::new(
+            Arc::clone(&self.kernels),
+            Arc::clone(&self.model),
+            shape,
+            dtype,
+        )
+    }
+
+    /// Bytes the placed weights take.
+    pub fn weight_bytes(&self) -> usize {
+        self.model.weight_bytes(&self.kernels)
+    }
+}
+
+/// A backend running a model on the CPU kernels.
+pub type CpuBackend = ModelRunner<CpuKernels>;
+
+/// An activation matrix in host memory.
+pub struct CpuTensor {
+    rows: usize,
+    width: usize,
+    data: Vec<f32>,
+}
+
+impl CpuTensor {
+    fn check(&self, rows: usize, width: usize, what: &str) -> Result<(), BackendError> {
+        if (self.rows, self.width) == (rows, width) {
+            Ok(())
+        } else {
+            Err(BackendError::Execution(format!(
+                "{what}: [{}, {}] where [{rows}, {width}] was expected",
+                self.rows, self.width
+            )))
+        }
+    }
+}
+
+impl Kernels for CpuKernels {
+    type Activations = CpuTensor;
+    type Linear = CpuLinear;
+    type Vector = Vec<f32>;
+    type Rope = Vec<f32>;
+    type KvCache = CpuKvCache;
+    /// Host memory is the device: the metadata as computed.
+    type Step = StepMetadata;
+
     fn name(&self) -> &'static str {
         "cpu"
     }
 
-    fn kv_cache_shape(&self) -> KvCacheShape {
-        self.cache.shape
+    fn execute<R: Send>(&self, step: impl FnOnce() -> R + Send) -> R {
+        self.pool.install(step)
     }
 
-    fn forward(&mut self, batch: &ForwardBatch) -> Result<Logits, BackendError> {
-        self.validate(batch)?;
-        let c = &self.config;
-        let w = &self.weights;
-        let (hidden, q_dim, kv_dim) = (
-            c.hidden_size,
-            c.num_heads * c.head_dim,
-            c.num_kv_heads * c.head_dim,
-        );
+    fn place_linear(&self, parts: &[HostTensor<'_>]) -> Result<CpuLinear, BackendError> {
+        CpuLinear::new(parts, self.weight_dtype)
+    }
 
-        // Flatten the batch: token i belongs to chunk `owner[i]` at position `positions[i]`.
-        let mut tokens = Vec::new();
-        let mut positions = Vec::new();
-        let mut owner = Vec::new();
-        for (index, chunk) in batch.chunks.iter().enumerate() {
-            for (offset, &token) in chunk.token_ids.iter().enumerate() {
-                tokens.push(token);
-                positions.push(chunk.start_position + offset);
-                owner.push(index);
-            }
-        }
-        let n = tokens.len();
-        let mut x = Vec::with_capacity(n * hidden);
-        for &token in &tokens {
-            x.extend_from_slice(w.embed_tokens.row(token as usize));
-        }
+    fn place_vector(&self, vector: &HostTensor<'_>) -> Result<Vec<f32>, BackendError> {
+        Ok(vector.to_f32())
+    }
 
-        let mut normed = vec![0.0; n * hidden];
-        let mut q = vec![0.0; n * q_dim];
-        let mut k = vec![0.0; n * kv_dim];
-        let mut v = vec![0.0; n * kv_dim];
-        let mut attn = vec![0.0; n * q_dim];
-        let mut gate = vec![0.0; n * c.intermediate_size];
-        let mut up = vec![0.0; n * c.intermediate_size];
-        for (layer_index, layer) in w.layers.iter().enumerate() {
-            ops::rms_norm(&x, &layer.attn_norm, c.rms_norm_eps, &mut normed);
-            ops::linear(&normed, n, &layer.q_proj, &mut q, false);
-            ops::linear(&normed, n, &layer.k_proj, &mut k, false);
-            ops::linear(&normed, n, &layer.v_proj, &mut v, false);
-            for (target, bias) in [
-                (&mut q, &layer.q_bias),
-                (&mut k, &layer.k_bias),
-                (&mut v, &layer.v_bias),
-            ] {
-                if let Some(bias) = bias {
-                    ops::add_bias(target, bias);
-                }
-            }
-            ops::rope(&mut q, &positions, c.head_dim, &self.inv_freq);
-            ops::rope(&mut k, &positions, c.head_dim, &self.inv_freq);
-            for i in 0..n {
-                let table = &batch.chunks[owner[i]].block_table;
-                self.cache.write(
-                    layer_index,
-                    table,
-                    positions[i],
-                    &k[i * kv_dim..(i + 1) * kv_dim],
-                    &v[i * kv_dim..(i + 1) * kv_dim],
-                );
-            }
-            attention::paged_attention(
-                &self.cache,
-                layer_index,
-                c,
-                &q,
-                &positions,
-                |i| &batch.chunks[owner[i]].block_table,
-                &mut attn,
-            );
-            ops::linear(&attn, n, &layer.o_proj, &mut x, true);
+    fn place_rope(&self, inv_freq: &[f32]) -> Result<Vec<f32>, BackendError> {
+        Ok(inv_freq.to_vec())
+    }
 
-            ops::rms_norm(&x, &layer.mlp_norm, c.rms_norm_eps, &mut normed);
-            ops::linear(&normed, n, &layer.gate_proj, &mut gate, false);
-            ops::linear(&normed, n, &layer.up_proj, &mut up, false);
-            ops::silu_mul(&mut gate, &up);
-            ops::linear(&gate, n, &layer.down_proj, &mut x, true);
-        }
+    fn linear_bytes(&self, linear: &CpuLinear) -> usize {
+        linear.bytes()
+    }
 
-        // Only the last token of each chunk that asked for logits goes through the head.
-        let mut last_rows = Vec::new();
-        let mut start = 0;
-        for chunk in &batch.chunks {
-            start += chunk.token_ids.len();
-            if chunk.needs_logits {
-                last_rows.extend_from_slice(&x[(start - 1) * hidden..start * hidden]);
-            }
+    fn new_kv_cache(&self, layout: &KvCacheLayout) -> Result<CpuKvCache, BackendError> {
+        if !layout.head_dim.is_multiple_of(8) {
+            return Err(BackendError::Unavailable {
+                backend: "cpu",
+                reason: format!("head_dim {} is not a multiple of 8", layout.head_dim),
+            });
         }
-        let rows = last_rows.len() / hidden;
-        let mut final_normed = vec![0.0; last_rows.len()];
-        ops::rms_norm(&last_rows, &w.final_norm, c.rms_norm_eps, &mut final_normed);
-        let head = w.output_projection();
-        let mut values = vec![0.0; rows * head.rows];
-        ops::linear(&final_normed, rows, head, &mut values, false);
-        Ok(Logits {
-            vocab_size: head.rows,
-            values,
+        Ok(CpuKvCache::new(layout))
+    }
+
+    fn upload_step(&self, step: &StepMetadata) -> Result<StepMetadata, BackendError> {
+        Ok(step.clone())
+    }
+
+    fn activations(&self, rows: usize, width: usize) -> Result<CpuTensor, BackendError> {
+        Ok(CpuTensor {
+            rows,
+            width,
+            data: vec![0.0; rows * width],
         })
     }
 
-    fn copy_blocks(&mut self, copies: &[(BlockId, BlockId)]) -> Result<(), BackendError> {
+    fn read(&self, x: &CpuTensor) -> Result<Vec<f32>, BackendError> {
+        Ok(x.data.clone())
+    }
+
+    fn embedding(
+        &self,
+        table: &CpuLinear,
+        step: &StepMetadata,
+        out: &mut CpuTensor,
+    ) -> Result<(), BackendError> {
+        out.check(step.num_tokens(), table.cols(), "embedding output")?;
+        for (row, &token) in out.data.chunks_exact_mut(table.cols()).zip(&step.token_ids) {
+            table.dequantize_row(token as usize, row);
+        }
+        Ok(())
+    }
+
+    fn rms_norm(
+        &self,
+        x: &CpuTensor,
+        weight: &Vec<f32>,
+        eps: f32,
+        out: &mut CpuTensor,
+    ) -> Result<(), BackendError> {
+        out.check(x.rows, weight.len(), "rms_norm output")?;
+        ops::rms_norm(&x.data, weight, eps, &mut out.data);
+        Ok(())
+    }
+
+    fn linear(
+        &self,
+        x: &CpuTensor,
+        w: &CpuLinear,
+        out: &mut CpuTensor,
+    ) -> Result<(), BackendError> {
+        x.check(x.rows, w.cols(), "linear input")?;
+        out.check(x.rows, w.rows(), "linear output")?;
+        w.matmul(self.isa, &x.data, x.rows, &mut out.data, false);
+        Ok(())
+    }
+
+    fn add_linear(
+        &self,
+        residual: &mut CpuTensor,
+        x: &CpuTensor,
+        w: &CpuLinear,
+    ) -> Result<(), BackendError> {
+        x.check(x.rows, w.cols(), "linear input")?;
+        residual.check(x.rows, w.rows(), "residual")?;
+        w.matmul(self.isa, &x.data, x.rows, &mut residual.data, true);
+        Ok(())
+    }
+
+    fn add_bias(&self, x: &mut CpuTensor, bias: &Vec<f32>) -> Result<(), BackendError> {
+        x.check(x.rows, bias.len(), "bias")?;
+        ops::add_bias(&mut x.data, bias);
+        Ok(())
+    }
+
+    fn rope_and_cache_kv(
+        &self,
+        qkv: &mut CpuTensor,
+        shape: &AttentionShape,
+        rope: &Vec<f32>,
+        layer: usize,
+        step: &StepMetadata,
+        cache: &mut CpuKvCache,
+    ) -> Result<(), BackendError> {
+        qkv.check(step.num_tokens(), shape.qkv_width(), "qkv")?;
+        let half = shape.head_dim / 2;
+        let (mut cos, mut sin) = (vec![0.0; half], vec![0.0; half]);
+        let (q, kv) = (shape.q_width(), shape.kv_width());
+        for (row, (&position, &slot)) in qkv
+            .data
+            .chunks_exact_mut(shape.qkv_width())
+            .zip(step.positions.iter().zip(&step.slot_mapping))
+        {
+            ops::rope_angles(position, &rope[..half], &mut cos, &mut sin);
+            let (queries, keys_values) = row.split_at_mut(q);
+            ops::rope(queries, shape.num_heads, shape.head_dim, &cos, &sin);
+            ops::rope(keys_values, shape.num_kv_heads, shape.head_dim, &cos, &sin);
+            let (key, value) = keys_values.split_at(kv);
+            cache.write(layer, slot as usize, key, value);
+        }
+        Ok(())
+    }
+
+    fn paged_attention(
+        &self,
+        qkv: &CpuTensor,
+        shape: &AttentionShape,
+        layer: usize,
+        step: &StepMetadata,
+        cache: &CpuKvCache,
+        out: &mut CpuTensor,
+    ) -> Result<(), BackendError> {
+        qkv.check(step.num_tokens(), shape.qkv_width(), "qkv")?;
+        out.check(step.num_tokens(), shape.q_width(), "attention output")?;
+        attention::paged_attention(
+            self.isa,
+            &qkv.data,
+            shape,
+            layer,
+            step,
+            cache,
+            &mut out.data,
+        );
+        Ok(())
+    }
+
+    fn silu_mul(&self, gate_up: &CpuTensor, out: &mut CpuTensor) -> Result<(), BackendError> {
+        out.check(gate_up.rows, gate_up.width / 2, "silu_mul output")?;
+        ops::silu_mul(self.isa, &gate_up.data, out.width, &mut out.data);
+        Ok(())
+    }
+
+    fn gather_logits_rows(
+        &self,
+        x: &CpuTensor,
+        step: &StepMetadata,
+        out: &mut CpuTensor,
+    ) -> Result<(), BackendError> {
+        out.check(step.logits_rows.len(), x.width, "logits rows")?;
+        for (row, &source) in out.data.chunks_exact_mut(x.width).zip(&step.logits_rows) {
+            let source = source as usize;
+            row.copy_from_slice(&x.data[source * x.width..(source + 1) * x.width]);
+        }
+        Ok(())
+    }
+
+    fn copy_blocks(
+        &self,
+        cache: &mut CpuKvCache,
+        copies: &[(BlockId, BlockId)],
+    ) -> Result<(), BackendError> {
         for &(source, destination) in copies {
-            if source as usize >= self.cache.shape.num_blocks
-                || destination as usize >= self.cache.shape.num_blocks
-            {
-                return Err(BackendError::InvalidPlan(format!(
-                    "copy {source} → {destination}: block out of range"
-                )));
-            }
-            self.cache.copy_block(source, destination);
+            cache.copy_block(source, destination);
         }
         Ok(())
     }

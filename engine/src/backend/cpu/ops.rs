@@ -1,53 +1,11 @@
-//! The CPU kernels a decoder layer is made of, each a plain function over f32 slices.
+//! The element-wise kernels of a decoder layer, each a plain function over f32 rows.
+//! They are a small share of a step's time next to the matmuls and attention.
 
-use gemm::{Parallelism, gemm};
-
-use crate::model::Matrix;
-
-/// `out[t] += x[t] · wᵀ` (when `accumulate`) or `out[t] = x[t] · wᵀ`, for `rows` rows of `x`
-/// (`[rows, w.cols]`), with `w` in `nn.Linear` layout (`[out, in]`).
-pub fn linear(x: &[f32], rows: usize, w: &Matrix, out: &mut [f32], accumulate: bool) {
-    assert_eq!(x.len(), rows * w.cols, "linear: input shape");
-    assert_eq!(out.len(), rows * w.rows, "linear: output shape");
-    if rows == 0 {
-        return;
-    }
-    let threads = rayon::current_num_threads();
-    let parallelism = if threads > 1 {
-        Parallelism::Rayon(threads)
-    } else {
-        Parallelism::None
-    };
-    // SAFETY: the asserts above pin every slice to the extents the strides describe:
-    // dst is rows × w.rows (row stride w.rows), lhs rows × w.cols (row stride w.cols), and
-    // rhs = wᵀ is w.cols × w.rows read from w's row-major storage (column stride w.cols).
-    unsafe {
-        gemm(
-            rows,
-            w.rows,
-            w.cols,
-            out.as_mut_ptr(),
-            1,
-            w.rows as isize,
-            accumulate,
-            x.as_ptr(),
-            1,
-            w.cols as isize,
-            w.data.as_ptr(),
-            w.cols as isize,
-            1,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            parallelism,
-        );
-    }
-}
+use super::simd::math::exp;
+use super::simd::{Simd, simd_dispatch};
 
 /// Root-mean-square normalisation of each `weight.len()`-wide row, scaled by `weight`.
-pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
+pub(super) fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
     let width = weight.len();
     for (row, out_row) in x.chunks_exact(width).zip(out.chunks_exact_mut(width)) {
         let mean_square = row.iter().map(|v| v * v).sum::<f32>() / width as f32;
@@ -58,38 +16,61 @@ pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
     }
 }
 
-/// Rotary position embedding in Hugging Face's layout: each head's first half pairs with
-/// its second half. `x` is `[tokens, heads, head_dim]`.
-pub fn rope(x: &mut [f32], positions: &[usize], head_dim: usize, inv_freq: &[f32]) {
+/// Rotary position embedding in Hugging Face's layout — each head's first half pairs with
+/// its second half — of the `heads` heads at the start of `row`.
+pub(super) fn rope(row: &mut [f32], heads: usize, head_dim: usize, cos: &[f32], sin: &[f32]) {
     let half = head_dim / 2;
-    let per_token = x.len() / positions.len().max(1);
-    let mut cos = vec![0.0f32; half];
-    let mut sin = vec![0.0f32; half];
-    for (token, &position) in x.chunks_exact_mut(per_token).zip(positions) {
-        for (i, f) in inv_freq.iter().enumerate() {
-            let angle = position as f32 * f;
-            cos[i] = angle.cos();
-            sin[i] = angle.sin();
+    for head in row[..heads * head_dim].chunks_exact_mut(head_dim) {
+        let (a, b) = head.split_at_mut(half);
+        for i in 0..half {
+            let (x1, x2) = (a[i], b[i]);
+            a[i] = x1 * cos[i] - x2 * sin[i];
+            b[i] = x2 * cos[i] + x1 * sin[i];
         }
-        for head in token.chunks_exact_mut(head_dim) {
-            let (a, b) = head.split_at_mut(half);
-            for i in 0..half {
-                let (x1, x2) = (a[i], b[i]);
-                a[i] = x1 * cos[i] - x2 * sin[i];
-                b[i] = x2 * cos[i] + x1 * sin[i];
+    }
+}
+
+/// The rotation angles of `position`: `cos` and `sin` of `position * inv_freq[i]`.
+pub(super) fn rope_angles(position: u32, inv_freq: &[f32], cos: &mut [f32], sin: &mut [f32]) {
+    for ((c, s), f) in cos.iter_mut().zip(sin.iter_mut()).zip(inv_freq) {
+        let angle = position as f32 * f;
+        *c = angle.cos();
+        *s = angle.sin();
+    }
+}
+
+simd_dispatch!(
+    /// SwiGLU over rows of `[gate | up]`, each half `width` wide: `out = silu(gate) * up`.
+    pub(super) fn silu_mul(gate_up: &[f32], width: usize, out: &mut [f32]) => silu_mul_rows
+);
+
+#[inline(always)]
+fn silu_mul_rows<S: Simd>(gate_up: &[f32], width: usize, out: &mut [f32]) {
+    let full = width / 8 * 8;
+    for (row, out_row) in gate_up
+        .chunks_exact(2 * width)
+        .zip(out.chunks_exact_mut(width))
+    {
+        let (gate, up) = row.split_at(width);
+        for c in (0..full).step_by(8) {
+            // SAFETY: `c + 8 <= full <= width`, the length of `gate`, `up` and `out_row`.
+            unsafe {
+                let g = S::load(gate.as_ptr().add(c));
+                let denominator = S::add(S::splat(1.0), exp::<S>(S::mul(g, S::splat(-1.0))));
+                let silu = S::div(g, denominator);
+                S::store(
+                    out_row.as_mut_ptr().add(c),
+                    S::mul(silu, S::load(up.as_ptr().add(c))),
+                );
             }
         }
+        for c in full..width {
+            out_row[c] = gate[c] / (1.0 + (-gate[c]).exp()) * up[c];
+        }
     }
 }
 
-/// `gate = silu(gate) * up`, in place: the SwiGLU activation.
-pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
-    for (g, u) in gate.iter_mut().zip(up) {
-        *g = *g / (1.0 + (-*g).exp()) * u;
-    }
-}
-
-pub fn add_bias(x: &mut [f32], bias: &[f32]) {
+pub(super) fn add_bias(x: &mut [f32], bias: &[f32]) {
     for row in x.chunks_exact_mut(bias.len()) {
         for (v, b) in row.iter_mut().zip(bias) {
             *v += b;
@@ -99,19 +80,8 @@ pub fn add_bias(x: &mut [f32], bias: &[f32]) {
 
 #[cfg(test)]
 mod tests {
+    use super::super::simd::Isa;
     use super::*;
-
-    #[test]
-    fn linear_multiplies_by_the_transpose_and_can_accumulate() {
-        // w = [[1, 2], [3, 4], [5, 6]] maps 2 inputs to 3 outputs.
-        let w = Matrix::new(3, 2, vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
-        let x = [1.0, 1.0, 2.0, 0.0];
-        let mut out = vec![0.0; 6];
-        linear(&x, 2, &w, &mut out, false);
-        assert_eq!(out, vec![3.0, 7.0, 11.0, 2.0, 6.0, 10.0]);
-        linear(&x, 2, &w, &mut out, true);
-        assert_eq!(out, vec![6.0, 14.0, 22.0, 4.0, 12.0, 20.0]);
-    }
 
     #[test]
     fn rms_norm_makes_rows_unit_rms() {
@@ -125,12 +95,39 @@ mod tests {
     fn rope_at_position_zero_is_the_identity_and_preserves_norm() {
         let original = vec![1.0, 2.0, 3.0, 4.0];
         let inv = [1.0, 0.01];
+        let (mut cos, mut sin) = ([0.0; 2], [0.0; 2]);
         let mut x = original.clone();
-        rope(&mut x, &[0], 4, &inv);
+        rope_angles(0, &inv, &mut cos, &mut sin);
+        rope(&mut x, 1, 4, &cos, &sin);
         assert_eq!(x, original);
-        rope(&mut x, &[7], 4, &inv);
+        rope_angles(7, &inv, &mut cos, &mut sin);
+        rope(&mut x, 1, 4, &cos, &sin);
         let norm = |v: &[f32]| v.iter().map(|a| a * a).sum::<f32>();
         assert!((norm(&x) - norm(&original)).abs() < 1e-4);
         assert_ne!(x, original);
+    }
+
+    #[test]
+    fn silu_mul_gates_each_row_by_its_own_half_the_same_on_every_path() {
+        let width = 20; // two vectors and a tail
+        let gate_up: Vec<f32> = (0..4 * width).map(|i| (i as f32 - 37.0) / 5.0).collect();
+        let silu = |x: f32| x / (1.0 + (-x).exp());
+        let mut reference = vec![0.0; 2 * width];
+        silu_mul(Isa::Portable, &gate_up, width, &mut reference);
+        for r in 0..2 {
+            for c in 0..width {
+                let (g, u) = (gate_up[2 * r * width + c], gate_up[(2 * r + 1) * width + c]);
+                let got = reference[r * width + c];
+                assert!(
+                    (got - silu(g) * u).abs() <= 1e-6 * (1.0 + got.abs()),
+                    "{r},{c}"
+                );
+            }
+        }
+        for isa in Isa::supported() {
+            let mut out = vec![0.0; 2 * width];
+            silu_mul(isa, &gate_up, width, &mut out);
+            assert_eq!(out, reference, "{isa}");
+        }
     }
 }
