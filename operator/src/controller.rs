@@ -6,6 +6,12 @@
 //! others own (an extra label, an annotation) are left alone. Children carry a controller
 //! owner reference; Kubernetes' garbage collector deletes them with their ModelDeployment,
 //! so no finalizer is needed. The spec is never written: GitOps tools see no drift.
+//!
+//! Force never takes over an object that is not the ModelDeployment's (see
+//! [`crate::ownership`]): such a child is left as it is and the status says so. A spec that
+//! cannot run (an object that does not decode, or a child the API server refuses) is a
+//! per-object failure: the status says why (`Ready=False`, `InvalidSpec`), and every other
+//! ModelDeployment is reconciled and autoscaled as before.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -14,10 +20,13 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, Preconditions};
+use kube::core::ApiResource;
+use kube::core::error_boundary::InvalidObject;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -27,14 +36,20 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{ModelDeployment, ModelDeploymentStatus};
+use crate::api::{
+    DEFAULT_ENGINE_IMAGE, ModelDeployment, ModelDeploymentStatus, WatchedModelDeployment,
+    watched_ref,
+};
 use crate::autoscaler::prometheus::PrometheusClient;
 use crate::autoscaler::{AutoscalerConfig, Verdicts, ticker};
 use crate::desired::{
     DEPLOYMENT_LABEL, DesiredState, desired_replicas, desired_state, selector_string,
 };
 use crate::metrics::Metrics;
-use crate::status::{AutoscalerView, Observed, compute_status, crash_looping_pods};
+use crate::ownership::ownership;
+use crate::status::{
+    AutoscalerView, Blocker, Observed, compute_status, crash_looping_pods, undecodable_status,
+};
 use crate::transitions::{Severity, transitions};
 use crate::{Error, Result};
 
@@ -60,6 +75,20 @@ pub struct ControllerConfig {
     /// Read the queue depth from Prometheus and size fleets by it; `None` holds each
     /// ModelDeployment at the size its status last recorded (or `spec.replicas.min`).
     pub autoscaler: Option<AutoscalerConfig>,
+    /// The image of ModelDeployments that leave `spec.engine.image` unset.
+    pub engine_image: String,
+}
+
+impl ControllerConfig {
+    /// Every namespace (or `namespace`), no autoscaler, the built-in engine image.
+    pub fn new(namespace: Option<String>, identity: impl Into<String>) -> Self {
+        Self {
+            namespace,
+            identity: identity.into(),
+            autoscaler: None,
+            engine_image: DEFAULT_ENGINE_IMAGE.to_string(),
+        }
+    }
 }
 
 /// What every reconcile shares.
@@ -67,11 +96,12 @@ pub struct Context {
     client: Client,
     recorder: Recorder,
     metrics: Metrics,
-    store: Store<ModelDeployment>,
+    store: Store<WatchedModelDeployment>,
     /// The autoscaler's verdicts; `None` when it is off.
     verdicts: Option<Verdicts>,
+    engine_image: String,
     /// Consecutive failures per object, for exponential backoff.
-    failures: Mutex<HashMap<ObjectRef<ModelDeployment>, u32>>,
+    failures: Mutex<HashMap<ObjectRef<WatchedModelDeployment>, u32>>,
 }
 
 /// Runs the controller until `shutdown` fires.
@@ -89,8 +119,10 @@ pub async fn run_controller(
     // The autoscaler asks for a reconcile whenever its verdict on an object changes.
     let (autoscaled, verdict_changes) = futures::channel::mpsc::unbounded();
     let children = watcher::Config::default().labels(MANAGED_SELECTOR);
+    // Objects that do not decode arrive as errors of their own instead of failing the whole
+    // list (and with it every other tenant's reconciles).
     let controller = Controller::new(
-        scoped::<ModelDeployment>(&client, &config),
+        scoped::<WatchedModelDeployment>(&client, &config),
         watcher::Config::default(),
     )
     .owns(scoped::<Deployment>(&client, &config), children.clone())
@@ -99,6 +131,7 @@ pub async fn run_controller(
         scoped::<PodDisruptionBudget>(&client, &config),
         children.clone(),
     )
+    .owns(scoped::<NetworkPolicy>(&client, &config), children.clone())
     // Pods are not owned directly (their ReplicaSet is), but a crash-looping pod must
     // turn Degraded on without waiting for the resync.
     .watches(
@@ -136,6 +169,7 @@ pub async fn run_controller(
         metrics,
         store: controller.store(),
         verdicts,
+        engine_image: config.engine_image.clone(),
         failures: Mutex::default(),
     });
     tracing::info!(
@@ -160,7 +194,7 @@ pub async fn run_controller(
 }
 
 /// The ModelDeployment an engine pod belongs to, from its `modelfleet.dev/deployment` label.
-fn model_deployment_of_pod(pod: Pod) -> Option<ObjectRef<ModelDeployment>> {
+fn model_deployment_of_pod(pod: Pod) -> Option<ObjectRef<WatchedModelDeployment>> {
     let name = pod.labels().get(DEPLOYMENT_LABEL)?;
     Some(ObjectRef::new(name).within(&pod.namespace()?))
 }
@@ -176,27 +210,36 @@ where
 }
 
 /// Brings one ModelDeployment's children and status in line with its spec.
-#[tracing::instrument(skip_all, fields(object = %format!("{}/{}", md.namespace().unwrap_or_default(), md.name_any())))]
-pub async fn reconcile(md: Arc<ModelDeployment>, ctx: Arc<Context>) -> Result<Action> {
+#[tracing::instrument(skip_all, fields(object = %object_name(watched.as_ref())))]
+pub async fn reconcile(watched: Arc<WatchedModelDeployment>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.metrics.reconcile_duration.start_timer();
     ctx.metrics.reconciles.inc();
     ctx.metrics
         .managed
         .set(i64::try_from(ctx.store.state().len()).unwrap_or(i64::MAX));
-    if md.meta().deletion_timestamp.is_some() {
+    if watched.meta().deletion_timestamp.is_some() {
         // The garbage collector removes the children; nothing to do.
         return Ok(Action::await_change());
     }
+    let action = match &watched.0 {
+        Ok(md) => reconcile_model_deployment(md, &ctx).await?,
+        Err(invalid) => return Err(report_undecodable(invalid, &ctx).await),
+    };
+    ctx.failures
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .remove(&ObjectRef::from(watched.as_ref()));
+    Ok(action)
+}
+
+async fn reconcile_model_deployment(md: &ModelDeployment, ctx: &Context) -> Result<Action> {
     let namespace = md.namespace().ok_or(Error::MissingField {
         what: "metadata.namespace",
     })?;
 
     // The autoscaler's latest verdict, else the size the status recorded (so a restart or a
     // Prometheus outage holds it), within the spec's bounds; `spec.replicas.count` wins.
-    let verdict = ctx
-        .verdicts
-        .as_ref()
-        .and_then(|v| v.get(&ObjectRef::from(md.as_ref())));
+    let verdict = ctx.verdicts.as_ref().and_then(|v| v.get(&watched_ref(md)));
     let held = md
         .status
         .as_ref()
@@ -206,12 +249,31 @@ pub async fn reconcile(md: Arc<ModelDeployment>, ctx: Arc<Context>) -> Result<Ac
         &md.spec.replicas,
         verdict.as_ref().map(|v| v.replicas).or(held),
     );
-    let desired = desired_state(&md, replicas)?;
-    let applied = apply_children(&ctx.client, &namespace, &desired).await?;
-    let crash_looping = crash_looping_pods(&engine_pods(&ctx.client, &namespace, &md).await?);
+    let applied = match desired_state(md, replicas, &ctx.engine_image) {
+        Ok(desired) => apply_children(&ctx.client, &namespace, md, &desired).await,
+        Err(error) => Err(error),
+    };
+    let (applied, blocker) = match applied {
+        Ok(applied) => {
+            let blocker =
+                (!applied.refused.is_empty()).then(|| Blocker::NotOwned(applied.refused.clone()));
+            (applied, blocker)
+        }
+        // A spec the API server refuses: what runs keeps running, and the status says why
+        // the new spec does not.
+        Err(error) => match invalid_spec_message(&error) {
+            Some(message) => (
+                current_children(&ctx.client, &namespace, md).await?,
+                Some(Blocker::InvalidSpec(message)),
+            ),
+            None => return Err(error),
+        },
+    };
+    let crash_looping = crash_looping_pods(&engine_pods(&ctx.client, &namespace, md).await?);
 
     let observed = Observed {
-        deployment: Some(&applied.deployment),
+        deployment: applied.deployment.as_ref(),
+        blocker: blocker.as_ref(),
         crash_looping_pods: crash_looping,
         autoscaler: match (&ctx.verdicts, &verdict) {
             (None, _) => AutoscalerView::Off,
@@ -219,7 +281,7 @@ pub async fn reconcile(md: Arc<ModelDeployment>, ctx: Arc<Context>) -> Result<Ac
             (Some(_), Some(verdict)) => AutoscalerView::Verdict(verdict),
         },
     };
-    let status = compute_status(&md, replicas, &observed, &now());
+    let status = compute_status(md, replicas, &observed, &now());
     if md.status.as_ref() != Some(&status) {
         write_status(&ctx.client, &namespace, &md.name_any(), &status).await?;
         ctx.metrics.status_writes.inc();
@@ -236,57 +298,253 @@ pub async fn reconcile(md: Arc<ModelDeployment>, ctx: Arc<Context>) -> Result<Ac
         };
         tracing::info!(reason = %transition.reason, note = %transition.note, "transition");
         publish(
-            &ctx,
-            &md,
+            ctx,
+            md.object_ref(&()),
             type_,
             (&transition.reason, &transition.action),
             transition.note,
         )
         .await;
     }
-
-    ctx.failures
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .remove(&ObjectRef::from(md.as_ref()));
-    Ok(Action::requeue(RESYNC))
+    match blocker {
+        // Counted, logged, told in an event and retried with backoff like any failure; the
+        // status already says what to do.
+        Some(Blocker::InvalidSpec(reason)) => Err(Error::InvalidSpec {
+            object: object_name(md),
+            reason,
+        }),
+        Some(Blocker::NotOwned(objects)) => Err(Error::NotOwned {
+            object: object_name(md),
+            reason: objects.join("; "),
+        }),
+        None => Ok(Action::requeue(RESYNC)),
+    }
 }
 
-/// The Deployment as the API server returned it, and whether this apply created it.
+/// The message of an error that means the spec cannot run (as opposed to a failure worth
+/// retrying as it is): the builders' own refusals and the API server's 422 Invalid.
+fn invalid_spec_message(error: &Error) -> Option<String> {
+    match error {
+        Error::InvalidSpec { reason, .. } => Some(reason.clone()),
+        Error::Kube {
+            action,
+            source: kube::Error::Api(status),
+        } if status.code == 422 => Some(format!("{action}: {}", status.message)),
+        _ => None,
+    }
+}
+
+/// An object that does not decode: its status says why (naming the field), what it runs
+/// is left running, and the returned error goes to [`error_policy`].
+async fn report_undecodable(invalid: &InvalidObject, ctx: &Context) -> Error {
+    let name = invalid.metadata.name.clone().unwrap_or_default();
+    let namespace = invalid.metadata.namespace.clone().unwrap_or_default();
+    let object = format!("{namespace}/{name}");
+    let resource = ApiResource::erase::<ModelDeployment>(&());
+    let raw = Api::<DynamicObject>::namespaced_with(ctx.client.clone(), &namespace, &resource)
+        .get(&name)
+        .await;
+    let raw = match raw {
+        Ok(raw) => raw,
+        Err(e) => return Error::kube("reading a ModelDeployment that does not decode", e),
+    };
+    let (reason, previous) = decoding_failure(&raw, &invalid.error);
+    let status = undecodable_status(previous, raw.metadata.generation, &reason, &now());
+    let stale = raw
+        .data
+        .get("status")
+        .is_none_or(|s| serde_json::to_value(&status).ok().as_ref() != Some(s));
+    if stale {
+        if let Err(error) = write_status(&ctx.client, &namespace, &name, &status).await {
+            return error;
+        }
+        ctx.metrics.status_writes.inc();
+    }
+    Error::InvalidSpec { object, reason }
+}
+
+/// Where decoding `raw` fails (`spec.rollout.maxSurge: invalid value: …`), and the status
+/// it holds if that part decodes.
+fn decoding_failure(
+    raw: &DynamicObject,
+    fallback: &str,
+) -> (String, Option<ModelDeploymentStatus>) {
+    let previous = raw
+        .data
+        .get("status")
+        .and_then(|s| serde_json::from_value(s.clone()).ok());
+    let reason = match serde_json::to_value(raw) {
+        Ok(value) => match serde_path_to_error::deserialize::<_, ModelDeployment>(value) {
+            Err(error) => format!("{}: {}", error.path(), error.inner()),
+            // It decodes now: the watch brings the new version in a moment.
+            Ok(_) => fallback.to_string(),
+        },
+        Err(_) => fallback.to_string(),
+    };
+    (reason, previous)
+}
+
+fn object_name(object: &impl Resource) -> String {
+    format!(
+        "{}/{}",
+        object.meta().namespace.as_deref().unwrap_or_default(),
+        object.meta().name.as_deref().unwrap_or_default()
+    )
+}
+
+/// The children as applied (or found), whether this apply created the Deployment, and the
+/// ones that were left alone because they are not this ModelDeployment's.
 struct Applied {
-    deployment: Deployment,
+    /// The Deployment, if it is this ModelDeployment's.
+    deployment: Option<Deployment>,
     created: bool,
+    /// "Service ns/name exists and is not managed by …", one per child not applied.
+    refused: Vec<String>,
+}
+
+/// One child: applied, or left alone with the reason.
+enum Child<K> {
+    Applied { object: K, created: bool },
+    Refused(String),
+}
+
+impl<K> Child<K> {
+    fn refusal(self) -> Option<String> {
+        match self {
+            Self::Refused(why) => Some(why),
+            Self::Applied { .. } => None,
+        }
+    }
 }
 
 async fn apply_children(
     client: &Client,
     namespace: &str,
+    md: &ModelDeployment,
     desired: &DesiredState,
 ) -> Result<Applied> {
-    let name = desired.deployment.name_any();
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
-    let created = deployments
-        .get_metadata_opt(&name)
-        .await
-        .map_err(|e| Error::kube("reading the Deployment", e))?
-        .is_none();
-    let deployment = apply(&deployments, &desired.deployment, "Deployment").await?;
-    apply(
+    let uid = md.uid().ok_or(Error::MissingField {
+        what: "metadata.uid of the ModelDeployment",
+    })?;
+    let mut refused = Vec::new();
+    let (deployment, created) = match apply_if_ours(
+        &Api::namespaced(client.clone(), namespace),
+        &desired.deployment,
+        &uid,
+        "Deployment",
+    )
+    .await?
+    {
+        Child::Applied { object, created } => (Some(object), created),
+        Child::Refused(why) => {
+            refused.push(why);
+            (None, false)
+        }
+    };
+    let service = apply_if_ours(
         &Api::namespaced(client.clone(), namespace),
         &desired.service,
+        &uid,
         "Service",
     )
     .await?;
-    apply(
+    let pdb = apply_if_ours(
         &Api::namespaced(client.clone(), namespace),
         &desired.pdb,
+        &uid,
         "PodDisruptionBudget",
     )
     .await?;
+    refused.extend(service.refusal());
+    refused.extend(pdb.refusal());
+    let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), namespace);
+    match &desired.network_policy {
+        Some(policy) => {
+            let child = apply_if_ours(&policies, policy, &uid, "NetworkPolicy").await?;
+            refused.extend(child.refusal());
+        }
+        None => delete_if_ours(&policies, &md.name_any(), &uid, "NetworkPolicy").await?,
+    }
     Ok(Applied {
         deployment,
         created,
+        refused,
     })
+}
+
+/// The children as they are, without applying anything (the spec was refused).
+async fn current_children(
+    client: &Client,
+    namespace: &str,
+    md: &ModelDeployment,
+) -> Result<Applied> {
+    let deployment = Api::<Deployment>::namespaced(client.clone(), namespace)
+        .get_opt(&md.name_any())
+        .await
+        .map_err(|e| Error::kube("reading the Deployment", e))?
+        .filter(|d| {
+            md.uid()
+                .is_some_and(|uid| ownership(d.meta(), &uid, FIELD_MANAGER).may_apply())
+        });
+    Ok(Applied {
+        deployment,
+        created: false,
+        refused: Vec::new(),
+    })
+}
+
+/// Applies `object` unless an object of its name exists that is not the ModelDeployment's
+/// (uid `owner_uid`).
+async fn apply_if_ours<K>(api: &Api<K>, object: &K, owner_uid: &str, what: &str) -> Result<Child<K>>
+where
+    K: Clone + DeserializeOwned + Serialize + std::fmt::Debug + Resource,
+{
+    let name = object.name_any();
+    let existing = api
+        .get_metadata_opt(&name)
+        .await
+        .map_err(|e| Error::kube(format!("reading the {what}"), e))?;
+    if let Some(existing) = &existing
+        && let Some(why) = ownership(&existing.metadata, owner_uid, FIELD_MANAGER).refusal()
+    {
+        let namespace = existing.metadata.namespace.as_deref().unwrap_or_default();
+        return Ok(Child::Refused(format!("{what} {namespace}/{name} {why}")));
+    }
+    let applied = apply(api, object, what).await?;
+    Ok(Child::Applied {
+        object: applied,
+        created: existing.is_none(),
+    })
+}
+
+/// Deletes the child `name` if it is the ModelDeployment's; anyone else's is left alone.
+async fn delete_if_ours<K>(api: &Api<K>, name: &str, owner_uid: &str, what: &str) -> Result<()>
+where
+    K: Clone + DeserializeOwned + std::fmt::Debug + Resource,
+{
+    let existing = api
+        .get_metadata_opt(name)
+        .await
+        .map_err(|e| Error::kube(format!("reading the {what}"), e))?;
+    let Some(existing) = existing else {
+        return Ok(());
+    };
+    if !ownership(&existing.metadata, owner_uid, FIELD_MANAGER).may_apply() {
+        return Ok(());
+    }
+    // The uid precondition: never delete a same-named object created since the read.
+    let params = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: existing.metadata.uid.clone(),
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    };
+    match api.delete(name, &params).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => Ok(()),
+        Err(e) => Err(Error::kube(format!("deleting the {what}"), e)),
+    }
 }
 
 async fn engine_pods(client: &Client, namespace: &str, md: &ModelDeployment) -> Result<Vec<Pod>> {
@@ -343,7 +601,7 @@ where
 
 async fn publish(
     ctx: &Context,
-    md: &ModelDeployment,
+    regarding: k8s_openapi::api::core::v1::ObjectReference,
     type_: EventType,
     (reason, action): (&str, &str),
     note: String,
@@ -356,13 +614,13 @@ async fn publish(
         secondary: None,
     };
     // An event that cannot be published must not fail the reconcile that caused it.
-    if let Err(error) = ctx.recorder.publish(&event, &md.object_ref(&())).await {
+    if let Err(error) = ctx.recorder.publish(&event, &regarding).await {
         tracing::warn!(%error, reason, "could not publish an event");
     }
 }
 
 /// Logs and counts the failure, and retries with exponential backoff per object.
-pub fn error_policy(md: Arc<ModelDeployment>, error: &Error, ctx: Arc<Context>) -> Action {
+pub fn error_policy(md: Arc<WatchedModelDeployment>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics.record_error(error);
     let attempt = {
         let mut failures = ctx.failures.lock().unwrap_or_else(PoisonError::into_inner);
@@ -372,8 +630,7 @@ pub fn error_policy(md: Arc<ModelDeployment>, error: &Error, ctx: Arc<Context>) 
     };
     let delay = backoff(attempt);
     tracing::warn!(
-        object = %format!("{}/{}", md.namespace().unwrap_or_default(), md.name_any()),
-        %error, attempt, retry_in = ?delay, "reconcile failed"
+        object = %object_name(md.as_ref()), %error, attempt, retry_in = ?delay, "reconcile failed"
     );
     if attempt == 1 {
         // Tell the user once per run of failures; the log has every retry.
@@ -381,7 +638,7 @@ pub fn error_policy(md: Arc<ModelDeployment>, error: &Error, ctx: Arc<Context>) 
         tokio::spawn(async move {
             publish(
                 &ctx,
-                &md,
+                md.object_ref(&()),
                 EventType::Warning,
                 ("ReconcileFailed", "Reconcile"),
                 note,

@@ -17,6 +17,10 @@ pub enum Error {
     #[error("invalid ModelDeployment {object}: {reason}")]
     InvalidSpec { object: String, reason: String },
 
+    /// Objects with the names of the ModelDeployment's children belong to someone else.
+    #[error("ModelDeployment {object} leaves alone what is not its own: {reason}")]
+    NotOwned { object: String, reason: String },
+
     /// An object the API server returned lacks a field it always sets.
     #[error("object from the API server is missing {what}")]
     MissingField { what: &'static str },
@@ -67,6 +71,7 @@ impl Error {
     pub const METRIC_LABELS: &[&str] = &[
         "kube",
         "invalid_spec",
+        "not_owned",
         "missing_field",
         "serialize",
         "yaml",
@@ -81,6 +86,7 @@ impl Error {
         match self {
             Self::Kube { .. } => "kube",
             Self::InvalidSpec { .. } => "invalid_spec",
+            Self::NotOwned { .. } => "not_owned",
             Self::MissingField { .. } => "missing_field",
             Self::Serialize { .. } => "serialize",
             Self::Yaml(_) => "yaml",
@@ -103,6 +109,10 @@ mod tests {
         let errors = [
             Error::kube("x", kube::Error::LinesCodecMaxLineLengthExceeded),
             Error::InvalidSpec {
+                object: "o".into(),
+                reason: "r".into(),
+            },
+            Error::NotOwned {
                 object: "o".into(),
                 reason: "r".into(),
             },

@@ -8,6 +8,12 @@
 //! `renew_deadline`. Writes use the lease's resourceVersion, so two candidates racing for
 //! the same lease cannot both win.
 //!
+//! Every call to the API server is bounded in time, a renewal by what is left of the renew
+//! deadline: a request that hangs (a partitioned node, a black-holed connection; the
+//! client's own timeouts are minutes) ends leadership on time instead of keeping an old
+//! leader reconciling after a standby took the lease. Since `renew_deadline <
+//! lease_duration`, the old leader always stops before anyone else may start.
+//!
 //! Expiry is judged by the local monotonic clock from when this candidate last saw the
 //! lease record change, never by comparing `renewTime` with the local wall clock, so clock
 //! skew between nodes cannot hand the lease to two processes.
@@ -91,14 +97,26 @@ impl LeaderElector {
         mut on_attempt: impl FnMut(),
     ) -> bool {
         loop {
-            match self.try_acquire_or_renew().await {
-                Ok(true) => {
+            let attempt =
+                tokio::time::timeout(self.config.renew_deadline, self.try_acquire_or_renew());
+            let outcome = tokio::select! {
+                () = cancel.cancelled() => return false,
+                outcome = attempt => outcome,
+            };
+            match outcome {
+                Ok(Ok(true)) => {
                     on_attempt();
                     tracing::info!(lease = %self.config.name, identity = %self.config.identity, "became leader");
                     return true;
                 }
-                Ok(false) => on_attempt(),
-                Err(error) => tracing::warn!(%error, "could not reach the leader lease; retrying"),
+                Ok(Ok(false)) => on_attempt(),
+                Ok(Err(error)) => {
+                    tracing::warn!(%error, "could not reach the leader lease; retrying");
+                }
+                Err(_) => tracing::warn!(
+                    timeout = ?self.config.renew_deadline,
+                    "no answer from the API server about the leader lease; retrying"
+                ),
             }
             tokio::select! {
                 () = cancel.cancelled() => return false,
@@ -111,20 +129,36 @@ impl LeaderElector {
     /// work and then calls [`Self::release`]) or leadership is lost (returns
     /// [`Error::LeadershipLost`]).
     pub async fn hold(&mut self, cancel: &CancellationToken) -> Result<()> {
+        // Counted from when the last successful renewal was sent, not answered: the lease
+        // says it was renewed at about that time, so a standby's wait starts no earlier.
         let mut renewed = Instant::now();
         loop {
             tokio::select! {
                 () = cancel.cancelled() => return Ok(()),
                 () = tokio::time::sleep(self.config.retry_period) => {}
             }
-            match self.try_acquire_or_renew().await {
-                Ok(true) => renewed = Instant::now(),
-                Ok(false) => return Err(self.lost()),
-                Err(error) => {
+            let deadline = renewed + self.config.renew_deadline;
+            let sent = Instant::now();
+            let attempt = tokio::time::timeout_at(deadline, self.try_acquire_or_renew());
+            let outcome = tokio::select! {
+                () = cancel.cancelled() => return Ok(()),
+                outcome = attempt => outcome,
+            };
+            match outcome {
+                Ok(Ok(true)) => renewed = sent,
+                Ok(Ok(false)) => return Err(self.lost()),
+                Ok(Err(error)) => {
                     tracing::warn!(%error, "could not renew the leader lease");
-                    if renewed.elapsed() >= self.config.renew_deadline {
+                    if Instant::now() >= deadline {
                         return Err(self.lost());
                     }
+                }
+                Err(_) => {
+                    tracing::warn!(
+                        deadline = ?self.config.renew_deadline,
+                        "the lease renewal got no answer within the renew deadline"
+                    );
+                    return Err(self.lost());
                 }
             }
         }
@@ -192,8 +226,19 @@ impl LeaderElector {
         }
     }
 
-    /// Gives the lease up so a standby takes over at once instead of after expiry.
+    /// Gives the lease up so a standby takes over at once instead of after expiry. Bounded
+    /// by the renew deadline: a shutdown never waits longer on an API server that does not
+    /// answer (the lease then expires on its own).
     pub async fn release(&mut self) {
+        if tokio::time::timeout(self.config.renew_deadline, self.try_release())
+            .await
+            .is_err()
+        {
+            tracing::warn!("could not release the leader lease in time; it will expire");
+        }
+    }
+
+    async fn try_release(&mut self) {
         let Ok(Some(mut lease)) = self.api.get_opt(&self.config.name).await else {
             return;
         };

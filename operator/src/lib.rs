@@ -1,7 +1,8 @@
 //! The ModelFleet operator: the `ModelDeployment` API and the controller that reconciles it.
 //!
 //! - [`api`]: the types, from which the CRD is generated ([`crdgen`]).
-//! - [`desired`]: pure functions from a ModelDeployment to its Deployment, Service and PDB.
+//! - [`desired`]: pure functions from a ModelDeployment to its Deployment, Service, PDB and
+//!   NetworkPolicy; [`ownership`]: which existing objects of those names are the operator's.
 //! - [`status`], [`conditions`], [`transitions`]: pure status computation and the events
 //!   its changes raise.
 //! - [`controller`]: the reconciler, the only part that talks to the API server about
@@ -19,6 +20,7 @@ pub mod error;
 pub mod leader;
 pub mod metrics;
 pub mod operator;
+pub mod ownership;
 pub mod rbac;
 pub mod status;
 pub mod telemetry;

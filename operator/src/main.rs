@@ -75,6 +75,10 @@ struct RunArgs {
     /// How often the autoscaler reads every ModelDeployment's queue depth (e.g. 15s).
     #[arg(long, env = "MODELFLEET_AUTOSCALE_INTERVAL", default_value = "15s", value_parser = parse_duration)]
     autoscale_interval: Duration,
+    /// The image engine pods run when a ModelDeployment leaves spec.engine.image unset (the
+    /// Helm chart passes its engine.image value).
+    #[arg(long, env = "MODELFLEET_ENGINE_IMAGE", default_value = modelfleet_operator::api::DEFAULT_ENGINE_IMAGE)]
+    engine_image: String,
     /// Log line format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -125,6 +129,7 @@ async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
             namespace: args.namespace,
             identity,
             autoscaler,
+            engine_image: args.engine_image,
         },
         leader_election,
         telemetry_addr: Some(args.telemetry_addr),

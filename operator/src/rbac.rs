@@ -37,6 +37,12 @@ pub fn controller_rules() -> Vec<PolicyRule> {
         rule("apps", &["deployments"], &owned),
         rule("", &["services"], &owned),
         rule("policy", &["poddisruptionbudgets"], &owned),
+        // A NetworkPolicy is deleted when the spec stops asking for one.
+        rule(
+            "networking.k8s.io",
+            &["networkpolicies"],
+            &["get", "list", "watch", "create", "patch", "delete"],
+        ),
         // Pods are only read, to tell crash-looping ones.
         rule("", &["pods"], &["list", "watch"]),
         rule("events.k8s.io", &["events"], &["create", "patch"]),

@@ -17,11 +17,50 @@ const CRASH_LOOP_BACK_OFF: &str = "CrashLoopBackOff";
 /// At most this many pod names go into a condition message.
 const PODS_NAMED: usize = 3;
 
+/// The condition reason of a spec that cannot run: the object does not decode, or the API
+/// server refused a child built from it.
+pub const INVALID_SPEC: &str = "InvalidSpec";
+/// The condition reason of a child the operator refused to take over.
+pub const NOT_OWNED: &str = "NotOwned";
+
+/// Why the reconciler could not put the whole desired state in place. The ModelDeployment is
+/// not Ready and is Degraded (it needs a person) until this goes away.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Blocker {
+    /// The spec cannot run; the message is the API server's (or the decoder's).
+    InvalidSpec(String),
+    /// Objects with a child's name that are not this ModelDeployment's, each with why.
+    NotOwned(Vec<String>),
+}
+
+impl Blocker {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::InvalidSpec(_) => INVALID_SPEC,
+            Self::NotOwned(_) => NOT_OWNED,
+        }
+    }
+
+    pub fn message(&self) -> String {
+        match self {
+            Self::InvalidSpec(message) => format!("the spec cannot run: {message}"),
+            Self::NotOwned(objects) => format!(
+                "{}; the operator does not take over objects it does not own: delete or \
+                 rename them, or rename this ModelDeployment",
+                objects.join("; ")
+            ),
+        }
+    }
+}
+
 /// What the reconciler observed of the children.
 #[derive(Clone, Debug, Default)]
 pub struct Observed<'a> {
-    /// The Deployment as the API server returned it after the apply.
+    /// The Deployment as the API server returned it after the apply (or as it is, when the
+    /// apply was refused), if it is this ModelDeployment's.
     pub deployment: Option<&'a Deployment>,
+    /// What kept the desired state from being applied in full.
+    pub blocker: Option<&'a Blocker>,
     /// Names of the pods with a crash-looping container.
     pub crash_looping_pods: Vec<String>,
     /// What the queue-depth autoscaler said.
@@ -71,12 +110,20 @@ pub fn compute_status(
         previous.last_scale_time.clone()
     };
 
-    let observations = vec![
-        ready(md, desired_replicas, &rollout),
-        progressing(&rollout, updated_revision.as_deref()),
-        degraded(&rollout, &observed.crash_looping_pods),
-        scaling_active(md, desired_replicas, &observed.autoscaler),
-    ];
+    let observations = match observed.blocker {
+        None => vec![
+            ready(md, desired_replicas, &rollout),
+            progressing(&rollout, updated_revision.as_deref()),
+            degraded(&rollout, &observed.crash_looping_pods),
+            scaling_active(md, desired_replicas, &observed.autoscaler),
+        ],
+        Some(blocker) => vec![
+            blocked(condition::READY, Status::False, blocker),
+            progressing(&rollout, updated_revision.as_deref()),
+            blocked(condition::DEGRADED, Status::True, blocker),
+            scaling_active(md, desired_replicas, &observed.autoscaler),
+        ],
+    };
     ModelDeploymentStatus {
         observed_generation: md.metadata.generation,
         replicas: rollout.replicas,
@@ -98,6 +145,38 @@ pub fn compute_status(
             md.metadata.generation,
             now,
         ),
+    }
+}
+
+/// The status of an object that does not decode: what it said before, with every condition
+/// saying why nothing of it is reconciled (or autoscaled) until its spec is fixed.
+pub fn undecodable_status(
+    previous: Option<ModelDeploymentStatus>,
+    generation: Option<i64>,
+    error: &str,
+    now: &Time,
+) -> ModelDeploymentStatus {
+    let previous = previous.unwrap_or_default();
+    let blocker = Blocker::InvalidSpec(error.to_string());
+    let observations = vec![
+        blocked(condition::READY, Status::False, &blocker),
+        blocked(condition::PROGRESSING, Status::False, &blocker),
+        blocked(condition::DEGRADED, Status::True, &blocker),
+        blocked(condition::SCALING_ACTIVE, Status::False, &blocker),
+    ];
+    ModelDeploymentStatus {
+        observed_generation: generation,
+        conditions: conditions::merge(&previous.conditions, observations, generation, now),
+        ..previous
+    }
+}
+
+fn blocked(type_: &'static str, status: Status, blocker: &Blocker) -> Observation {
+    Observation {
+        type_,
+        status,
+        reason: blocker.reason(),
+        message: blocker.message(),
     }
 }
 
@@ -364,7 +443,8 @@ mod tests {
         generation: i64,
         status: DeploymentStatus,
     ) -> Deployment {
-        let mut d = build_deployment(md, replicas).expect("deployment");
+        let mut d =
+            build_deployment(md, replicas, crate::api::DEFAULT_ENGINE_IMAGE).expect("deployment");
         d.metadata.generation = Some(generation);
         d.status = Some(status);
         d
@@ -675,6 +755,98 @@ mod tests {
         md.status = Some(first);
         let second = compute_status(&md, 3, &Observed::default(), &at(20));
         assert_eq!(second.last_scale_time, Some(at(20)));
+    }
+
+    #[test]
+    fn an_invalid_spec_is_not_ready_and_degraded_with_the_api_servers_message() {
+        let md = minimal("chat");
+        let blocker = Blocker::InvalidSpec(
+            "Deployment.apps \"chat\" is invalid: spec.template.spec.nodeSelector: Invalid value"
+                .into(),
+        );
+        let s = compute_status(
+            &md,
+            1,
+            &Observed {
+                blocker: Some(&blocker),
+                ..Observed::default()
+            },
+            &at(10),
+        );
+        for (type_, status) in [("Ready", "False"), ("Degraded", "True")] {
+            let c = cond(&s, type_);
+            assert_eq!(
+                (c.status.as_str(), c.reason.as_str()),
+                (status, "InvalidSpec")
+            );
+            assert!(
+                c.message.contains("spec.template.spec.nodeSelector"),
+                "{}",
+                c.message
+            );
+        }
+        assert_eq!(s.observed_generation, Some(1));
+    }
+
+    #[test]
+    fn a_child_that_is_not_ours_is_named_in_ready_and_degraded() {
+        let md = minimal("chat");
+        let blocker = Blocker::NotOwned(vec![
+            "Service ml/chat exists and is not managed by this ModelDeployment".into(),
+        ]);
+        let s = compute_status(
+            &md,
+            1,
+            &Observed {
+                blocker: Some(&blocker),
+                ..Observed::default()
+            },
+            &at(10),
+        );
+        let ready = cond(&s, "Ready");
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", "NotOwned")
+        );
+        assert!(
+            ready.message.contains("Service ml/chat"),
+            "{}",
+            ready.message
+        );
+        assert_eq!(cond(&s, "Degraded").reason, "NotOwned");
+    }
+
+    #[test]
+    fn an_undecodable_object_keeps_its_figures_and_says_why_nothing_happens() {
+        let previous = ModelDeploymentStatus {
+            desired_replicas: 3,
+            ready_replicas: 3,
+            current_revision: Some("r1".into()),
+            ..ModelDeploymentStatus::default()
+        };
+        let s = undecodable_status(
+            Some(previous),
+            Some(4),
+            "spec.rollout.maxSurge: invalid value: integer `3000000000`, expected i32",
+            &at(10),
+        );
+        assert_eq!(s.observed_generation, Some(4));
+        assert_eq!(
+            (
+                s.desired_replicas,
+                s.ready_replicas,
+                s.current_revision.as_deref()
+            ),
+            (3, 3, Some("r1")),
+            "what was running is still described"
+        );
+        assert_eq!(s.conditions.len(), 4);
+        for c in &s.conditions {
+            assert_eq!(c.reason, "InvalidSpec", "{}", c.type_);
+            assert!(c.message.contains("spec.rollout.maxSurge"), "{}", c.message);
+        }
+        assert_eq!(cond(&s, "Ready").status, "False");
+        assert_eq!(cond(&s, "Degraded").status, "True");
     }
 
     #[test]

@@ -17,45 +17,8 @@ use kube::api::{Api, ListParams, Patch, PatchParams};
 use modelfleet_e2e::prometheus::{Prometheus, PrometheusOptions, StaticTarget};
 use modelfleet_operator::api::ModelDeployment;
 use modelfleet_operator::autoscaler::AutoscalerConfig;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 
 const INTERVAL: Duration = Duration::from_millis(500);
-
-/// Serves `modelfleet_engine_queue_depth` at `depth` (in hundredths) on `/metrics`.
-async fn serve_queue_depth(depth: Arc<AtomicU64>) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let address = listener.local_addr().expect("address").to_string();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut stream, _)) = listener.accept().await else {
-                return;
-            };
-            let depth = depth.clone();
-            tokio::spawn(async move {
-                let mut request = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => request.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let value = depth.load(Ordering::SeqCst) as f64 / 100.0;
-                let body = format!(
-                    "# TYPE modelfleet_engine_queue_depth gauge\nmodelfleet_engine_queue_depth {value}\n"
-                );
-                let response = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = stream.write_all(response.as_bytes()).await;
-                let _ = stream.shutdown().await;
-            });
-        }
-    });
-    address
-}
 
 fn autoscaled(ns: &str, name: &str) -> serde_json::Value {
     let mut manifest = minimal(ns, name, "r1");

@@ -42,6 +42,8 @@ fn crd_declares_the_scale_subresource_and_printer_columns() {
         .collect();
     assert_eq!(
         columns,
-        vec!["Ready", "Desired", "Revision", "Queue", "Age"]
+        vec![
+            "Ready", "Desired", "Revision", "Queue", "Status", "Message", "Age"
+        ]
     );
 }

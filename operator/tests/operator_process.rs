@@ -65,6 +65,11 @@ async fn the_binary_reconciles_and_exits_cleanly_on_sigterm() {
         .arg("--telemetry-addr")
         .arg(addr.to_string())
         .env("KUBECONFIG", cluster.kubeconfig_path())
+        // What the Helm chart sets from its engine.image value.
+        .env(
+            "MODELFLEET_ENGINE_IMAGE",
+            "registry.example/ml/engine:from-chart",
+        )
         // Log lines go to stdout (the container convention); stderr stays for panics.
         .stdout(log)
         .stderr(Stdio::inherit())
@@ -75,10 +80,19 @@ async fn the_binary_reconciles_and_exits_cleanly_on_sigterm() {
 
     apply_as_user(&client, ns, &minimal(ns, "chat", "r1")).await;
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
-    until("the binary to create the Deployment", || async {
+    let deployment = until("the binary to create the Deployment", || async {
         deployments.get_opt("chat").await.ok().flatten()
     })
     .await;
+    let engine_image = deployment
+        .spec
+        .and_then(|s| s.template.spec)
+        .and_then(|p| p.containers.first().and_then(|c| c.image.clone()));
+    assert_eq!(
+        engine_image.as_deref(),
+        Some("registry.example/ml/engine:from-chart"),
+        "the engine image comes from MODELFLEET_ENGINE_IMAGE"
+    );
     until("/readyz", || async {
         (http_status(addr, "/readyz").await == Some(200)).then_some(())
     })

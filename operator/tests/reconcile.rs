@@ -128,10 +128,25 @@ async fn applying_the_example_creates_children_with_expected_fields_and_owner_re
     let pod = spec.template.spec.as_ref().expect("pod spec");
     let fetch = &pod.init_containers.as_ref().expect("init containers")[0];
     let fetch_args = fetch.args.clone().unwrap_or_default();
+    // The example's source is a node path: a read-only hostPath, which the fetch reads
+    // below its own root.
+    let node_path = example
+        .spec
+        .model
+        .source
+        .strip_prefix("file://")
+        .expect("the example reads a node path");
     assert!(
-        fetch_args.contains(&example.spec.model.source),
+        fetch_args.contains(&format!("file:///mnt/node{node_path}")),
         "{fetch_args:?}"
     );
+    let host_paths: Vec<_> = pod
+        .volumes
+        .iter()
+        .flatten()
+        .filter_map(|v| v.host_path.as_ref().map(|h| h.path.as_str()))
+        .collect();
+    assert_eq!(host_paths, vec![node_path]);
     assert!(
         fetch_args.contains(&example.spec.model.revision),
         "{fetch_args:?}"
@@ -753,4 +768,469 @@ async fn a_crash_looping_pod_makes_the_model_deployment_degraded() {
         })
     })
     .await;
+}
+
+fn ready_condition(md: &ModelDeployment) -> Option<(String, String, String)> {
+    let c = md.status.as_ref()?.condition("Ready")?;
+    Some((c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+fn pod_template_spec(d: &Deployment) -> &k8s_openapi::api::core::v1::PodSpec {
+    d.spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .expect("pod template spec")
+}
+
+/// `kubectl get md NAME -n NS` as a user sees it.
+async fn kubectl_get_md(ns: &str, name: &str) -> String {
+    let kubectl = modelfleet_e2e::tools::tool("kubectl").expect("kubectl (make tools)");
+    let output = tokio::process::Command::new(kubectl)
+        .arg("--kubeconfig")
+        .arg(cluster(true).kubeconfig_path())
+        .args(["get", "md", name, "-n", ns])
+        .output()
+        .await
+        .expect("run kubectl");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_someone_else_made_is_never_taken_over_or_garbage_collected() {
+    let ns = "foreign";
+    let (client, apis) = setup(ns).await;
+    // A team's own Service that happens to have the name the ModelDeployment will get.
+    let theirs: Service = serde_json::from_value(serde_json::json!({
+        "metadata": { "name": "chat", "labels": { "team": "search" } },
+        "spec": { "selector": { "app": "search-api" }, "ports": [{ "name": "web", "port": 80 }] },
+    }))
+    .expect("service");
+    let theirs = apis
+        .services
+        .create(&Default::default(), &theirs)
+        .await
+        .expect("create their Service");
+    let _operator = start_operator(client.clone(), ns, "op-foreign", None);
+    apply_as_user(&client, ns, &minimal(ns, "chat", "r1")).await;
+
+    let md = wait_for_status(&apis.mds, "chat", "Ready=False, NotOwned", |md| {
+        ready_condition(md).is_some_and(|(s, r, _)| s == "False" && r == "NotOwned")
+    })
+    .await;
+    let (_, _, message) = ready_condition(&md).expect("ready");
+    assert!(message.contains("Service foreign/chat"), "{message}");
+    let degraded = md.status.as_ref().and_then(|s| s.condition("Degraded"));
+    assert_eq!(
+        degraded.map(|c| (c.status.as_str(), c.reason.as_str())),
+        Some(("True", "NotOwned"))
+    );
+    assert!(kubectl_get_md(ns, "chat").await.contains("NotOwned"));
+    // The positive control: the reconcile ran and applied what is its own.
+    until("the Deployment and the PDB", || async {
+        let d = apis.deployments.get_opt("chat").await.ok().flatten()?;
+        apis.pdbs.get_opt("chat").await.ok().flatten().map(|_| d)
+    })
+    .await;
+    let now = apis.services.get("chat").await.expect("their Service");
+    assert_eq!(
+        now.resource_version(),
+        theirs.resource_version(),
+        "their Service was written: {:?}",
+        now.metadata.managed_fields
+    );
+    assert!(now.owner_references().is_empty());
+    assert_eq!(
+        now.spec.and_then(|s| s.selector),
+        Some(BTreeMap::from([(
+            "app".to_string(),
+            "search-api".to_string()
+        )]))
+    );
+
+    // Deleting the ModelDeployment removes what it owns and nothing else.
+    apis.mds
+        .delete("chat", &DeleteParams::default())
+        .await
+        .expect("delete");
+    until("the Deployment to be garbage-collected", || async {
+        apis.deployments
+            .get_opt("chat")
+            .await
+            .ok()
+            .filter(Option::is_none)
+    })
+    .await;
+    until("the PDB to be garbage-collected", || async {
+        apis.pdbs.get_opt("chat").await.ok().filter(Option::is_none)
+    })
+    .await;
+    let still = apis
+        .services
+        .get("chat")
+        .await
+        .expect("their Service stays");
+    assert_eq!(still.resource_version(), theirs.resource_version());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn children_orphaned_by_a_cascade_orphan_delete_are_taken_back() {
+    let ns = "orphans";
+    let (client, apis) = setup(ns).await;
+    let _operator = start_operator(client.clone(), ns, "op-orphans", None);
+    let first = apply_as_user(&client, ns, &minimal(ns, "chat", "r1")).await;
+    until("the Service", || async {
+        apis.services.get_opt("chat").await.ok().flatten()
+    })
+    .await;
+    // `kubectl delete md chat --cascade=orphan`: the children stay, without an owner.
+    apis.mds
+        .delete("chat", &DeleteParams::orphan())
+        .await
+        .expect("orphan delete");
+    until("the Service orphaned", || async {
+        apis.services
+            .get("chat")
+            .await
+            .ok()
+            .filter(|s| s.owner_references().is_empty())
+    })
+    .await;
+    let second = apply_as_user(&client, ns, &minimal(ns, "chat", "r2")).await;
+    assert_ne!(first.uid(), second.uid());
+    let uid = second.uid().expect("uid");
+    until("the Service owned by the new ModelDeployment", || async {
+        apis.services
+            .get("chat")
+            .await
+            .ok()
+            .filter(|s| s.owner_references().iter().any(|o| o.uid == uid))
+    })
+    .await;
+    until("the Deployment at r2", || async {
+        apis.deployments.get("chat").await.ok().filter(|d| {
+            template_revision(d).as_deref() == Some("r2")
+                && d.owner_references().iter().any(|o| o.uid == uid)
+        })
+    })
+    .await;
+    wait_for_status(&apis.mds, "chat", "no NotOwned", |md| {
+        md.status.as_ref().and_then(|s| s.observed_generation) == md.metadata.generation
+            && ready_condition(md).is_some_and(|(_, r, _)| r != "NotOwned")
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spec_the_api_server_refuses_shows_in_status_and_loses_nothing() {
+    let ns = "refused";
+    let (client, apis) = setup(ns).await;
+    let _operator = start_operator(client.clone(), ns, "op-refused", None);
+    apply_as_user(&client, ns, &minimal(ns, "chat", "r1")).await;
+    let before = until("the Deployment", || async {
+        apis.deployments.get_opt("chat").await.ok().flatten()
+    })
+    .await;
+
+    // Schema-valid, but not a label key: the Deployment built from it is refused.
+    let mut manifest = minimal(ns, "chat", "r2");
+    manifest["spec"]["scheduling"] =
+        serde_json::json!({ "nodeSelector": { "not a label key": "x" } });
+    apply_as_user(&client, ns, &manifest).await;
+    let md = wait_for_status(&apis.mds, "chat", "Ready=False, InvalidSpec", |md| {
+        ready_condition(md).is_some_and(|(s, r, _)| s == "False" && r == "InvalidSpec")
+    })
+    .await;
+    let (_, _, message) = ready_condition(&md).expect("ready");
+    assert!(
+        message.contains("nodeSelector") && message.contains("not a label key"),
+        "the API server's message: {message}"
+    );
+    assert_eq!(
+        md.status.as_ref().and_then(|s| s.observed_generation),
+        md.metadata.generation
+    );
+    let table = kubectl_get_md(ns, "chat").await;
+    assert!(table.contains("InvalidSpec"), "{table}");
+    // What ran keeps running as it was.
+    let during = apis.deployments.get("chat").await.expect("deployment");
+    assert_eq!(during.resource_version(), before.resource_version());
+    assert_eq!(template_revision(&during).as_deref(), Some("r1"));
+
+    apply_as_user(&client, ns, &minimal(ns, "chat", "r3")).await;
+    until("the Deployment at r3", || async {
+        apis.deployments
+            .get("chat")
+            .await
+            .ok()
+            .filter(|d| template_revision(d).as_deref() == Some("r3"))
+    })
+    .await;
+    wait_for_status(&apis.mds, "chat", "no longer InvalidSpec", |md| {
+        ready_condition(md).is_some_and(|(_, r, _)| r != "InvalidSpec")
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_network_policy_follows_the_spec_and_is_garbage_collected() {
+    use k8s_openapi::api::networking::v1::NetworkPolicy;
+    let ns = "netpol";
+    let (client, apis) = setup(ns).await;
+    let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), ns);
+    let _operator = start_operator(client.clone(), ns, "op-netpol", None);
+    let mut manifest = minimal(ns, "chat", "r1");
+    manifest["spec"]["networkPolicy"] = serde_json::json!({
+        "clients": [{ "podSelector": { "matchLabels": { "app": "gateway" } } }],
+        "prometheus": [{ "namespaceSelector": { "matchLabels": { "kubernetes.io/metadata.name": "monitoring" } } }],
+    });
+    let md = apply_as_user(&client, ns, &manifest).await;
+    let policy = until("the NetworkPolicy", || async {
+        policies.get_opt("chat").await.ok().flatten()
+    })
+    .await;
+    let owners = policy.owner_references();
+    assert_eq!(owners.len(), 1);
+    assert_eq!(Some(owners[0].uid.clone()), md.uid());
+    let spec = policy.spec.expect("spec");
+    assert_eq!(
+        spec.pod_selector
+            .and_then(|s| s.match_labels)
+            .and_then(|l| l.get("modelfleet.dev/deployment").cloned())
+            .as_deref(),
+        Some("chat")
+    );
+    let ingress = spec.ingress.expect("ingress");
+    let ports = |i: usize| -> Vec<String> {
+        ingress[i]
+            .ports
+            .iter()
+            .flatten()
+            .filter_map(|p| p.port.as_ref().map(|p| format!("{p:?}")))
+            .collect()
+    };
+    assert_eq!(ingress.len(), 2);
+    assert_eq!(ports(0), vec!["Int(50051)", "Int(8000)"]);
+    assert_eq!(
+        ports(1),
+        vec!["Int(8000)"],
+        "Prometheus reaches /metrics only"
+    );
+
+    // No longer asked for: removed.
+    apply_as_user(&client, ns, &minimal(ns, "chat", "r1")).await;
+    until("the NetworkPolicy removed", || async {
+        policies.get_opt("chat").await.ok().filter(Option::is_none)
+    })
+    .await;
+    // Asked for again, then the ModelDeployment goes: collected with it.
+    apply_as_user(&client, ns, &manifest).await;
+    until("the NetworkPolicy again", || async {
+        policies.get_opt("chat").await.ok().flatten()
+    })
+    .await;
+    apis.mds
+        .delete("chat", &DeleteParams::default())
+        .await
+        .expect("delete");
+    until("the NetworkPolicy garbage-collected", || async {
+        policies.get_opt("chat").await.ok().filter(Option::is_none)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operators_engine_image_is_the_default_and_the_spec_wins() {
+    let ns = "images";
+    let (client, apis) = setup(ns).await;
+    let config = modelfleet_operator::operator::OperatorConfig {
+        controller: modelfleet_operator::controller::ControllerConfig {
+            engine_image: "registry.example/team/engine:7".into(),
+            ..modelfleet_operator::controller::ControllerConfig::new(Some(ns.into()), "op-images")
+        },
+        leader_election: None,
+        telemetry_addr: None,
+    };
+    let _operator = start_operator_config(client.clone(), config);
+    let images = |d: &Deployment| -> Vec<Option<String>> {
+        let pod = pod_template_spec(d);
+        pod.init_containers
+            .iter()
+            .flatten()
+            .chain(pod.containers.iter())
+            .map(|c| c.image.clone())
+            .collect()
+    };
+    apply_as_user(&client, ns, &minimal(ns, "chat", "r1")).await;
+    let d = until("the Deployment", || async {
+        apis.deployments.get_opt("chat").await.ok().flatten()
+    })
+    .await;
+    let default = Some("registry.example/team/engine:7".to_string());
+    assert_eq!(images(&d), vec![default.clone(), default]);
+    let stored = apis.mds.get("chat").await.expect("md");
+    assert_eq!(stored.spec.engine.image, None, "nothing filled it in");
+
+    let mut manifest = minimal(ns, "chat", "r1");
+    manifest["spec"]["engine"] = serde_json::json!({ "image": "localhost:5000/engine:dev" });
+    apply_as_user(&client, ns, &manifest).await;
+    let own = Some("localhost:5000/engine:dev".to_string());
+    until("the spec's image", || async {
+        apis.deployments
+            .get("chat")
+            .await
+            .ok()
+            .filter(|d| images(d) == vec![own.clone(), own.clone()])
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn model_sources_cache_size_and_api_key_reach_the_pods() {
+    let ns = "sources";
+    let (client, _) = setup(ns).await;
+    let _operator = start_operator(client.clone(), ns, "op-sources", None);
+    let mut manifest = minimal(ns, "claim", "r1");
+    manifest["spec"]["model"]["source"] = serde_json::json!("pvc://weights/llama/8b");
+    manifest["spec"]["resources"] = serde_json::json!({ "gpus": 0, "modelCache": "20Gi" });
+    manifest["spec"]["engine"] =
+        serde_json::json!({ "apiKeySecretRef": { "name": "chat-keys", "key": "api-key" } });
+    apply_as_user(&client, ns, &manifest).await;
+    let mut manifest = minimal(ns, "node", "r1");
+    manifest["spec"]["model"]["source"] = serde_json::json!("file:///var/lib/models/smollm2");
+    apply_as_user(&client, ns, &manifest).await;
+
+    // The pods the controller-manager makes from the templates: what a kubelet is given.
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let pod_of = |name: &'static str| {
+        let pods = pods.clone();
+        async move {
+            until(&format!("a pod of {name}"), || async {
+                let selector = format!("modelfleet.dev/deployment={name}");
+                let list = pods
+                    .list(&ListParams::default().labels(&selector))
+                    .await
+                    .ok()?;
+                list.items.into_iter().next()
+            })
+            .await
+        }
+    };
+    let pod = pod_of("claim").await;
+    let spec = pod.spec.expect("pod spec");
+    let volume = |name: &str| {
+        spec.volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("volume {name}"))
+    };
+    let claim = volume("model-source")
+        .persistent_volume_claim
+        .expect("a claim");
+    assert_eq!(
+        (claim.claim_name.as_str(), claim.read_only),
+        ("weights", Some(true))
+    );
+    let cache = volume("model-cache").empty_dir.expect("emptyDir");
+    assert_eq!(cache.size_limit.map(|q| q.0).as_deref(), Some("20Gi"));
+    let secret = volume("api-key").secret.expect("a secret volume");
+    assert_eq!(secret.secret_name.as_deref(), Some("chat-keys"));
+    let fetch = &spec.init_containers.as_ref().expect("init")[0];
+    let source_mount = fetch
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| m.name == "model-source")
+        .expect("the source mount");
+    assert_eq!(source_mount.mount_path, "/mnt/pvc/weights");
+    assert_eq!(source_mount.read_only, Some(true));
+    let fetch_args = fetch.args.clone().unwrap_or_default();
+    assert!(
+        fetch_args
+            .windows(2)
+            .any(|w| w[0] == "--pvc-root" && w[1] == "/mnt/pvc"),
+        "{fetch_args:?}"
+    );
+    let requests = |c: &k8s_openapi::api::core::v1::Container| {
+        c.resources
+            .as_ref()
+            .and_then(|r| r.requests.clone())
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        requests(fetch)
+            .get("ephemeral-storage")
+            .map(|q| q.0.as_str()),
+        Some("20Gi")
+    );
+    assert!(requests(fetch).contains_key("cpu") && requests(fetch).contains_key("memory"));
+    assert!(
+        fetch
+            .resources
+            .as_ref()
+            .and_then(|r| r.limits.as_ref())
+            .is_some_and(|l| l.contains_key("memory")),
+        "the fetch's memory is bounded"
+    );
+    let engine = &spec.containers[0];
+    assert_eq!(
+        requests(engine)
+            .get("ephemeral-storage")
+            .map(|q| q.0.as_str()),
+        Some("20Gi")
+    );
+    let args = engine.args.clone().unwrap_or_default();
+    assert!(
+        args.windows(2)
+            .any(|w| w[0] == "--api-key-file" && w[1] == "/etc/modelfleet/api-key/key"),
+        "{args:?}"
+    );
+    let key_mount = engine
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| m.name == "api-key")
+        .expect("the key mount");
+    assert_eq!(key_mount.read_only, Some(true));
+    assert!(
+        !fetch
+            .volume_mounts
+            .iter()
+            .flatten()
+            .any(|m| m.name == "api-key"),
+        "the fetch never sees the key"
+    );
+
+    let pod = pod_of("node").await;
+    let spec = pod.spec.expect("pod spec");
+    let host = spec
+        .volumes
+        .iter()
+        .flatten()
+        .find_map(|v| v.host_path.clone())
+        .expect("a hostPath volume");
+    assert_eq!(host.path, "/var/lib/models/smollm2");
+    let fetch = &spec.init_containers.as_ref().expect("init")[0];
+    let mount = fetch
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| m.name == "model-source")
+        .expect("the node path mount");
+    assert_eq!(
+        (mount.mount_path.as_str(), mount.read_only),
+        ("/mnt/node/var/lib/models/smollm2", Some(true))
+    );
+    let args = fetch.args.clone().unwrap_or_default();
+    assert!(
+        args.windows(2)
+            .any(|w| w[0] == "--source" && w[1] == "file:///mnt/node/var/lib/models/smollm2"),
+        "{args:?}"
+    );
 }

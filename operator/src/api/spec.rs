@@ -8,14 +8,17 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Affinity, Toleration};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::ModelDeploymentStatus;
+use super::rules;
 
-/// The image the engine containers run when `spec.engine.image` is not set.
+/// The image the engine containers run when neither `spec.engine.image` nor the operator's
+/// `--engine-image` (the Helm chart's `engine.image`) says otherwise.
 pub const DEFAULT_ENGINE_IMAGE: &str =
     concat!("ghcr.io/modelfleet/engine:", env!("CARGO_PKG_VERSION"));
 
@@ -42,6 +45,8 @@ pub const DEFAULT_ENGINE_IMAGE: &str =
     printcolumn(name = "Desired", type_ = "integer", json_path = ".status.desiredReplicas", description = "Replicas the operator asks for"),
     printcolumn(name = "Revision", type_ = "string", json_path = ".status.updatedRevision", description = "Model revision the pod template carries"),
     printcolumn(name = "Queue", type_ = "number", json_path = ".status.queueDepth", description = "Waiting requests across all replicas"),
+    printcolumn(name = "Status", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason", description = "Why the ModelDeployment is or is not Ready (e.g. ReplicasAvailable, InvalidSpec, NotOwned)"),
+    printcolumn(name = "Message", type_ = "string", priority = 1, json_path = ".status.conditions[?(@.type==\"Ready\")].message", description = "The Ready condition's message"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     // The name also names the Service, so it must be a DNS-1035 label.
     validation = Rule::new("self.metadata.name.size() <= 63 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')")
@@ -69,6 +74,11 @@ pub struct ModelDeploymentSpec {
     /// Where replicas may be placed.
     #[serde(default)]
     pub scheduling: SchedulingSpec,
+    /// Restrict who may reach the engine pods: with this set, the operator owns a
+    /// NetworkPolicy that admits only the listed clients (gRPC and HTTP) and Prometheus (HTTP,
+    /// for /metrics). Needs a network plugin that enforces NetworkPolicy. Unset: no policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_policy: Option<NetworkPolicySpec>,
 }
 
 /// The model's weights and the name clients use for it.
@@ -79,6 +89,13 @@ pub struct ModelSpec {
     /// pvc://claim/path or file:///node/path.
     #[schemars(length(min = 1, max = 2048))]
     #[x_kube(validation = Rule::new("self.matches('^(hf|s3|https|pvc|file)://.+$')").message("spec.model.source must be a URI with scheme hf://, s3://, https://, pvc:// or file://"))]
+    #[x_kube(validation = Rule::new("!self.matches('[[:space:]]')").message("spec.model.source must not contain spaces or other white space"))]
+    #[x_kube(validation = Rule::new("!self.matches('://(.*/)?[.][.]?(/|$)')").message("spec.model.source must not contain '.' or '..' path segments"))]
+    #[x_kube(validation = Rule::new("!self.startsWith('hf://') || self.matches('^hf://[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$')").message("spec.model.source: hf:// needs an organisation and a repository name, hf://org/name"))]
+    #[x_kube(validation = Rule::new("!self.startsWith('s3://') || self.matches('^s3://[^/]+(/.*)?$')").message("spec.model.source: s3:// needs a bucket, s3://bucket/prefix"))]
+    #[x_kube(validation = Rule::new("!self.startsWith('https://') || self.matches('^https://[^/?#@:]+(:[0-9]+)?([/?#].*)?$')").message("spec.model.source: https:// needs a host (and no user:password@), https://host/path"))]
+    #[x_kube(validation = Rule::new("!self.startsWith('pvc://') || self.matches('^pvc://[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?(/.*)?$')").message("spec.model.source: pvc:// needs the name of a PersistentVolumeClaim in this namespace, pvc://claim/path"))]
+    #[x_kube(validation = Rule::new("!self.startsWith('file://') || self.matches('^file:///[^/].*$')").message("spec.model.source: file:// needs an absolute path on the node below /, file:///path"))]
     pub source: String,
     /// An immutable pin of the weights (commit, ETag or digest). Changing it rolls out the
     /// new weights.
@@ -118,10 +135,12 @@ impl Dtype {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct EngineSpec {
-    /// The engine image.
-    #[serde(default = "default_image")]
-    #[schemars(length(min = 1))]
-    pub image: String,
+    /// The engine image. Unset: the operator's default (its `--engine-image`, which the Helm
+    /// chart sets from `engine.image`; without one, ghcr.io/modelfleet/engine:<operator
+    /// version>), so upgrading the operator moves such fleets to its engine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512), regex(pattern = rules::IMAGE_PATTERN))]
+    pub image: Option<String>,
     /// Numeric precision.
     #[serde(default)]
     pub dtype: Dtype,
@@ -141,28 +160,49 @@ pub struct EngineSpec {
     #[serde(default = "default_gpu_memory_utilization")]
     #[x_kube(validation = Rule::new("self > 0.0 && self <= 1.0").message("spec.engine.gpuMemoryUtilization must be greater than 0 and at most 1"))]
     pub gpu_memory_utilization: f64,
-    /// Further `serve` flags, appended after the ones the operator sets.
+    /// Further `serve` flags, appended after the ones the operator sets. A flag the operator
+    /// sets from a field of this spec (--model, --served-name, --dtype, --block-size, …) is
+    /// refused: set the field instead.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 64))]
+    #[schemars(length(max = 64), inner(length(min = 1, max = 4096)))]
+    #[x_kube(validation = rules::extra_args_rule())]
     pub extra_args: Vec<String>,
+    /// A Secret key holding the API key clients must present (HTTP `Authorization: Bearer
+    /// <key>`, gRPC `authorization` metadata). The operator mounts that key read-only into
+    /// the engine container and passes `--api-key-file`; health and metrics stay open for
+    /// probes and Prometheus. Unset: no key is asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_secret_ref: Option<SecretKeyRef>,
+}
+
+/// One key of a Secret in the ModelDeployment's namespace.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    /// The Secret's name.
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
+    pub name: String,
+    /// The key within the Secret.
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
+    pub key: String,
 }
 
 impl Default for EngineSpec {
     fn default() -> Self {
         Self {
-            image: default_image(),
+            image: None,
             dtype: Dtype::default(),
             max_model_len: None,
             block_size: default_block_size(),
             max_num_seqs: default_max_num_seqs(),
             gpu_memory_utilization: default_gpu_memory_utilization(),
             extra_args: Vec::new(),
+            api_key_secret_ref: None,
         }
     }
-}
-
-fn default_image() -> String {
-    DEFAULT_ENGINE_IMAGE.to_string()
 }
 fn default_block_size() -> i32 {
     16
@@ -190,12 +230,22 @@ pub struct ResourcesSpec {
         length(max = 63)
     )]
     pub gpu_product: Option<String>,
-    /// CPU request per replica.
+    /// CPU request per replica, a quantity such as `500m` or `4`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = rules::positive_quantity_rule("spec.resources.cpu"))]
     pub cpu: Option<Quantity>,
-    /// Memory request and limit per replica.
+    /// Memory request and limit per replica, a quantity such as `24Gi`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = rules::positive_quantity_rule("spec.resources.memory"))]
     pub memory: Option<Quantity>,
+    /// Disk for the model cache (the fetched weights) per replica, a quantity such as
+    /// `20Gi`: at least the model's size on disk. It becomes the cache volume's `sizeLimit`
+    /// and the pod's `ephemeral-storage` request, so the scheduler places the pod on a node
+    /// with room for the weights and the kubelet evicts a pod whose cache outgrows it.
+    /// Unset: no limit and no request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = rules::positive_quantity_rule("spec.resources.modelCache"))]
+    pub model_cache: Option<Quantity>,
 }
 
 impl Default for ResourcesSpec {
@@ -205,6 +255,7 @@ impl Default for ResourcesSpec {
             gpu_product: None,
             cpu: None,
             memory: None,
+            model_cache: None,
         }
     }
 }
@@ -313,13 +364,18 @@ fn default_scale_down_stabilization() -> String {
 /// How new pods replace old ones.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = rules::rollout_not_stuck_rule())]
 pub struct RolloutSpec {
-    /// Extra pods allowed during a rollout (count or percentage).
+    /// Extra pods allowed during a rollout: a count (0 to 2147483647) or a percentage of the
+    /// replicas such as `25%`, rounded up.
     #[serde(default = "default_max_surge")]
+    #[schemars(schema_with = "rules::max_surge_schema")]
     pub max_surge: IntOrString,
-    /// Pods that may be unavailable during a rollout; 0 keeps full capacity while new
-    /// weights load.
+    /// Pods that may be unavailable during a rollout: a count (0 to 2147483647) or a
+    /// percentage of the replicas from `0%` to `100%`, rounded down. 0 keeps full capacity
+    /// while new weights load; it cannot be 0 when `maxSurge` is 0 too.
     #[serde(default = "default_max_unavailable")]
+    #[schemars(schema_with = "rules::max_unavailable_schema")]
     pub max_unavailable: IntOrString,
     /// How long a rollout may make no progress before it counts as failed (Degraded).
     #[serde(default = "default_progress_deadline")]
@@ -357,6 +413,12 @@ pub struct SchedulingSpec {
     /// Taints the pods tolerate (the `nvidia.com/gpu` taint is tolerated already when
     /// `resources.gpus > 0`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new("self.all(t, !has(t.operator) || t.operator in ['', 'Exists', 'Equal'])").message("spec.scheduling.tolerations: operator must be Exists or Equal"))]
+    #[x_kube(validation = Rule::new("self.all(t, !has(t.effect) || t.effect in ['', 'NoSchedule', 'PreferNoSchedule', 'NoExecute'])").message("spec.scheduling.tolerations: effect must be NoSchedule, PreferNoSchedule or NoExecute (or empty for all)"))]
+    #[x_kube(validation = Rule::new("self.all(t, !has(t.operator) || t.operator != 'Exists' || !has(t.value) || t.value == '')").message("spec.scheduling.tolerations: a toleration with operator Exists must not have a value"))]
+    #[x_kube(validation = Rule::new("self.all(t, (has(t.key) && t.key != '') || (has(t.operator) && t.operator == 'Exists'))").message("spec.scheduling.tolerations: a toleration without a key must have operator Exists"))]
+    #[x_kube(validation = Rule::new("self.all(t, !has(t.tolerationSeconds) || (has(t.effect) && t.effect == 'NoExecute'))").message("spec.scheduling.tolerations: tolerationSeconds needs effect NoExecute"))]
     pub tolerations: Vec<Toleration>,
     /// Node and pod affinity.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -409,4 +471,36 @@ impl WhenUnsatisfiable {
             Self::DoNotSchedule => "DoNotSchedule",
         }
     }
+}
+
+/// Who may reach the engine pods. Each peer is a pod selector (pods in this namespace), a
+/// namespace selector (every pod in those namespaces), or both (those pods in those
+/// namespaces), as in a NetworkPolicy. Traffic from the node itself (the kubelet's probes)
+/// is always allowed.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkPolicySpec {
+    /// Clients allowed on the gRPC and HTTP ports. Empty: none but Prometheus.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub clients: Vec<NetworkPeer>,
+    /// Where the Prometheus that scrapes `/metrics` runs (the HTTP port only; the autoscaler
+    /// reads queue depth from it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    pub prometheus: Vec<NetworkPeer>,
+}
+
+/// Pods allowed in, by pod labels, namespace labels, or both.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.podSelector) || has(self.namespaceSelector)").message("spec.networkPolicy: each peer needs a podSelector, a namespaceSelector or both"))]
+pub struct NetworkPeer {
+    /// Pods with these labels (in this namespace, or in the namespaces `namespaceSelector`
+    /// selects).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_selector: Option<LabelSelector>,
+    /// Namespaces with these labels, e.g. `kubernetes.io/metadata.name: monitoring`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace_selector: Option<LabelSelector>,
 }

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use kube::runtime::reflector::ObjectRef;
 
-use crate::api::ModelDeployment;
+use crate::api::WatchedModelDeployment;
 pub use policy::{Policy, autoscaling_applies};
 pub use scaler::{Activity, Decision, Reading, Scaler};
 
@@ -64,28 +64,30 @@ impl Verdict {
 
 /// Verdicts by ModelDeployment, shared by the ticker (writes) and the reconciler (reads).
 #[derive(Clone, Debug, Default)]
-pub struct Verdicts(Arc<Mutex<HashMap<ObjectRef<ModelDeployment>, Verdict>>>);
+pub struct Verdicts(Arc<Mutex<HashMap<ObjectRef<WatchedModelDeployment>, Verdict>>>);
 
 impl Verdicts {
-    pub fn get(&self, object: &ObjectRef<ModelDeployment>) -> Option<Verdict> {
+    pub fn get(&self, object: &ObjectRef<WatchedModelDeployment>) -> Option<Verdict> {
         self.lock().get(object).cloned()
     }
 
     /// Stores `verdict`; says whether it differs from the one stored before.
-    pub fn set(&self, object: ObjectRef<ModelDeployment>, verdict: Verdict) -> bool {
+    pub fn set(&self, object: ObjectRef<WatchedModelDeployment>, verdict: Verdict) -> bool {
         self.lock().insert(object, verdict.clone()).as_ref() != Some(&verdict)
     }
 
-    pub fn remove(&self, object: &ObjectRef<ModelDeployment>) {
+    pub fn remove(&self, object: &ObjectRef<WatchedModelDeployment>) {
         self.lock().remove(object);
     }
 
     /// Keeps only the verdicts whose object `keep` accepts.
-    pub fn retain(&self, keep: impl Fn(&ObjectRef<ModelDeployment>) -> bool) {
+    pub fn retain(&self, keep: impl Fn(&ObjectRef<WatchedModelDeployment>) -> bool) {
         self.lock().retain(|object, _| keep(object));
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ObjectRef<ModelDeployment>, Verdict>> {
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<ObjectRef<WatchedModelDeployment>, Verdict>> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }

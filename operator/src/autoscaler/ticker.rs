@@ -18,7 +18,7 @@ use super::scaler::round2;
 use super::{
     AutoscalerConfig, Policy, Reading, Scaler, Verdict, Verdicts, autoscaling_applies, promql,
 };
-use crate::api::ModelDeployment;
+use crate::api::{ModelDeployment, WatchedModelDeployment, watched_ref};
 use crate::desired::desired_replicas;
 use crate::metrics::Metrics;
 
@@ -30,14 +30,14 @@ const CONCURRENT_QUERIES: usize = 8;
 pub async fn run(
     config: AutoscalerConfig,
     prometheus: PrometheusClient,
-    store: Store<ModelDeployment>,
+    store: Store<WatchedModelDeployment>,
     verdicts: Verdicts,
-    reconcile: UnboundedSender<ObjectRef<ModelDeployment>>,
+    reconcile: UnboundedSender<ObjectRef<WatchedModelDeployment>>,
     metrics: Metrics,
     shutdown: CancellationToken,
 ) {
     tracing::info!(prometheus = %prometheus.url(), interval = ?config.interval, "autoscaler started");
-    let mut scalers: HashMap<ObjectRef<ModelDeployment>, Scaler> = HashMap::new();
+    let mut scalers: HashMap<ObjectRef<WatchedModelDeployment>, Scaler> = HashMap::new();
     let mut ticker = tokio::time::interval(config.interval.max(Duration::from_millis(10)));
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
@@ -45,18 +45,19 @@ pub async fn run(
             () = shutdown.cancelled() => break,
             _ = ticker.tick() => {}
         }
-        let objects = store.state();
-        let autoscaled: Vec<Arc<ModelDeployment>> = objects
+        // An object that does not decode is skipped (its status says why); the others are
+        // autoscaled as ever.
+        let autoscaled: Vec<Arc<ModelDeployment>> = store
+            .state()
             .iter()
+            .filter_map(|watched| watched.0.as_ref().ok())
             .filter(|md| md.meta().deletion_timestamp.is_none() && autoscaling_applies(&md.spec))
-            .cloned()
+            .map(|md| Arc::new(md.clone()))
             .collect();
         // Forget objects that are gone or no longer autoscaled: a later return starts from
         // their status, as after a restart.
-        let live: std::collections::HashSet<_> = autoscaled
-            .iter()
-            .map(|md| ObjectRef::from(md.as_ref()))
-            .collect();
+        let live: std::collections::HashSet<_> =
+            autoscaled.iter().map(|md| watched_ref(md)).collect();
         scalers.retain(|object, _| live.contains(object));
         verdicts.retain(|object| live.contains(object));
 
@@ -84,7 +85,7 @@ pub async fn run(
 
         let now = Timestamp::now();
         for (md, policy, reading) in readings {
-            let object = ObjectRef::from(md.as_ref());
+            let object = watched_ref(&md);
             if let Reading::Unavailable(error) = &reading {
                 metrics.autoscaler_query_failures.inc();
                 tracing::debug!(object = %object_name(&md), %error, "queue depth unavailable");

@@ -3,7 +3,8 @@
 //! Each pod fetches the weights in an init container (`modelfleet-engine fetch`) into an
 //! emptyDir model cache, then serves them (`modelfleet-engine serve`). The revision is both
 //! an argument of the init container and a pod-template annotation, so changing it changes
-//! the template and the Deployment rolls the pods.
+//! the template and the Deployment rolls the pods. Where the fetch reads from (and what it
+//! mounts for that) is [`super::source`]'s business.
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
@@ -12,10 +13,10 @@ use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
 };
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, GRPCAction, Lifecycle,
+    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, GRPCAction, KeyToPath, Lifecycle,
     LifecycleHandler, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
-    SeccompProfile, SecurityContext, SleepAction, Toleration, TopologySpreadConstraint, Volume,
-    VolumeMount,
+    SeccompProfile, SecretVolumeSource, SecurityContext, SleepAction, Toleration,
+    TopologySpreadConstraint, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -23,6 +24,7 @@ use kube::ResourceExt;
 
 use super::labels::{common_labels, selector_labels};
 use super::owned_metadata;
+use super::source::{FetchSource, fetch_source};
 use crate::api::{ModelDeployment, ModelDeploymentSpec};
 use crate::{Error, Result};
 
@@ -34,6 +36,14 @@ pub const HTTP_PORT: i32 = 8000;
 pub const MODEL_DIR: &str = "/models";
 /// Pod-template annotation carrying the model revision.
 pub const REVISION_ANNOTATION: &str = "modelfleet.dev/revision";
+/// Where the engine container finds the API key (`--api-key-file`), when one is asked for.
+pub const API_KEY_FILE: &str = "/etc/modelfleet/api-key/key";
+const API_KEY_DIR: &str = "/etc/modelfleet/api-key";
+/// The file name the Secret's key is given in [`API_KEY_DIR`].
+const API_KEY_ITEM: &str = "key";
+const API_KEY_VOLUME: &str = "api-key";
+/// The key file is readable by the engine's group (the pod's fsGroup) and nobody else.
+const API_KEY_MODE: i32 = 0o440;
 
 /// The extended resource GPUs are requested as (NVIDIA device plugin).
 const GPU_RESOURCE: &str = "nvidia.com/gpu";
@@ -52,6 +62,13 @@ const PROBE_PERIOD_SECONDS: i32 = 10;
 /// Old ReplicaSets kept for `kubectl rollout undo`.
 const REVISION_HISTORY_LIMIT: i32 = 3;
 
+/// What the fetch init container asks for: it streams files to disk and hashes them, so a
+/// little CPU and a bounded amount of memory (page cache aside) is enough at any model size.
+const FETCH_CPU_REQUEST: &str = "250m";
+const FETCH_MEMORY_REQUEST: &str = "256Mi";
+const FETCH_MEMORY_LIMIT: &str = "2Gi";
+const EPHEMERAL_STORAGE: &str = "ephemeral-storage";
+
 const ENGINE_BINARY: &str = "modelfleet-engine";
 const INIT_CONTAINER: &str = "fetch";
 const MODEL_VOLUME: &str = "model-cache";
@@ -63,8 +80,13 @@ pub fn engine_container_name() -> &'static str {
     "engine"
 }
 
-/// The Deployment for `md`, running `replicas` pods.
-pub fn build_deployment(md: &ModelDeployment, replicas: i32) -> Result<Deployment> {
+/// The Deployment for `md`, running `replicas` pods of `spec.engine.image`, or of
+/// `default_image` when the spec leaves it unset.
+pub fn build_deployment(
+    md: &ModelDeployment,
+    replicas: i32,
+    default_image: &str,
+) -> Result<Deployment> {
     let spec = &md.spec;
     Ok(Deployment {
         metadata: owned_metadata(md)?,
@@ -83,7 +105,7 @@ pub fn build_deployment(md: &ModelDeployment, replicas: i32) -> Result<Deploymen
             }),
             progress_deadline_seconds: Some(progress_deadline_seconds(md)?),
             revision_history_limit: Some(REVISION_HISTORY_LIMIT),
-            template: pod_template(md),
+            template: pod_template(md, default_image),
             ..DeploymentSpec::default()
         }),
         status: None,
@@ -102,8 +124,10 @@ fn progress_deadline_seconds(md: &ModelDeployment) -> Result<i32> {
     i32::try_from(seconds.max(1)).map_err(|_| invalid("too long".into()))
 }
 
-fn pod_template(md: &ModelDeployment) -> PodTemplateSpec {
+fn pod_template(md: &ModelDeployment, default_image: &str) -> PodTemplateSpec {
     let spec = &md.spec;
+    let image = spec.engine.image.as_deref().unwrap_or(default_image);
+    let source = fetch_source(&spec.model.source);
     PodTemplateSpec {
         metadata: Some(ObjectMeta {
             labels: Some(common_labels(md)),
@@ -114,9 +138,9 @@ fn pod_template(md: &ModelDeployment) -> PodTemplateSpec {
             ..ObjectMeta::default()
         }),
         spec: Some(PodSpec {
-            init_containers: Some(vec![fetch_container(spec)]),
-            containers: vec![engine_container(md)],
-            volumes: Some(volumes()),
+            init_containers: Some(vec![fetch_container(spec, image, &source)]),
+            containers: vec![engine_container(md, image)],
+            volumes: Some(volumes(spec, source.volume)),
             security_context: Some(PodSecurityContext {
                 run_as_non_root: Some(true),
                 run_as_user: Some(ENGINE_UID),
@@ -139,30 +163,47 @@ fn pod_template(md: &ModelDeployment) -> PodTemplateSpec {
     }
 }
 
-fn fetch_container(spec: &ModelDeploymentSpec) -> Container {
+fn fetch_container(spec: &ModelDeploymentSpec, image: &str, source: &FetchSource) -> Container {
+    let mut args = vec![
+        "fetch".to_string(),
+        "--source".into(),
+        source.uri.clone(),
+        "--revision".into(),
+        spec.model.revision.clone(),
+        "--dest".into(),
+        MODEL_DIR.into(),
+    ];
+    args.extend(source.args.iter().cloned());
+    let mut mounts = vec![mount(MODEL_VOLUME, MODEL_DIR), mount(TMP_VOLUME, "/tmp")];
+    mounts.extend(source.mount.clone());
+    let mut requests = BTreeMap::from([
+        ("cpu".to_string(), Quantity(FETCH_CPU_REQUEST.into())),
+        ("memory".to_string(), Quantity(FETCH_MEMORY_REQUEST.into())),
+    ]);
+    // The fetch fills the model cache: the pod needs that much disk from its node.
+    if let Some(cache) = &spec.resources.model_cache {
+        requests.insert(EPHEMERAL_STORAGE.to_string(), cache.clone());
+    }
     Container {
         name: INIT_CONTAINER.into(),
-        image: Some(spec.engine.image.clone()),
+        image: Some(image.to_string()),
         command: Some(vec![ENGINE_BINARY.into()]),
-        args: Some(vec![
-            "fetch".into(),
-            "--source".into(),
-            spec.model.source.clone(),
-            "--revision".into(),
-            spec.model.revision.clone(),
-            "--dest".into(),
-            MODEL_DIR.into(),
-        ]),
-        volume_mounts: Some(vec![
-            mount(MODEL_VOLUME, MODEL_DIR),
-            mount(TMP_VOLUME, "/tmp"),
-        ]),
+        args: Some(args),
+        resources: Some(ResourceRequirements {
+            requests: Some(requests),
+            limits: Some(BTreeMap::from([(
+                "memory".to_string(),
+                Quantity(FETCH_MEMORY_LIMIT.into()),
+            )])),
+            ..ResourceRequirements::default()
+        }),
+        volume_mounts: Some(mounts),
         security_context: Some(restricted_container_security()),
         ..Container::default()
     }
 }
 
-fn engine_container(md: &ModelDeployment) -> Container {
+fn engine_container(md: &ModelDeployment, image: &str) -> Container {
     let spec = &md.spec;
     let engine = &spec.engine;
     let served_name = spec
@@ -192,11 +233,23 @@ fn engine_container(md: &ModelDeployment) -> Container {
     if let Some(len) = engine.max_model_len {
         args.extend(["--max-model-len".to_string(), len.to_string()]);
     }
+    let mut mounts = vec![
+        mount(MODEL_VOLUME, MODEL_DIR),
+        mount(SHM_VOLUME, "/dev/shm"),
+        mount(TMP_VOLUME, "/tmp"),
+    ];
+    if engine.api_key_secret_ref.is_some() {
+        args.extend(["--api-key-file".to_string(), API_KEY_FILE.into()]);
+        mounts.push(VolumeMount {
+            read_only: Some(true),
+            ..mount(API_KEY_VOLUME, API_KEY_DIR)
+        });
+    }
     args.extend(engine.extra_args.iter().cloned());
 
     Container {
         name: engine_container_name().into(),
-        image: Some(engine.image.clone()),
+        image: Some(image.to_string()),
         command: Some(vec![ENGINE_BINARY.into()]),
         args: Some(args),
         ports: Some(vec![port("grpc", GRPC_PORT), port("http", HTTP_PORT)]),
@@ -219,11 +272,7 @@ fn engine_container(md: &ModelDeployment) -> Container {
             }),
             ..Lifecycle::default()
         }),
-        volume_mounts: Some(vec![
-            mount(MODEL_VOLUME, MODEL_DIR),
-            mount(SHM_VOLUME, "/dev/shm"),
-            mount(TMP_VOLUME, "/tmp"),
-        ]),
+        volume_mounts: Some(mounts),
         security_context: Some(restricted_container_security()),
         ..Container::default()
     }
@@ -259,6 +308,10 @@ fn resources(spec: &ModelDeploymentSpec) -> ResourceRequirements {
         // that grows past it is broken and should restart rather than starve its node.
         requests.insert("memory".to_string(), memory.clone());
         limits.insert("memory".to_string(), memory.clone());
+    }
+    if let Some(cache) = &res.model_cache {
+        // The weights stay in the cache while the engine serves them.
+        requests.insert(EPHEMERAL_STORAGE.to_string(), cache.clone());
     }
     ResourceRequirements {
         requests: non_empty_map(requests),
@@ -307,11 +360,14 @@ fn topology_spread(md: &ModelDeployment) -> Vec<TopologySpreadConstraint> {
         .collect()
 }
 
-fn volumes() -> Vec<Volume> {
-    vec![
+fn volumes(spec: &ModelDeploymentSpec, source: Option<Volume>) -> Vec<Volume> {
+    let mut volumes = vec![
         Volume {
             name: MODEL_VOLUME.into(),
-            empty_dir: Some(EmptyDirVolumeSource::default()),
+            empty_dir: Some(EmptyDirVolumeSource {
+                size_limit: spec.resources.model_cache.clone(),
+                ..EmptyDirVolumeSource::default()
+            }),
             ..Volume::default()
         },
         Volume {
@@ -330,7 +386,26 @@ fn volumes() -> Vec<Volume> {
             empty_dir: Some(EmptyDirVolumeSource::default()),
             ..Volume::default()
         },
-    ]
+    ];
+    volumes.extend(source);
+    if let Some(key) = &spec.engine.api_key_secret_ref {
+        volumes.push(Volume {
+            name: API_KEY_VOLUME.into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(key.name.clone()),
+                // Only the one key, under a fixed name the engine is pointed at.
+                items: Some(vec![KeyToPath {
+                    key: key.key.clone(),
+                    path: API_KEY_ITEM.into(),
+                    mode: None,
+                }]),
+                default_mode: Some(API_KEY_MODE),
+                optional: Some(false),
+            }),
+            ..Volume::default()
+        });
+    }
+    volumes
 }
 
 /// What the `restricted` Pod Security Standard asks of every container.
@@ -386,7 +461,7 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
     use super::*;
-    use crate::api::{TopologySpread, WhenUnsatisfiable};
+    use crate::api::{DEFAULT_ENGINE_IMAGE, TopologySpread, WhenUnsatisfiable};
     use crate::desired::test_support::minimal;
 
     fn pod_spec(d: &Deployment) -> &PodSpec {
@@ -431,7 +506,7 @@ mod tests {
 
     #[test]
     fn owner_reference_points_at_the_model_deployment_as_controller() {
-        let d = build_deployment(&minimal("chat"), 1).expect("deployment");
+        let d = build_deployment(&minimal("chat"), 1, DEFAULT_ENGINE_IMAGE).expect("deployment");
         let owners = d.metadata.owner_references.expect("owner refs");
         assert_eq!(owners.len(), 1);
         assert_eq!(owners[0].kind, "ModelDeployment");
@@ -448,7 +523,7 @@ mod tests {
         let mut md = minimal("chat");
         md.metadata.uid = None;
         assert!(matches!(
-            build_deployment(&md, 1),
+            build_deployment(&md, 1, DEFAULT_ENGINE_IMAGE),
             Err(Error::MissingField { .. })
         ));
     }
@@ -459,7 +534,7 @@ mod tests {
         md.spec.resources.gpus = 2;
         md.spec.resources.memory = Some(Quantity("24Gi".into()));
         md.spec.resources.cpu = Some(Quantity("4".into()));
-        let d = build_deployment(&md, 1).expect("deployment");
+        let d = build_deployment(&md, 1, DEFAULT_ENGINE_IMAGE).expect("deployment");
         let res = engine(&d).resources.as_ref().expect("resources");
         let requests = res.requests.as_ref().expect("requests");
         let limits = res.limits.as_ref().expect("limits");
@@ -479,7 +554,7 @@ mod tests {
     fn cpu_only_replicas_request_no_gpu_and_tolerate_no_gpu_taint() {
         let mut md = minimal("chat");
         md.spec.resources.gpus = 0;
-        let d = build_deployment(&md, 1).expect("deployment");
+        let d = build_deployment(&md, 1, DEFAULT_ENGINE_IMAGE).expect("deployment");
         assert!(
             engine(&d)
                 .resources
@@ -500,7 +575,7 @@ mod tests {
             effect: Some("NoSchedule".into()),
             ..Toleration::default()
         }];
-        let d = build_deployment(&md, 1).expect("deployment");
+        let d = build_deployment(&md, 1, DEFAULT_ENGINE_IMAGE).expect("deployment");
         let tolerations = pod_spec(&d).tolerations.as_ref().expect("tolerations");
         assert_eq!(tolerations.len(), 2);
         assert_eq!(tolerations[0].key.as_deref(), Some("dedicated"));
@@ -517,7 +592,7 @@ mod tests {
             .scheduling
             .node_selector
             .insert("pool".into(), "inference".into());
-        let d = build_deployment(&md, 1).expect("deployment");
+        let d = build_deployment(&md, 1, DEFAULT_ENGINE_IMAGE).expect("deployment");
         let selector = pod_spec(&d).node_selector.as_ref().expect("node selector");
         assert_eq!(
             selector.get("nvidia.com/gpu.product").map(String::as_str),
@@ -528,13 +603,13 @@ mod tests {
 
     #[test]
     fn no_node_selector_without_gpu_product() {
-        let d = build_deployment(&minimal("chat"), 1).expect("deployment");
+        let d = build_deployment(&minimal("chat"), 1, DEFAULT_ENGINE_IMAGE).expect("deployment");
         assert!(pod_spec(&d).node_selector.is_none());
     }
 
     #[test]
     fn init_container_fetches_the_pinned_revision_into_the_model_cache() {
-        let d = build_deployment(&minimal("chat"), 1).expect("deployment");
+        let d = build_deployment(&minimal("chat"), 1, DEFAULT_ENGINE_IMAGE).expect("deployment");
         let fetch = fetch(&d);
         assert_eq!(
             fetch.command.as_deref(),
@@ -563,7 +638,7 @@ mod tests {
         let mut md = minimal("chat");
         md.spec.engine.max_model_len = Some(4096);
         md.spec.engine.extra_args = vec!["--enable-prefix-caching".into()];
-        let d = build_deployment(&md, 1).expect("deployment");
+        let d = build_deployment(&md, 1, DEFAULT_ENGINE_IMAGE).expect("deployment");
         let engine = engine(&d);
         assert_eq!(args(engine)[0], "serve");
         assert_eq!(flag(engine, "--model"), Some(MODEL_DIR));
@@ -590,7 +665,7 @@ mod tests {
 
     #[test]
     fn engine_exposes_named_grpc_and_http_ports() {
-        let d = build_deployment(&minimal("chat"), 1).expect("deployment");
+        let d = build_deployment(&minimal("chat"), 1, DEFAULT_ENGINE_IMAGE).expect("deployment");
         let ports = engine(&d).ports.as_ref().expect("ports");
         let named: Vec<_> = ports
             .iter()
@@ -601,7 +676,7 @@ mod tests {
 
     #[test]
     fn startup_and_readiness_probes_use_grpc_health() {
-        let d = build_deployment(&minimal("chat"), 1).expect("deployment");
+        let d = build_deployment(&minimal("chat"), 1, DEFAULT_ENGINE_IMAGE).expect("deployment");
         let engine = engine(&d);
         for (what, probe) in [
             ("startup", &engine.startup_probe),
@@ -620,7 +695,7 @@ mod tests {
 
     #[test]
     fn engine_keeps_serving_briefly_after_deletion_within_the_grace_period() {
-        let d = build_deployment(&minimal("chat"), 1).expect("deployment");
+        let d = build_deployment(&minimal("chat"), 1, DEFAULT_ENGINE_IMAGE).expect("deployment");
         let sleep = engine(&d)
             .lifecycle
             .as_ref()
@@ -637,7 +712,7 @@ mod tests {
 
     #[test]
     fn dev_shm_is_a_memory_empty_dir() {
-        let d = build_deployment(&minimal("chat"), 1).expect("deployment");
+        let d = build_deployment(&minimal("chat"), 1, DEFAULT_ENGINE_IMAGE).expect("deployment");
         let volumes = pod_spec(&d).volumes.as_ref().expect("volumes");
         let shm = volumes
             .iter()
@@ -657,7 +732,7 @@ mod tests {
 
     #[test]
     fn pods_meet_the_restricted_security_standard() {
-        let d = build_deployment(&minimal("chat"), 1).expect("deployment");
+        let d = build_deployment(&minimal("chat"), 1, DEFAULT_ENGINE_IMAGE).expect("deployment");
         let pod = pod_spec(&d);
         let psc = pod.security_context.as_ref().expect("pod security context");
         assert_eq!(psc.run_as_non_root, Some(true));
@@ -692,7 +767,7 @@ mod tests {
 
     #[test]
     fn labels_and_selector_match_the_pod_template() {
-        let d = build_deployment(&minimal("chat"), 1).expect("deployment");
+        let d = build_deployment(&minimal("chat"), 1, DEFAULT_ENGINE_IMAGE).expect("deployment");
         let spec = d.spec.as_ref().expect("spec");
         let selector = spec.selector.match_labels.as_ref().expect("match labels");
         let pod_labels = spec
@@ -728,10 +803,11 @@ mod tests {
 
     #[test]
     fn a_new_revision_changes_the_pod_template_but_not_the_selector() {
-        let before = build_deployment(&minimal("chat"), 1).expect("deployment");
+        let before =
+            build_deployment(&minimal("chat"), 1, DEFAULT_ENGINE_IMAGE).expect("deployment");
         let mut md = minimal("chat");
         md.spec.model.revision = "sha256:5f1e9c".into();
-        let after = build_deployment(&md, 1).expect("deployment");
+        let after = build_deployment(&md, 1, DEFAULT_ENGINE_IMAGE).expect("deployment");
         let (b, a) = (before.spec.expect("spec"), after.spec.expect("spec"));
         assert_ne!(b.template, a.template);
         assert_eq!(b.selector, a.selector);
@@ -748,7 +824,7 @@ mod tests {
 
     #[test]
     fn rolling_update_keeps_full_capacity_by_default() {
-        let d = build_deployment(&minimal("chat"), 3).expect("deployment");
+        let d = build_deployment(&minimal("chat"), 3, DEFAULT_ENGINE_IMAGE).expect("deployment");
         let spec = d.spec.expect("spec");
         assert_eq!(spec.replicas, Some(3));
         let strategy = spec.strategy.expect("strategy");
@@ -763,7 +839,7 @@ mod tests {
     fn progress_deadline_accepts_go_durations() {
         let mut md = minimal("chat");
         md.spec.rollout.progress_deadline = "1h30m".into();
-        let d = build_deployment(&md, 1).expect("deployment");
+        let d = build_deployment(&md, 1, DEFAULT_ENGINE_IMAGE).expect("deployment");
         assert_eq!(d.spec.and_then(|s| s.progress_deadline_seconds), Some(5400));
     }
 
@@ -771,7 +847,7 @@ mod tests {
     fn unparsable_progress_deadline_is_an_invalid_spec_naming_the_field() {
         let mut md = minimal("chat");
         md.spec.rollout.progress_deadline = "soon".into();
-        let err = build_deployment(&md, 1).expect_err("must fail");
+        let err = build_deployment(&md, 1, DEFAULT_ENGINE_IMAGE).expect_err("must fail");
         assert!(
             err.to_string().contains("spec.rollout.progressDeadline"),
             "{err}"
@@ -796,7 +872,7 @@ mod tests {
             max_skew: 1,
             when_unsatisfiable: WhenUnsatisfiable::DoNotSchedule,
         }];
-        let d = build_deployment(&md, 1).expect("deployment");
+        let d = build_deployment(&md, 1, DEFAULT_ENGINE_IMAGE).expect("deployment");
         let pod = pod_spec(&d);
         assert_eq!(pod.priority_class_name.as_deref(), Some("inference-high"));
         assert_eq!(pod.affinity, md.spec.scheduling.affinity);

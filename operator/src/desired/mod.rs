@@ -5,20 +5,25 @@
 
 mod deployment;
 mod labels;
+mod network_policy;
 mod pdb;
 mod replicas;
 mod service;
+pub mod source;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::{Resource, ResourceExt};
 
 pub use deployment::{
-    GRPC_PORT, HTTP_PORT, MODEL_DIR, REVISION_ANNOTATION, build_deployment, engine_container_name,
+    API_KEY_FILE, GRPC_PORT, HTTP_PORT, MODEL_DIR, REVISION_ANNOTATION, build_deployment,
+    engine_container_name,
 };
 pub use labels::{DEPLOYMENT_LABEL, selector_labels, selector_string};
+pub use network_policy::build_network_policy;
 pub use pdb::build_pdb;
 pub use replicas::desired_replicas;
 pub use service::{build_service, endpoint};
@@ -32,14 +37,22 @@ pub struct DesiredState {
     pub deployment: Deployment,
     pub service: Service,
     pub pdb: PodDisruptionBudget,
+    /// `None`: the ModelDeployment wants no NetworkPolicy (and one it owns is deleted).
+    pub network_policy: Option<NetworkPolicy>,
 }
 
-/// Builds everything `md` owns, running `replicas` engine pods.
-pub fn desired_state(md: &ModelDeployment, replicas: i32) -> Result<DesiredState> {
+/// Builds everything `md` owns, running `replicas` engine pods of `spec.engine.image` or,
+/// when that is unset, of `default_image` (the operator's `--engine-image`).
+pub fn desired_state(
+    md: &ModelDeployment,
+    replicas: i32,
+    default_image: &str,
+) -> Result<DesiredState> {
     Ok(DesiredState {
-        deployment: build_deployment(md, replicas)?,
+        deployment: build_deployment(md, replicas, default_image)?,
         service: build_service(md)?,
         pdb: build_pdb(md)?,
+        network_policy: build_network_policy(md)?,
     })
 }
 
@@ -87,6 +100,7 @@ pub(crate) mod test_support {
             autoscaling: Default::default(),
             rollout: Default::default(),
             scheduling: Default::default(),
+            network_policy: None,
         };
         let mut md = ModelDeployment::new(name, spec);
         md.metadata = ObjectMeta {
