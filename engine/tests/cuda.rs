@@ -16,3 +16,6 @@ mod kernels;
 
 #[path = "cuda/model.rs"]
 mod model;
+
+#[path = "cuda/startup.rs"]
+mod startup;

@@ -10,8 +10,8 @@ use modelfleet_engine::fetch::marker;
 use modelfleet_engine::server::{self, ChatTemplate, ModelInfo, ServerConfig, ServingModel};
 use tokio::signal::unix::{SignalKind, signal};
 
+use super::ServeArgs;
 use super::model::LoadedEngine;
-use super::{BackendKind, ServeArgs};
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     check_backend(&args)?;
@@ -46,14 +46,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 fn check_backend(args: &ServeArgs) -> anyhow::Result<()> {
+    let utilization = args.model.gpu_memory_utilization;
     anyhow::ensure!(
-        args.backend == BackendKind::Cpu,
-        "this build of modelfleet-engine has no CUDA backend; use --backend cpu"
-    );
-    anyhow::ensure!(
-        args.gpu_memory_utilization > 0.0 && args.gpu_memory_utilization <= 1.0,
-        "--gpu-memory-utilization must be in (0, 1], got {}",
-        args.gpu_memory_utilization
+        utilization > 0.0 && utilization <= 1.0,
+        "--gpu-memory-utilization must be in (0, 1], got {utilization}"
     );
     Ok(())
 }
@@ -78,8 +74,9 @@ fn load(args: &ServeArgs, served_name: String) -> anyhow::Result<ServingModel> {
         kv_cache,
         kv_cache_dtype,
         weight_bytes,
+        backend,
         kernels,
-    } = LoadedEngine::load(&args.model)?;
+    } = LoadedEngine::load(&args.model, args.max_model_len)?;
     let max_model_len = match args.max_model_len {
         None => config.max_position_embeddings,
         Some(len) if len <= config.max_position_embeddings => len,
@@ -110,7 +107,7 @@ fn load(args: &ServeArgs, served_name: String) -> anyhow::Result<ServingModel> {
         block_size: kv_cache.block_size,
         num_kv_blocks: kv_cache.num_blocks,
         max_num_seqs: args.model.max_num_seqs,
-        backend: "cpu".into(),
+        backend: backend.into(),
         eos_token_ids: config.eos_token_ids.clone(),
         revision: fetched_revision(&args.model.model),
         weight_bytes: weight_bytes as u64,

@@ -12,13 +12,15 @@ pub fn compilers_dir() -> PathBuf {
         return PathBuf::from(dir);
     }
     let versions = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/versions.env");
-    let text = std::fs::read_to_string(&versions).expect("scripts/versions.env");
-    let version = text
-        .lines()
-        .find_map(|l| l.strip_prefix("CUDA_COMPILERS_VERSION="))
-        .expect("CUDA_COMPILERS_VERSION in versions.env")
-        .trim()
-        .to_string();
+    // A copied test binary may run far from the tree it was built in: then there is none.
+    let version = std::fs::read_to_string(&versions)
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("CUDA_COMPILERS_VERSION="))
+                .map(|v| v.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into());
     let cache = std::env::var_os("MODELFLEET_CACHE")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
@@ -63,8 +65,18 @@ pub fn gpu_available(test: &str) -> bool {
             panic!("{test}: MODELFLEET_REQUIRE_GPU is set but there is no usable GPU: {reason}")
         }
         Err(reason) => {
-            eprintln!("SKIPPED {test}: no GPU here ({reason})");
+            // Straight to stderr, past the test harness's capture, so `make test` shows it.
+            use std::io::Write as _;
+            let _ = writeln!(std::io::stderr(), "SKIPPED {test}: no GPU here ({reason})");
             false
         }
     }
+}
+
+/// The golden fixtures: `MODELFLEET_FIXTURES` (where a copied tree has them), else this
+/// crate's.
+pub fn fixtures_dir() -> PathBuf {
+    std::env::var_os("MODELFLEET_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures"))
 }
