@@ -162,6 +162,12 @@ fn fetch_container(spec: &ModelDeploymentSpec) -> Container {
     }
 }
 
+/// The engine backend for replicas of `gpus` GPUs: the GPUs a pod requests are the GPUs it
+/// runs on.
+pub fn engine_backend(gpus: i32) -> &'static str {
+    if gpus > 0 { "cuda" } else { "cpu" }
+}
+
 fn engine_container(md: &ModelDeployment) -> Container {
     let spec = &md.spec;
     let engine = &spec.engine;
@@ -192,6 +198,7 @@ fn engine_container(md: &ModelDeployment) -> Container {
     if let Some(len) = engine.max_model_len {
         args.extend(["--max-model-len".to_string(), len.to_string()]);
     }
+    args.extend(["--backend".into(), engine_backend(spec.resources.gpus).into()]);
     args.extend(engine.extra_args.iter().cloned());
 
     Container {
@@ -476,6 +483,17 @@ mod tests {
     }
 
     #[test]
+    fn replicas_with_gpus_run_the_cuda_backend_and_without_the_cpu_backend() {
+        let mut md = minimal("chat");
+        assert_eq!(md.spec.resources.gpus, 0, "a minimal manifest requests no GPU");
+        let d = build_deployment(&md, 1).expect("deployment");
+        assert_eq!(flag(engine(&d), "--backend"), Some("cpu"));
+        md.spec.resources.gpus = 2;
+        let d = build_deployment(&md, 1).expect("deployment");
+        assert_eq!(flag(engine(&d), "--backend"), Some("cuda"));
+    }
+
+    #[test]
     fn cpu_only_replicas_request_no_gpu_and_tolerate_no_gpu_taint() {
         let mut md = minimal("chat");
         md.spec.resources.gpus = 0;
@@ -493,6 +511,7 @@ mod tests {
     #[test]
     fn gpu_replicas_tolerate_the_nvidia_taint_after_user_tolerations() {
         let mut md = minimal("chat");
+        md.spec.resources.gpus = 1;
         md.spec.scheduling.tolerations = vec![Toleration {
             key: Some("dedicated".into()),
             operator: Some("Equal".into()),
