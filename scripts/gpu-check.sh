@@ -73,11 +73,14 @@ check_inputs() {
     if [[ $ok == 1 ]]; then
         (cd "$BUNDLE" && sha256sum --quiet -c <(grep -E '^[0-9a-f]{64} ' MANIFEST)) \
             || { log "the bundle does not match its MANIFEST"; ok=0; }
-        "$BUNDLE/cuda-tests" --list 2>/dev/null | grep -q '^kernels::.*: test$' \
-            || { log "cuda-tests lists no kernel tests"; ok=0; }
+        # Captured first: `grep -q` stopping early would fail the pipe under pipefail.
+        local tests help
+        tests="$("$BUNDLE/cuda-tests" --list 2>/dev/null)"
+        help="$("$BUNDLE/modelfleet-engine" bench --help 2>/dev/null)"
+        grep -q '^kernels::.*: test$' <<< "$tests" || { log "cuda-tests lists no kernel tests"; ok=0; }
+        grep -q '^model::.*: test$' <<< "$tests" || { log "cuda-tests lists no model tests"; ok=0; }
         for flag in --backend --max-num-batched-tokens --gpu-memory-utilization; do
-            "$BUNDLE/modelfleet-engine" bench --help 2>/dev/null | grep -q -- "$flag" \
-                || { log "modelfleet-engine bench has no $flag"; ok=0; }
+            grep -q -- "$flag" <<< "$help" || { log "modelfleet-engine bench has no $flag"; ok=0; }
         done
     fi
     for fixture in tiny-llama tiny-llama-bf16 tiny-qwen2; do
@@ -201,7 +204,8 @@ sanitizer() {
 }
 
 bench_shape() {
-    local shape="$1" dir="$WORK/$shape"
+    local shape="$1"
+    local dir="$WORK/$shape"
     python3 "$ROOT/bench/gpu/transformers_bench.py" --shape "$shape" --save "$dir" \
         --prompt-len $PROMPT_LEN --decode-tokens $DECODE_TOKENS --concurrency $CONCURRENCY \
         > "$OUT/40-bench-$shape.transformers.jsonl" || return 1

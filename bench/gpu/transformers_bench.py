@@ -31,6 +31,10 @@ SHAPES = {
                          rope_scaling=dict(rope_type="llama3", factor=8.0, low_freq_factor=1.0,
                                            high_freq_factor=4.0,
                                            original_max_position_embeddings=8192)),
+    # Not a benchmark: checks this script and the engine's loading of what it saves, on a CPU.
+    "tiny": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                 num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+                 tie_word_embeddings=False, vocab_size=41024, bos_token_id=1, eos_token_id=2),
 }
 COMMON = dict(vocab_size=128256, max_position_embeddings=131072, rms_norm_eps=1e-5,
               rope_theta=500000.0, bos_token_id=128000, eos_token_id=128001,
@@ -50,13 +54,13 @@ def word_level_tokenizer(vocab_size):
     return tok
 
 
-def make_model(shape, save):
+def make_model(shape, save, device):
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
-    config = LlamaConfig(**COMMON, **SHAPES[shape])
+    config = LlamaConfig(**{**COMMON, **SHAPES[shape]})
     torch.manual_seed(0)
     torch.set_default_dtype(torch.bfloat16)
-    with torch.device("cuda"):
+    with torch.device(device):
         model = LlamaForCausalLM(config)
     torch.set_default_dtype(torch.float32)
     model.eval()
@@ -70,26 +74,32 @@ def make_model(shape, save):
     return model
 
 
+def synchronize():
+    import torch
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
 def timed_generate(model, ids, new_tokens):
     import torch
-    torch.cuda.synchronize()
+    synchronize()
     started = time.perf_counter()
     with torch.inference_mode():
         out = model.generate(ids, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
                              do_sample=False, pad_token_id=0)
-    torch.cuda.synchronize()
+    synchronize()
     assert out.shape[1] == ids.shape[1] + new_tokens, out.shape
     return time.perf_counter() - started
 
 
 def run_level(model, concurrency, prompt_len, decode_tokens):
     import torch
-    ids = torch.tensor([prompt_ids(s, prompt_len) for s in range(concurrency)], device="cuda")
+    ids = torch.tensor([prompt_ids(s, prompt_len) for s in range(concurrency)], device=model.device)
     ttft = timed_generate(model, ids, 1)
     total = timed_generate(model, ids, decode_tokens + 1)
     decode = max(total - ttft, 1e-9)
     return {
-        "side": "transformers", "backend": "cuda", "concurrency": concurrency,
+        "side": "transformers", "backend": str(model.device.type), "concurrency": concurrency,
         "prompt_len": prompt_len, "decode_tokens": decode_tokens,
         "prefill_tokens_per_s": concurrency * prompt_len / ttft,
         "decode_tokens_per_s": concurrency * decode_tokens / decode,
@@ -105,6 +115,7 @@ def main():
     p.add_argument("--prompt-len", type=int, default=512)
     p.add_argument("--decode-tokens", type=int, default=128)
     p.add_argument("--concurrency", default="1,64,256")
+    p.add_argument("--device", default="cuda")
     p.add_argument("--dry-run", action="store_true", help="check the arguments and exit")
     args = p.parse_args()
     levels = [int(c) for c in args.concurrency.split(",")]
@@ -114,8 +125,8 @@ def main():
     import torch
     import transformers
     print(f"[transformers] {transformers.__version__}, torch {torch.__version__}, "
-          f"{torch.cuda.get_device_name()}", file=sys.stderr)
-    model = make_model(args.shape, args.save)
+          f"{torch.cuda.get_device_name() if args.device == 'cuda' else args.device}", file=sys.stderr)
+    model = make_model(args.shape, args.save, args.device)
     run_level(model, 1, 16, 4)  # warm-up
     for c in levels:
         print(json.dumps(run_level(model, c, args.prompt_len, args.decode_tokens)), flush=True)

@@ -198,7 +198,10 @@ fn engine_container(md: &ModelDeployment) -> Container {
     if let Some(len) = engine.max_model_len {
         args.extend(["--max-model-len".to_string(), len.to_string()]);
     }
-    args.extend(["--backend".into(), engine_backend(spec.resources.gpus).into()]);
+    args.extend([
+        "--backend".into(),
+        engine_backend(spec.resources.gpus).into(),
+    ]);
     args.extend(engine.extra_args.iter().cloned());
 
     Container {
@@ -485,7 +488,10 @@ mod tests {
     #[test]
     fn replicas_with_gpus_run_the_cuda_backend_and_without_the_cpu_backend() {
         let mut md = minimal("chat");
-        assert_eq!(md.spec.resources.gpus, 0, "a minimal manifest requests no GPU");
+        assert_eq!(
+            md.spec.resources.gpus, 0,
+            "a minimal manifest requests no GPU"
+        );
         let d = build_deployment(&md, 1).expect("deployment");
         assert_eq!(flag(engine(&d), "--backend"), Some("cpu"));
         md.spec.resources.gpus = 2;
