@@ -30,6 +30,8 @@ use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Status};
 
+// Only the demo model's location is used here; the golden tests use the rest.
+#[allow(dead_code)]
 #[path = "golden/support.rs"]
 mod support;
 

@@ -1,6 +1,8 @@
 //! `modelfleet-engine serve` over real sockets with the demo model: gRPC and the
 //! OpenAI-compatible HTTP API, health and drain, backpressure, metrics, bad input.
 
+// Only the demo model's location is used here; the golden tests use the rest.
+#[allow(dead_code)]
 #[path = "golden/support.rs"]
 mod golden_support;
 

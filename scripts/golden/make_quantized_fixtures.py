@@ -52,7 +52,7 @@ TYPES = [
 ]
 
 # The converter, run as llama.cpp ships it, with two of its tokenizer probes answered: the
-# byte-level tokenizer's pre-tokenizer is named "gpt2" (its hash of a test string is not in the
+# byte-level tokenizer's pre-tokenizer is named "gpt-2", llama.cpp's name for GPT-2's split (its hash of a test string is not in the
 # converter's list of known tokenizers), and the SentencePiece probe reports the missing
 # tokenizer.model as it would after importing sentencepiece (not installed here, not needed).
 CONVERT = """
@@ -66,7 +66,7 @@ def no_sentencepiece(self):
     raise FileNotFoundError("no tokenizer.model")
 
 conversion.base.TextModel._set_vocab_sentencepiece = no_sentencepiece
-conversion.base.TextModel.get_vocab_base_pre = lambda self, tokenizer: "gpt2"
+conversion.base.TextModel.get_vocab_base_pre = lambda self, tokenizer: "gpt-2"
 runpy.run_path(sys.argv[0], run_name="__main__")
 """
 
@@ -170,7 +170,7 @@ def main() -> int:
                 "sha256": digest,
                 "quantize": f"llama-quantize {' '.join(extra + [name])}".replace("  ", " "),
                 "llama_cpp": build,
-                "converter": "convert_hf_to_gguf.py --outtype f32 (pre-tokenizer named gpt2)",
+                "converter": "convert_hf_to_gguf.py --outtype f32 (pre-tokenizer named gpt-2)",
                 "dequantised_by": f"gguf-py {version('gguf')}",
                 "transformers": version("transformers"),
                 "torch": torch.__version__,

@@ -49,12 +49,12 @@ async fn deploy_serves_grpc_and_openai_on_pod_ips() {
         &format!("http://{pod_ip}:{HTTP_PORT}/v1/chat/completions"),
         serde_json::json!({
             "model": SERVED_NAME, "temperature": 0, "max_tokens": 16,
-            "messages": [{"role": "user", "content": "What is the capital of France?"}],
+            "messages": [{"role": "user", "content": "What is 2+2?"}],
         }),
     )
     .await;
     assert_eq!(response.0, 200, "{}", response.1);
-    assert!(response.1.contains("Paris"), "{}", response.1);
+    assert!(response.1.contains('4'), "{}", response.1);
 
     // Prometheus found the pod and labels its series with the ModelDeployment.
     let query =

@@ -15,7 +15,7 @@ pub fn run(args: &GenerateArgs) -> anyhow::Result<()> {
         tokenizer,
         ..
     } = LoadedEngine::load(&args.model, None)?;
-    let prompt_token_ids = tokenizer.encode(&args.prompt)?;
+    let prompt_token_ids = tokenizer.encode_prompt(&args.prompt)?;
     let request = GenerationRequest {
         prompt_token_ids,
         sampling: SamplingParams {

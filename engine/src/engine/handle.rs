@@ -189,7 +189,11 @@ fn run_loop(
                 }
             }
         }
-        match engine.step() {
+        let stepped = engine.step();
+        // Publish what this step holds before its tokens reach any client, so a client that
+        // has seen a token never reads gauges from before the step that made it.
+        *stats.lock().unwrap_or_else(PoisonError::into_inner) = engine.stats();
+        match stepped {
             Ok(outputs) => route(&mut engine, &mut sinks, outputs),
             Err(error) => fail_all(&mut engine, &mut sinks, &error),
         }

@@ -83,8 +83,9 @@ impl LoadedModel {
 
     fn load_gguf(path: &Path) -> Result<Self, ModelError> {
         let file = GgufFile::open(path)?;
-        let config = gguf_config(&file)?;
+        let mut config = gguf_config(&file)?;
         let tokenizer = Tokenizer::from_gguf(&file)?;
+        config.eos_token_ids = tokenizer.end_of_generation_ids().to_vec();
         let chat_template = file
             .get("tokenizer.chat_template")
             .and_then(Value::as_str)

@@ -1,20 +1,36 @@
 //! The model's tokenizer, through the `tokenizers` crate: loaded from `tokenizer.json`, or
-//! rebuilt from a GGUF file's vocabulary and merges (GPT-2-style byte-level BPE).
+//! rebuilt from a GGUF file's vocabulary as the equivalent `tokenizer.json` (byte-level BPE
+//! with its named pre-tokenizer, or SentencePiece BPE with byte fallback).
+
+mod gguf_vocab;
+mod pre_tokenizer;
+mod sentencepiece;
 
 use std::path::Path;
 
-use serde_json::json;
+use tokenizers::{
+    DecoderWrapper, ModelWrapper, NormalizerWrapper, PostProcessorWrapper, PreTokenizerWrapper,
+    TokenizerImpl,
+};
 
 use super::ModelError;
-use super::gguf::{GgufFile, Value};
+use super::gguf::GgufFile;
 use crate::detokenizer::{Decode, DecodeError};
+use gguf_vocab::GgufVocab;
 
-/// GGUF token types (llama.cpp's `llama_token_type`).
-const TOKEN_TYPE_CONTROL: i64 = 3;
-const TOKEN_TYPE_USER_DEFINED: i64 = 4;
+type Spec = TokenizerImpl<
+    ModelWrapper,
+    NormalizerWrapper,
+    PreTokenizerWrapper,
+    PostProcessorWrapper,
+    DecoderWrapper,
+>;
 
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
+    /// The tokens a GGUF vocabulary ends generation at (empty for `tokenizer.json`, whose
+    /// model names them in `generation_config.json`).
+    end_of_generation: Vec<u32>,
 }
 
 impl Tokenizer {
@@ -23,87 +39,43 @@ impl Tokenizer {
             path: path.to_path_buf(),
             reason: e.to_string(),
         })?;
-        Ok(Self { inner })
+        Ok(Self {
+            inner,
+            end_of_generation: Vec::new(),
+        })
     }
 
-    /// Builds the Hugging Face tokenizer equivalent to a GGUF file's `gpt2` tokenizer.
+    /// Builds the tokenizer a GGUF file's vocabulary describes; a kind or pre-tokenizer this
+    /// engine does not know is refused by name rather than approximated.
     pub fn from_gguf(file: &GgufFile) -> Result<Self, ModelError> {
-        let path = file.path();
         let error = |reason: String| ModelError::Tokenizer {
-            path: path.to_path_buf(),
+            path: file.path().to_path_buf(),
             reason,
         };
-        let model = file
-            .get("tokenizer.ggml.model")
-            .and_then(Value::as_str)
-            .unwrap_or("");
-        if model != "gpt2" {
-            return Err(error(format!(
-                "tokenizer model '{model}' is not supported (supported: gpt2 byte-level BPE)"
-            )));
-        }
-        let tokens = string_array(file, "tokenizer.ggml.tokens")
-            .ok_or_else(|| error("no tokenizer.ggml.tokens".into()))?;
-        let merges = string_array(file, "tokenizer.ggml.merges")
-            .ok_or_else(|| error("no tokenizer.ggml.merges".into()))?;
-        let types: Vec<i64> = file
-            .get("tokenizer.ggml.token_type")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .map(|v| v.as_u64().map_or(1, |t| t as i64))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let vocab: serde_json::Map<String, serde_json::Value> = tokens
-            .iter()
-            .enumerate()
-            .map(|(id, t)| (t.clone(), json!(id)))
-            .collect();
-        let added_tokens: Vec<serde_json::Value> = types
-            .iter()
-            .enumerate()
-            .filter(|(_, t)| **t == TOKEN_TYPE_CONTROL || **t == TOKEN_TYPE_USER_DEFINED)
-            .map(|(id, t)| {
-                json!({
-                    "id": id, "content": tokens[id], "single_word": false, "lstrip": false,
-                    "rstrip": false, "normalized": false, "special": *t == TOKEN_TYPE_CONTROL,
-                })
-            })
-            .collect();
-        let byte_level = json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true});
-        let pre_tokenizer = match file.get("tokenizer.ggml.pre").and_then(Value::as_str) {
-            // SmolLM's tokenizer splits digits one by one before the GPT-2 byte-level split.
-            Some("smollm") => json!({"type": "Sequence", "pretokenizers": [
-                {"type": "Digits", "individual_digits": true}, byte_level]}),
-            _ => byte_level.clone(),
-        };
-        let spec = json!({
-            "version": "1.0",
-            "truncation": null,
-            "padding": null,
-            "added_tokens": added_tokens,
-            "normalizer": null,
-            "pre_tokenizer": pre_tokenizer,
-            "post_processor": null,
-            "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
-            "model": {
-                "type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
-                "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false,
-                "ignore_merges": false, "vocab": vocab, "merges": merges,
-            },
-        });
-        let inner: tokenizers::Tokenizer = spec
-            .to_string()
-            .parse()
-            .map_err(|e: tokenizers::Error| error(format!("building the tokenizer: {e}")))?;
-        Ok(Self { inner })
+        let vocab = GgufVocab::read(file).map_err(error)?;
+        let inner: Spec = serde_json::from_value(vocab.spec())
+            .map_err(|e| error(format!("building the tokenizer: {e}")))?;
+        Ok(Self {
+            inner: inner.into(),
+            end_of_generation: vocab.end_of_generation(),
+        })
     }
 
-    /// Token ids of `text`; special tokens written in the text are recognised as such.
+    /// Token ids of `text` as it stands: special tokens written in the text are recognised as
+    /// such, none is added. For text that already carries them (a rendered chat template).
     pub fn encode(&self, text: &str) -> Result<Vec<u32>, ModelError> {
+        self.encode_with(text, false)
+    }
+
+    /// Token ids of a prompt: as [`encode`](Self::encode), plus the BOS/EOS the model's
+    /// tokenizer adds to a sequence (`add_bos_token`, or the post-processor of `tokenizer.json`).
+    pub fn encode_prompt(&self, text: &str) -> Result<Vec<u32>, ModelError> {
+        self.encode_with(text, true)
+    }
+
+    fn encode_with(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>, ModelError> {
         self.inner
-            .encode(text, false)
+            .encode(text, add_special_tokens)
             .map(|e| e.get_ids().to_vec())
             .map_err(|e| ModelError::Encode(e.to_string()))
     }
@@ -112,7 +84,14 @@ impl Tokenizer {
     pub fn clone_handle(&self) -> Self {
         Self {
             inner: self.inner.clone(),
+            end_of_generation: self.end_of_generation.clone(),
         }
+    }
+
+    /// The tokens a GGUF vocabulary ends generation at, EOS first, as llama.cpp decides them
+    /// (an instruct model ends its turn with `<|eot_id|>` or `<end_of_turn>`, not EOS).
+    pub fn end_of_generation_ids(&self) -> &[u32] {
+        &self.end_of_generation
     }
 
     pub fn vocab_size(&self) -> usize {
@@ -136,12 +115,4 @@ impl Decode for Tokenizer {
             .decode(ids, false)
             .map_err(|e| DecodeError(e.to_string()))
     }
-}
-
-fn string_array(file: &GgufFile, key: &str) -> Option<Vec<String>> {
-    file.get(key)?
-        .as_array()?
-        .iter()
-        .map(|v| v.as_str().map(String::from))
-        .collect()
 }

@@ -1,7 +1,10 @@
 //! Rendering chat messages into a prompt with the model's own Jinja template (from
-//! `tokenizer_config.json` or the GGUF metadata), as `transformers` does.
+//! `tokenizer_config.json` or the GGUF metadata), as `transformers`' `apply_chat_template`
+//! renders it: the same environment (blocks trimmed, loop controls), the same helpers
+//! (`raise_exception`, `strftime_now`) and the same variables (`messages`, `bos_token`,
+//! `eos_token`, `add_generation_prompt`, and no `tools` or `documents`).
 
-use minijinja::{Environment, Error, ErrorKind, context};
+use minijinja::{Environment, Error, ErrorKind, Value, context};
 use serde::Serialize;
 
 use super::error::ApiError;
@@ -15,6 +18,14 @@ pub struct ChatMessage {
     pub content: String,
 }
 
+/// The local date and time `strftime_now` formats (templates print today's date in the
+/// system prompt, as Llama 3.2's does).
+pub type Clock = fn() -> chrono::NaiveDateTime;
+
+fn local_now() -> chrono::NaiveDateTime {
+    chrono::Local::now().naive_local()
+}
+
 pub struct ChatTemplate {
     env: Environment<'static>,
     bos_token: String,
@@ -24,13 +35,40 @@ pub struct ChatTemplate {
 impl ChatTemplate {
     /// Compiles `source`; a template that does not parse is reported at load, not per request.
     pub fn new(source: String, bos_token: String, eos_token: String) -> Result<Self, Error> {
+        Self::with_clock(source, bos_token, eos_token, local_now)
+    }
+
+    /// As [`new`](Self::new), with `strftime_now` reading `clock`.
+    pub fn with_clock(
+        source: String,
+        bos_token: String,
+        eos_token: String,
+        clock: Clock,
+    ) -> Result<Self, Error> {
         let mut env = Environment::new();
+        // transformers renders with Jinja's trim_blocks and lstrip_blocks: the newline after a
+        // block tag and the indentation before one are not part of the prompt.
+        env.set_trim_blocks(true);
+        env.set_lstrip_blocks(true);
         // Templates written for Python's Jinja call str methods (`.strip()`, `.startswith()`).
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         // ... and `raise_exception` to refuse conversations they cannot render.
         env.add_function("raise_exception", |message: String| -> Result<(), Error> {
             Err(Error::new(ErrorKind::InvalidOperation, message))
         });
+        env.add_function(
+            "strftime_now",
+            move |format: String| -> Result<String, Error> {
+                let items: Vec<_> = chrono::format::StrftimeItems::new(&format).collect();
+                if items.contains(&chrono::format::Item::Error) {
+                    return Err(Error::new(
+                        ErrorKind::InvalidOperation,
+                        format!("strftime_now: invalid format {format:?}"),
+                    ));
+                }
+                Ok(clock().format_with_items(items.into_iter()).to_string())
+            },
+        );
         env.add_template_owned(TEMPLATE_NAME, source)?;
         Ok(ChatTemplate {
             env,
@@ -51,6 +89,9 @@ impl ChatTemplate {
                 add_generation_prompt => true,
                 bos_token => &self.bos_token,
                 eos_token => &self.eos_token,
+                // Passed as none, not left undefined: templates test `tools is not none`.
+                tools => Value::from(()),
+                documents => Value::from(()),
             })
             .map_err(|e| {
                 ApiError::invalid(
@@ -119,6 +160,59 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    fn render_one(source: &str) -> String {
+        ChatTemplate::new(source.into(), "<s>".into(), "</s>".into())
+            .expect("parses")
+            .render(&[user("hi")])
+            .expect("renders")
+    }
+
+    #[test]
+    fn block_tags_take_their_newline_and_indentation_as_jinja_does_in_transformers() {
+        // Jinja with trim_blocks and lstrip_blocks renders this as "X\n".
+        assert_eq!(render_one("  {% if true %}\nX\n  {% endif %}\n"), "X\n");
+    }
+
+    #[test]
+    fn tools_and_documents_are_none_not_undefined() {
+        assert_eq!(
+            render_one(
+                "{% if tools is not none %}T{% endif %}{% if documents is none %}D{% endif %}"
+            ),
+            "D"
+        );
+    }
+
+    #[test]
+    fn strftime_now_formats_the_clock() {
+        fn day() -> chrono::NaiveDateTime {
+            chrono::NaiveDate::from_ymd_opt(2024, 2, 29)
+                .and_then(|d| d.and_hms_opt(0, 0, 0))
+                .expect("a date")
+        }
+        let template = ChatTemplate::with_clock(
+            "{{ strftime_now('%d %b %Y') }}".into(),
+            String::new(),
+            String::new(),
+            day,
+        )
+        .expect("parses");
+        assert_eq!(
+            template.render(&[user("hi")]).expect("renders"),
+            "29 Feb 2024"
+        );
+    }
+
+    #[test]
+    fn loop_controls_work() {
+        assert_eq!(
+            render_one(
+                "{% for m in messages %}{% if loop.first %}{% continue %}{% endif %}x{% endfor %}{% for i in range(3) %}{{ i }}{% break %}{% endfor %}"
+            ),
+            "0"
+        );
     }
 
     #[test]

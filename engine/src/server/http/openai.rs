@@ -166,7 +166,7 @@ impl ChatCompletionRequest {
             .map(ChatMessageInput::into_message)
             .collect::<Result<Vec<_>, _>>()?;
         let prompt = template.render(&messages)?;
-        let prompt_token_ids = model.tokenize(&prompt)?;
+        let prompt_token_ids = model.tokenize_rendered(&prompt)?;
         sampling.into_params(
             prompt_token_ids,
             self.max_completion_tokens.or(self.max_tokens),
