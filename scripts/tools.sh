@@ -11,13 +11,15 @@
 #   $MODELFLEET_CACHE/models/<pkg>-<v>/ the demo model (GGUF)
 #   $MODELFLEET_CACHE/llama-cpp-<v>/src/ llama.cpp's source tree (bench baseline, test vectors)
 #   $MODELFLEET_CACHE/llama-cpp-<v>/<variant>/bin/ llama.cpp's tools built from it for this CPU
+#   $MODELFLEET_CACHE/cuda-compilers-<v>/ NVRTC (lib/) and ptxas (bin/): the CUDA kernels' CI check
 #   $MODELFLEET_CACHE/bin/              symlinks to the pinned versions (what the harness uses)
 #
 # Every step is idempotent: a tool whose binary exists and answers `--version` is skipped,
 # so a second run takes seconds. Every failure names what could not be provisioned.
 #
-# Usage: scripts/tools.sh [all|kubernetes|etcd|kubectl|prometheus|model|s3|grpcurl|print-bin NAME|print-model|
-#                         llama-cpp-source|print-llama-cpp-source|llama-cpp|print-llama-cpp|print-llama-cpp-variant]
+# Usage: scripts/tools.sh [all|kubernetes|etcd|kubectl|prometheus|model|s3|grpcurl|cuda-compilers|print-bin NAME|
+#                         print-model|llama-cpp-source|print-llama-cpp-source|llama-cpp|print-llama-cpp|
+#                         print-llama-cpp-variant|print-cuda-compilers]
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -414,6 +416,42 @@ provision_llama_cpp() {
     log "llama.cpp: ready in $dir"
 }
 
+# --- NVRTC and ptxas, from NVIDIA's PyPI wheels -----------------------------------------------
+# The CUDA backend's kernels are compiled by NVRTC and assembled by ptxas in `make test`, on
+# machines without a GPU or a driver. Only the three files that needs are kept (~150 MB).
+cuda_compilers_dir() { echo "$CACHE/cuda-compilers-$CUDA_COMPILERS_VERSION"; }
+
+provision_cuda_compilers() {
+    local dir
+    dir="$(cuda_compilers_dir)"
+    if [[ -f "$dir/.complete" ]] && verify "$dir/bin/ptxas" "V$CUDA_COMPILERS_VERSION" --version; then
+        log "NVRTC + ptxas $CUDA_COMPILERS_VERSION: cached in $dir"
+        return
+    fi
+    log "NVRTC + ptxas: fetching nvidia-cuda-nvrtc and nvidia-cuda-nvcc $CUDA_COMPILERS_VERSION from PyPI (~130 MB)"
+    local work
+    work="$(mktemp -d)"
+    trap 'rm -rf "$work"' RETURN
+    python3 -m pip download --quiet --no-deps --only-binary :all: --dest "$work" \
+        "nvidia-cuda-nvrtc==$CUDA_COMPILERS_VERSION" "nvidia-cuda-nvcc==$CUDA_COMPILERS_VERSION" \
+        || die "NVRTC + ptxas: could not download nvidia-cuda-nvrtc / nvidia-cuda-nvcc $CUDA_COMPILERS_VERSION from PyPI"
+    local major="${CUDA_COMPILERS_VERSION%%.*}"
+    local minor="${CUDA_COMPILERS_VERSION#*.}"
+    minor="${minor%%.*}"
+    unzip -q -o "$work"/nvidia_cuda_nvrtc-*.whl \
+        "nvidia/cu$major/lib/libnvrtc.so.$major" "nvidia/cu$major/lib/libnvrtc-builtins.so.$major.$minor" -d "$work/unpacked" \
+        || die "NVRTC: libnvrtc.so.$major not found in the nvidia-cuda-nvrtc wheel"
+    unzip -q -o "$work"/nvidia_cuda_nvcc-*.whl "nvidia/cu$major/bin/ptxas" -d "$work/unpacked" \
+        || die "ptxas: not found in the nvidia-cuda-nvcc wheel"
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    mv "$work/unpacked/nvidia/cu$major/lib" "$work/unpacked/nvidia/cu$major/bin" "$dir/"
+    chmod +x "$dir/bin/ptxas"
+    verify "$dir/bin/ptxas" "V$CUDA_COMPILERS_VERSION" --version || die "ptxas does not report $CUDA_COMPILERS_VERSION"
+    touch "$dir/.complete"
+    log "NVRTC + ptxas: ready in $dir"
+}
+
 case "${1:-all}" in
     all)
         provision_kubectl
@@ -421,6 +459,7 @@ case "${1:-all}" in
         provision_model
         provision_s3
         provision_grpcurl
+        provision_cuda_compilers
         provision_etcd
         provision_kubernetes
         log "all tools ready in $BIN"
@@ -432,6 +471,11 @@ case "${1:-all}" in
     model) provision_model ;;
     s3 | versitygw) provision_s3 ;;
     grpcurl) provision_grpcurl ;;
+    cuda-compilers) provision_cuda_compilers ;;
+    print-cuda-compilers)
+        provision_cuda_compilers
+        cuda_compilers_dir
+        ;;
     print-bin)
         name="${2:?print-bin needs a tool name}"
         [[ -x "$BIN/$name" ]] || die "$name is not provisioned; run 'make tools'"
@@ -452,5 +496,5 @@ case "${1:-all}" in
         llama_cpp_bin_dir
         ;;
     print-llama-cpp-variant) llama_cpp_variant ;;
-    *) die "unknown target '$1' (all, kubernetes, etcd, kubectl, prometheus, model, s3, grpcurl, print-bin NAME, print-model, llama-cpp-source, print-llama-cpp-source, llama-cpp, print-llama-cpp, print-llama-cpp-variant)" ;;
+    *) die "unknown target '$1' (all, kubernetes, etcd, kubectl, prometheus, model, s3, grpcurl, cuda-compilers, print-bin NAME, print-model, llama-cpp-source, print-llama-cpp-source, llama-cpp, print-llama-cpp, print-llama-cpp-variant, print-cuda-compilers)" ;;
 esac

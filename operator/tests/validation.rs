@@ -404,7 +404,7 @@ async fn a_minimal_manifest_is_accepted_and_defaulted() {
     );
     assert_eq!(spec.engine.dtype, Dtype::Auto);
     assert_eq!(spec.engine.block_size, 16);
-    assert_eq!(spec.resources.gpus, 1);
+    assert_eq!(spec.resources.gpus, 0, "a minimal manifest requests no GPU");
     assert_eq!(
         (spec.replicas.min, spec.replicas.max, spec.replicas.count),
         (1, 1, None)

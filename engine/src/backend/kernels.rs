@@ -95,6 +95,47 @@ impl KvCacheLayout {
     }
 }
 
+/// How one row's next token is picked where its logits are, so that only the token leaves
+/// the device. Rows the host's sampler must see whole (penalties, log-probabilities) are
+/// not picked this way.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum TokenPick {
+    /// The arg max: the lowest index wins ties.
+    Greedy,
+    /// A draw at `uniform` (in `[0, 1)`, from the request's own random stream) from the
+    /// distribution left by temperature, then top-k (0: all), top-p and min-p, as
+    /// [`crate::sampling::logits::candidate_distribution`] makes it.
+    Sample {
+        temperature: f32,
+        top_k: u32,
+        top_p: f32,
+        min_p: f32,
+        uniform: f64,
+    },
+}
+
+impl TokenPick {
+    /// The token the host's sampling functions pick from `logits` (the reference every
+    /// device's [`Kernels::pick_tokens`] is tested on).
+    pub fn pick(&self, logits: &[f32]) -> u32 {
+        use crate::sampling::logits::{argmax, candidate_distribution, draw};
+        match *self {
+            Self::Greedy => argmax(logits),
+            Self::Sample {
+                temperature,
+                top_k,
+                top_p,
+                min_p,
+                uniform,
+            } => {
+                let candidates =
+                    candidate_distribution(logits, temperature, top_k as usize, top_p, min_p);
+                draw(&candidates, uniform).unwrap_or_else(|| argmax(logits))
+            }
+        }
+    }
+}
+
 /// A device's implementation of the decoder's operations.
 pub trait Kernels: Send + Sync + 'static {
     /// A `[rows, width]` activation matrix in device memory.
@@ -131,6 +172,14 @@ pub trait Kernels: Send + Sync + 'static {
 
     fn upload_step(&self, step: &StepMetadata) -> Result<Self::Step, BackendError>;
     fn activations(&self, rows: usize, width: usize) -> Result<Self::Activations, BackendError>;
+    /// A `[rows, width]` activation matrix holding `values` (row-major): how tests and
+    /// tools hand a kernel its input.
+    fn activations_from(
+        &self,
+        rows: usize,
+        width: usize,
+        values: &[f32],
+    ) -> Result<Self::Activations, BackendError>;
     /// The values of `x`, row-major, on the host.
     fn read(&self, x: &Self::Activations) -> Result<Vec<f32>, BackendError>;
 
@@ -207,4 +256,30 @@ pub trait Kernels: Send + Sync + 'static {
         cache: &mut Self::KvCache,
         copies: &[(BlockId, BlockId)],
     ) -> Result<(), BackendError>;
+    /// One token per row of `logits` (`[picks.len(), vocab]`), each row picked as its
+    /// [`TokenPick`] says. This default reads the logits to the host and picks there; a
+    /// device overrides it to pick where the logits are.
+    fn pick_tokens(
+        &self,
+        logits: &Self::Activations,
+        picks: &[TokenPick],
+    ) -> Result<Vec<u32>, BackendError> {
+        let values = self.read(logits)?;
+        if picks.is_empty() {
+            return Ok(Vec::new());
+        }
+        if !values.len().is_multiple_of(picks.len()) {
+            return Err(BackendError::Execution(format!(
+                "pick_tokens: {} logits do not split into {} rows",
+                values.len(),
+                picks.len()
+            )));
+        }
+        let vocab = values.len() / picks.len();
+        Ok(values
+            .chunks_exact(vocab.max(1))
+            .zip(picks)
+            .map(|(row, pick)| pick.pick(row))
+            .collect())
+    }
 }

@@ -8,9 +8,12 @@
 //!
 //! A backend is a [`runner::ModelRunner`]: the model (crate::model), written once over
 //! the device-neutral [`kernels::Kernels`], running on one device's implementation of it
-//! ([`cpu`]), with the step's host-side metadata ([`step`]) computed once for every device.
+//! ([`cpu`], and `cuda` when built with the `cuda` feature), with the step's host-side
+//! metadata ([`step`]) computed once for every device.
 
 pub mod cpu;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod kernels;
 pub mod runner;
 pub mod step;
@@ -96,4 +99,32 @@ pub trait Backend: Send {
 
     /// Copies whole blocks (`(source, destination)` pairs): copy-on-write of shared blocks.
     fn copy_blocks(&mut self, copies: &[(BlockId, BlockId)]) -> Result<(), BackendError>;
+
+    /// [`Self::forward`], then one token for each row of logits as `picks` says (one pick
+    /// per chunk with `needs_logits`, in order), so that a device keeps the logits where
+    /// they are. This default picks on the host from [`Self::forward`]'s logits.
+    fn forward_picking(
+        &mut self,
+        batch: &ForwardBatch,
+        picks: &[kernels::TokenPick],
+    ) -> Result<Vec<u32>, BackendError> {
+        let logits = self.forward(batch)?;
+        check_picks(logits.num_rows(), picks)?;
+        Ok((0..logits.num_rows())
+            .zip(picks)
+            .map(|(row, pick)| pick.pick(logits.row(row)))
+            .collect())
+    }
+}
+
+/// Refuses a pick list that does not match the step's rows of logits.
+pub fn check_picks(rows: usize, picks: &[kernels::TokenPick]) -> Result<(), BackendError> {
+    if rows == picks.len() {
+        Ok(())
+    } else {
+        Err(BackendError::InvalidPlan(format!(
+            "{} token picks for {rows} rows of logits",
+            picks.len()
+        )))
+    }
 }

@@ -4,9 +4,9 @@
 
 use std::sync::Arc;
 
-use super::kernels::{Kernels, KvCacheDtype};
+use super::kernels::{Kernels, KvCacheDtype, TokenPick};
 use super::step::StepMetadata;
-use super::{Backend, BackendError, BlockId, ForwardBatch, KvCacheShape, Logits};
+use super::{Backend, BackendError, BlockId, ForwardBatch, KvCacheShape, Logits, check_picks};
 use crate::model::Llama;
 
 pub struct ModelRunner<K: Kernels> {
@@ -57,6 +57,24 @@ impl<K: Kernels> Backend for ModelRunner<K> {
             .model
             .forward(&self.kernels, &meta, &step, &mut self.cache)?;
         Ok(Logits { vocab_size, values })
+    }
+
+    fn forward_picking(
+        &mut self,
+        batch: &ForwardBatch,
+        picks: &[TokenPick],
+    ) -> Result<Vec<u32>, BackendError> {
+        let vocab_size = self.model.config().vocab_size;
+        let meta = StepMetadata::build(batch, self.shape, vocab_size)?;
+        check_picks(meta.logits_rows.len(), picks)?;
+        if meta.num_tokens() == 0 {
+            return Ok(Vec::new());
+        }
+        let step = self.kernels.upload_step(&meta)?;
+        let logits = self
+            .model
+            .forward_logits(&self.kernels, &meta, &step, &mut self.cache)?;
+        self.kernels.pick_tokens(&logits, picks)
     }
 
     fn copy_blocks(&mut self, copies: &[(BlockId, BlockId)]) -> Result<(), BackendError> {

@@ -1,5 +1,6 @@
-//! `modelfleet-engine bench`: the engine side of the CPU benchmark (bench/engine_cpu.sh
-//! runs transformers on the same workload and prints the ratios).
+//! `modelfleet-engine bench`: the engine side of the benchmarks (bench/engine_cpu.sh on the
+//! CPU and scripts/gpu-check.sh on a GPU run transformers on the same workload and print
+//! the ratios).
 //!
 //! For each concurrency c: c distinct prompts of P tokens arrive together and are prefilled
 //! in one step; then every sequence decodes D more tokens greedily. Prefill throughput is
@@ -8,6 +9,7 @@
 use std::time::Instant;
 
 use modelfleet_engine::engine::{Engine, EngineError, GenerationRequest, StopParams};
+use modelfleet_engine::loadgen::quantile;
 use modelfleet_engine::sampling::SamplingParams;
 
 /// Prompt `sequence` of the benchmark. Must match `prompt_ids` in
@@ -27,7 +29,13 @@ pub struct BenchResult {
     pub decode_tokens: usize,
     pub prefill_tokens_per_s: f64,
     pub decode_tokens_per_s: f64,
+    /// Every generated token (first tokens included) over the whole run.
+    pub output_tokens_per_s: f64,
+    /// Until the last request's first token.
     pub ttft_s: f64,
+    /// Over the requests' own first tokens (they all arrive at the start).
+    pub ttft_p50_s: f64,
+    pub ttft_p99_s: f64,
 }
 
 /// A level's figures as printed, with what the engine read to reach them (the report's
@@ -36,11 +44,13 @@ pub struct BenchResult {
 struct Record<'a> {
     #[serde(flatten)]
     figures: BenchResult,
+    /// `cpu` or `cuda`.
+    backend: &'a str,
     /// Bytes of the weights as placed: what a decode step reads.
     weight_bytes: usize,
     /// Bytes of one value in the KV cache.
     kv_bytes_per_element: usize,
-    /// The CPU kernels' SIMD path.
+    /// The kernels that ran: the CPU's SIMD path, or the GPU.
     kernels: &'a str,
 }
 
@@ -65,24 +75,26 @@ pub fn run_level(
         };
         engine.add_request(first_id + s as u64, request)?;
     }
-    let mut first_tokens = 0;
+    let mut first_tokens = Vec::with_capacity(concurrency);
     let mut generated = 0;
     let mut prefill_done = None;
     while engine.has_unfinished() {
         for output in engine.step()? {
             if output.usage.completion_tokens == 1 {
-                first_tokens += 1;
+                first_tokens.push(start.elapsed().as_secs_f64());
             } else {
                 generated += 1;
             }
         }
-        if prefill_done.is_none() && first_tokens == concurrency {
+        if prefill_done.is_none() && first_tokens.len() == concurrency {
             prefill_done = Some(start.elapsed());
         }
     }
     let total = start.elapsed();
     let ttft = prefill_done.unwrap_or(total);
     let decode = total.saturating_sub(ttft).as_secs_f64();
+    first_tokens.sort_by(f64::total_cmp);
+    let quantile = |q| quantile(&first_tokens, q).unwrap_or(ttft.as_secs_f64());
     Ok(BenchResult {
         side: "modelfleet-engine",
         concurrency,
@@ -94,7 +106,10 @@ pub fn run_level(
         } else {
             0.0
         },
+        output_tokens_per_s: (generated + first_tokens.len()) as f64 / total.as_secs_f64(),
         ttft_s: ttft.as_secs_f64(),
+        ttft_p50_s: quantile(0.5),
+        ttft_p99_s: quantile(0.99),
     })
 }
 
@@ -102,13 +117,16 @@ pub fn run_level(
 pub fn run(args: &super::BenchArgs) -> anyhow::Result<()> {
     let max_concurrency = args.concurrency.iter().copied().max().unwrap_or(1).max(1);
     let per_sequence = (args.prompt_len + args.decode_tokens + 1).div_ceil(args.block_size.max(1));
+    let longest = args.prompt_len + args.decode_tokens + 1;
     let model_args = super::ModelArgs {
         model: args.model.clone(),
         block_size: args.block_size,
         num_blocks: Some(max_concurrency * per_sequence),
         kv_cache_bytes: 0,
-        // Every level's prompts are prefilled in one step, as the baseline does.
-        max_num_batched_tokens: max_concurrency * args.prompt_len,
+        // By default every level's prompts are prefilled in one step, as the baseline does.
+        max_num_batched_tokens: args
+            .max_num_batched_tokens
+            .unwrap_or(max_concurrency * args.prompt_len),
         max_num_seqs: max_concurrency,
         threads: args.threads,
         // Repeated runs reuse the same prompts: each must compute them again.
@@ -117,14 +135,18 @@ pub fn run(args: &super::BenchArgs) -> anyhow::Result<()> {
         dtype: args.dtype,
         kv_cache_dtype: args.kv_cache_dtype,
         cpu_kernels: args.cpu_kernels,
+        backend: args.backend,
+        gpu_memory_utilization: args.gpu_memory_utilization,
+        enforce_eager: args.enforce_eager,
     };
     let super::model::LoadedEngine {
         mut engine,
+        backend,
         weight_bytes,
         kv_cache_dtype,
         kernels,
         ..
-    } = super::model::LoadedEngine::load(&model_args)?;
+    } = super::model::LoadedEngine::load(&model_args, Some(longest))?;
     let mut next_id = 0;
     let mut level = |engine: &mut Engine, c: usize| -> Result<BenchResult, EngineError> {
         let result = run_level(engine, c, args.prompt_len, args.decode_tokens, next_id);
@@ -141,7 +163,10 @@ pub fn run(args: &super::BenchArgs) -> anyhow::Result<()> {
                 Some(b) => BenchResult {
                     prefill_tokens_per_s: b.prefill_tokens_per_s.max(r.prefill_tokens_per_s),
                     decode_tokens_per_s: b.decode_tokens_per_s.max(r.decode_tokens_per_s),
+                    output_tokens_per_s: b.output_tokens_per_s.max(r.output_tokens_per_s),
                     ttft_s: b.ttft_s.min(r.ttft_s),
+                    ttft_p50_s: b.ttft_p50_s.min(r.ttft_p50_s),
+                    ttft_p99_s: b.ttft_p99_s.min(r.ttft_p99_s),
                     ..b
                 },
             });
@@ -149,6 +174,7 @@ pub fn run(args: &super::BenchArgs) -> anyhow::Result<()> {
         if let Some(figures) = best {
             let record = Record {
                 figures,
+                backend,
                 weight_bytes,
                 kv_bytes_per_element: kv_cache_dtype.bytes(),
                 kernels: &kernels,

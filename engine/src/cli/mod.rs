@@ -77,6 +77,17 @@ pub struct ModelArgs {
     /// the best this CPU has).
     #[arg(long)]
     pub cpu_kernels: Option<modelfleet_engine::backend::cpu::simd::Isa>,
+    /// Where the model runs: `cpu`, or `cuda` (an NVIDIA GPU; the driver, NVRTC and cuBLAS
+    /// of CUDA 13 are loaded at start-up).
+    #[arg(long, value_enum, default_value_t = BackendKind::Cpu)]
+    pub backend: BackendKind,
+    /// Fraction of GPU memory for weights, workspace and KV cache (CUDA backend); the CPU
+    /// backend budgets its KV cache with --kv-cache-bytes.
+    #[arg(long, default_value_t = 0.9)]
+    pub gpu_memory_utilization: f32,
+    /// Run every step as it comes, without recording decode steps as CUDA graphs.
+    #[arg(long)]
+    pub enforce_eager: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -126,12 +137,6 @@ pub struct ServeArgs {
     /// Seconds requests in flight may run after SIGTERM before they are cut off.
     #[arg(long, default_value_t = 30)]
     pub drain_timeout_seconds: u64,
-    #[arg(long, value_enum, default_value_t = BackendKind::Cpu)]
-    pub backend: BackendKind,
-    /// Fraction of GPU memory for weights and KV cache (CUDA backend); the CPU backend
-    /// budgets its KV cache with --kv-cache-bytes.
-    #[arg(long, default_value_t = 0.9)]
-    pub gpu_memory_utilization: f32,
     /// A file holding the API key that generation and model requests must carry (HTTP
     /// `Authorization: Bearer <key>`, gRPC `authorization` metadata); health, readiness and
     /// /metrics stay open. Without it, the API is open to whoever reaches the ports.
@@ -210,4 +215,13 @@ pub struct BenchArgs {
     pub kv_cache_dtype: KvCacheDtypeArg,
     #[arg(long)]
     pub cpu_kernels: Option<modelfleet_engine::backend::cpu::simd::Isa>,
+    #[arg(long, value_enum, default_value_t = BackendKind::Cpu)]
+    pub backend: BackendKind,
+    #[arg(long, default_value_t = 0.9)]
+    pub gpu_memory_utilization: f32,
+    /// Tokens per step (default: every level's prompts in one step).
+    #[arg(long)]
+    pub max_num_batched_tokens: Option<usize>,
+    #[arg(long)]
+    pub enforce_eager: bool,
 }

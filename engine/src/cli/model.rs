@@ -1,5 +1,5 @@
 //! Building an engine for a model on disk from the command line's flags: the one place
-//! the binary meets the model loader and the CPU backend.
+//! the binary meets the model loader and the backends.
 
 use std::sync::Arc;
 
@@ -11,7 +11,7 @@ use modelfleet_engine::engine::{Engine, EngineConfig, FaultyBackend, InjectedFau
 use modelfleet_engine::model::{Llama, LoadedModel, ModelConfig, Tokenizer};
 use modelfleet_engine::scheduler::SchedulerConfig;
 
-use super::{Dtype, KvCacheDtypeArg, ModelArgs};
+use super::{BackendKind, Dtype, KvCacheDtypeArg, ModelArgs};
 
 /// An engine ready to step, and what else the model brought.
 pub struct LoadedEngine {
@@ -23,68 +23,58 @@ pub struct LoadedEngine {
     pub kv_cache_dtype: KvCacheDtype,
     /// Bytes the placed weights take.
     pub weight_bytes: usize,
-    /// The CPU kernels' SIMD path.
+    /// `cpu` or `cuda`.
+    pub backend: &'static str,
+    /// The kernels that run: the CPU's SIMD path, or the GPU.
     pub kernels: String,
 }
 
+/// A model placed on its device with a backend over a KV cache.
+struct Placed {
+    backend: Box<dyn Backend>,
+    kv_cache_dtype: KvCacheDtype,
+    weight_bytes: usize,
+    kernels: String,
+}
+
 impl LoadedEngine {
-    pub fn load(args: &ModelArgs) -> anyhow::Result<Self> {
-        Self::load_with_fault(args, None)
+    /// `max_model_len` (default: the model's context) bounds the longest sequence, which
+    /// the CUDA backend sizes its block tables for.
+    pub fn load(args: &ModelArgs, max_model_len: Option<usize>) -> anyhow::Result<Self> {
+        Self::load_with_fault(args, max_model_len, None)
     }
 
     /// Like [`LoadedEngine::load`], with an injected fault in the backend (tests only).
-    pub fn load_with_fault(args: &ModelArgs, fault: Option<InjectedFault>) -> anyhow::Result<Self> {
+    pub fn load_with_fault(
+        args: &ModelArgs,
+        max_model_len: Option<usize>,
+        fault: Option<InjectedFault>,
+    ) -> anyhow::Result<Self> {
         let loaded = LoadedModel::load(&args.model)?;
-        let placed = CpuModel::place(
-            &loaded,
-            CpuConfig {
-                weight_dtype: weight_dtype(args.dtype),
-                isa: args.cpu_kernels,
-                threads: args.threads,
-            },
-        )?;
+        let placed = match args.backend {
+            BackendKind::Cpu => place_cpu(args, &loaded)?,
+            BackendKind::Cuda => place_cuda(args, &loaded, max_model_len)?,
+        };
         let LoadedModel {
             config,
             tokenizer,
             chat_template,
             ..
         } = loaded;
-        let weight_bytes = placed.weight_bytes();
-        let kv_cache_dtype = kv_cache_dtype(args.kv_cache_dtype, &placed.model, weight_bytes);
-        let block_size = args.block_size;
-        let num_blocks = args.num_blocks.unwrap_or_else(|| {
-            placed
-                .model
-                .kv_cache_layout(
-                    KvCacheShape {
-                        num_blocks: 0,
-                        block_size,
-                    },
-                    kv_cache_dtype,
-                )
-                .blocks_in(args.kv_cache_bytes)
-        });
-        anyhow::ensure!(
-            num_blocks > 0,
-            "a KV cache of {} bytes holds no block of {block_size} tokens for this model; raise --kv-cache-bytes",
-            args.kv_cache_bytes,
-        );
         let spec = ModelSpec {
             decoder: Arc::new(tokenizer.clone_handle()),
             eos_token_ids: config.eos_token_ids.clone(),
             vocab_size: config.vocab_size,
         };
-        let shape = KvCacheShape {
-            num_blocks,
-            block_size,
-        };
-        let mut backend: Box<dyn Backend> = Box::new(placed.backend(shape, kv_cache_dtype)?);
+        let kv_cache = placed.backend.kv_cache_shape();
+        let backend = placed.backend.name();
+        let mut engine_backend = placed.backend;
         if let Some(fault) = fault {
             tracing::warn!(?fault, "injecting a fault into the engine on purpose");
-            backend = Box::new(FaultyBackend::new(backend, fault));
+            engine_backend = Box::new(FaultyBackend::new(engine_backend, fault));
         }
         let engine = Engine::new(
-            backend,
+            engine_backend,
             spec,
             EngineConfig {
                 scheduler: SchedulerConfig {
@@ -99,12 +89,120 @@ impl LoadedEngine {
             tokenizer,
             config,
             chat_template,
-            kv_cache: shape,
-            kv_cache_dtype,
-            weight_bytes,
-            kernels: placed.kernels.isa().to_string(),
+            kv_cache,
+            kv_cache_dtype: placed.kv_cache_dtype,
+            weight_bytes: placed.weight_bytes,
+            backend,
+            kernels: placed.kernels,
         })
     }
+}
+
+fn place_cpu(args: &ModelArgs, loaded: &LoadedModel) -> anyhow::Result<Placed> {
+    let placed = CpuModel::place(
+        loaded,
+        CpuConfig {
+            weight_dtype: weight_dtype(args.dtype),
+            isa: args.cpu_kernels,
+            threads: args.threads,
+        },
+    )?;
+    let weight_bytes = placed.weight_bytes();
+    let kv_cache_dtype = kv_cache_dtype(args.kv_cache_dtype, &placed.model, weight_bytes);
+    let block_size = args.block_size;
+    let num_blocks = args.num_blocks.unwrap_or_else(|| {
+        placed
+            .model
+            .kv_cache_layout(
+                KvCacheShape {
+                    num_blocks: 0,
+                    block_size,
+                },
+                kv_cache_dtype,
+            )
+            .blocks_in(args.kv_cache_bytes)
+    });
+    anyhow::ensure!(
+        num_blocks > 0,
+        "a KV cache of {} bytes holds no block of {block_size} tokens for this model; raise --kv-cache-bytes",
+        args.kv_cache_bytes,
+    );
+    let shape = KvCacheShape {
+        num_blocks,
+        block_size,
+    };
+    Ok(Placed {
+        backend: Box::new(placed.backend(shape, kv_cache_dtype)?),
+        kv_cache_dtype,
+        weight_bytes,
+        kernels: placed.kernels.isa().to_string(),
+    })
+}
+
+#[cfg(feature = "cuda")]
+fn place_cuda(
+    args: &ModelArgs,
+    loaded: &LoadedModel,
+    max_model_len: Option<usize>,
+) -> anyhow::Result<Placed> {
+    use modelfleet_engine::backend::cuda::{CudaConfig, CudaModel, driver};
+
+    // Before anything touches CUDA: a machine without it gets this, not a placement error.
+    driver::check_libraries()?;
+    anyhow::ensure!(
+        matches!(args.dtype, Dtype::Auto | Dtype::Bfloat16),
+        "the CUDA backend keeps weights in bfloat16; use --dtype auto or bfloat16"
+    );
+    let kv_cache_dtype = match args.kv_cache_dtype {
+        KvCacheDtypeArg::Auto | KvCacheDtypeArg::Bfloat16 => KvCacheDtype::Bf16,
+        KvCacheDtypeArg::Float16 => KvCacheDtype::F16,
+        KvCacheDtypeArg::Float32 => KvCacheDtype::F32,
+    };
+    let config = CudaConfig {
+        device: 0,
+        gpu_memory_utilization: args.gpu_memory_utilization,
+        max_num_batched_tokens: args.max_num_batched_tokens,
+        max_num_seqs: args.max_num_seqs,
+        max_model_len: max_model_len.unwrap_or(loaded.config.max_position_embeddings),
+        block_size: args.block_size,
+        kv_cache_dtype,
+        cuda_graphs: !args.enforce_eager,
+    };
+    let placed = CudaModel::place(loaded, config)?;
+    let num_blocks = match args.num_blocks {
+        Some(blocks) => blocks,
+        None => {
+            let plan = placed.plan_kv_cache()?;
+            tracing::info!(%plan, "KV cache planned");
+            plan.num_blocks
+        }
+    };
+    let info = placed.kernels.info();
+    let kernels = format!(
+        "cuda: {} (sm_{}{})",
+        info.name, info.compute_capability.0, info.compute_capability.1
+    );
+    let backend = placed.backend(KvCacheShape {
+        num_blocks,
+        block_size: args.block_size,
+    })?;
+    Ok(Placed {
+        backend: Box::new(backend),
+        kv_cache_dtype,
+        weight_bytes: placed.weight_bytes(),
+        kernels,
+    })
+}
+
+#[cfg(not(feature = "cuda"))]
+fn place_cuda(
+    _args: &ModelArgs,
+    _loaded: &LoadedModel,
+    _max_model_len: Option<usize>,
+) -> anyhow::Result<Placed> {
+    anyhow::bail!(
+        "this build of modelfleet-engine has no CUDA backend (built without the `cuda` feature); use --backend cpu"
+    )
 }
 
 fn weight_dtype(dtype: Dtype) -> WeightDtype {

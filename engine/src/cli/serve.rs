@@ -12,8 +12,8 @@ use modelfleet_engine::server::{
 };
 use tokio::signal::unix::{SignalKind, signal};
 
+use super::ServeArgs;
 use super::model::LoadedEngine;
-use super::{BackendKind, ServeArgs};
 use modelfleet_engine::backend::KvCacheShape;
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -62,14 +62,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 fn check_backend(args: &ServeArgs) -> anyhow::Result<()> {
+    let utilization = args.model.gpu_memory_utilization;
     anyhow::ensure!(
-        args.backend == BackendKind::Cpu,
-        "this build of modelfleet-engine has no CUDA backend; use --backend cpu"
-    );
-    anyhow::ensure!(
-        args.gpu_memory_utilization > 0.0 && args.gpu_memory_utilization <= 1.0,
-        "--gpu-memory-utilization must be in (0, 1], got {}",
-        args.gpu_memory_utilization
+        utilization > 0.0 && utilization <= 1.0,
+        "--gpu-memory-utilization must be in (0, 1], got {utilization}"
     );
     Ok(())
 }
@@ -94,8 +90,9 @@ fn load(args: &ServeArgs, served_name: String) -> anyhow::Result<ServingModel> {
         kv_cache,
         kv_cache_dtype,
         weight_bytes,
+        backend,
         kernels,
-    } = LoadedEngine::load_with_fault(&args.model, args.inject_fault)?;
+    } = LoadedEngine::load_with_fault(&args.model, args.max_model_len, args.inject_fault)?;
     let max_model_len =
         max_model_len(args.max_model_len, config.max_position_embeddings, kv_cache)?;
     let token_text = |id: Option<u32>| {
@@ -120,7 +117,7 @@ fn load(args: &ServeArgs, served_name: String) -> anyhow::Result<ServingModel> {
         block_size: kv_cache.block_size,
         num_kv_blocks: kv_cache.num_blocks,
         max_num_seqs: args.model.max_num_seqs,
-        backend: "cpu".into(),
+        backend: backend.into(),
         eos_token_ids: config.eos_token_ids.clone(),
         revision: fetched_revision(&args.model.model),
         weight_bytes: weight_bytes as u64,

@@ -144,11 +144,72 @@ impl Engine {
         if !plan.copies.is_empty() {
             self.backend.copy_blocks(&plan.copies)?;
         }
-        let logits = self.backend.forward(&plan.batch)?;
-        let sampled = self.sample(&plan, &logits)?;
+        let sampled = match self.device_picks(&plan) {
+            Some((ids, picks)) => {
+                let tokens = self.backend.forward_picking(&plan.batch, &picks)?;
+                self.record_picked(ids, tokens)?
+            }
+            None => {
+                let logits = self.backend.forward(&plan.batch)?;
+                self.sample(&plan, &logits)?
+            }
+        };
         let tokens: Vec<(RequestId, u32)> = sampled.iter().map(|(id, s)| (*id, s.token)).collect();
         self.scheduler.complete_step(&plan, &tokens)?;
         self.finish_outputs(sampled)
+    }
+
+    /// When every sampling sequence's next token can be picked where the logits are, the
+    /// sequences and their picks (drawing each sampled pick's number from its request's
+    /// stream); else `None`, and nothing is drawn.
+    fn device_picks(
+        &mut self,
+        plan: &StepPlan,
+    ) -> Option<(Vec<RequestId>, Vec<crate::backend::kernels::TokenPick>)> {
+        let ids: Vec<RequestId> = plan.sampling_sequences().collect();
+        let all = !ids.is_empty()
+            && ids.iter().all(|id| {
+                self.requests
+                    .get(id)
+                    .is_some_and(|s| s.sampler.can_pick_on_device())
+            });
+        if !all {
+            return None;
+        }
+        let mut picks = Vec::with_capacity(ids.len());
+        for id in &ids {
+            picks.push(self.requests.get_mut(id)?.sampler.device_pick());
+        }
+        Some((ids, picks))
+    }
+
+    fn record_picked(
+        &mut self,
+        ids: Vec<RequestId>,
+        tokens: Vec<u32>,
+    ) -> Result<Vec<(RequestId, crate::sampling::SampledToken)>, EngineError> {
+        if tokens.len() != ids.len() {
+            return Err(EngineError::LogitsMismatch {
+                expected: ids.len(),
+                got: tokens.len(),
+            });
+        }
+        let mut sampled = Vec::with_capacity(ids.len());
+        for (id, token) in ids.into_iter().zip(tokens) {
+            let state = self
+                .requests
+                .get_mut(&id)
+                .ok_or(EngineError::UnknownRequest(id))?;
+            state.sampler.record(token);
+            sampled.push((
+                id,
+                crate::sampling::SampledToken {
+                    token,
+                    logprobs: None,
+                },
+            ));
+        }
+        Ok(sampled)
     }
 
     /// Picks a token for every sampling sequence from its row of logits.

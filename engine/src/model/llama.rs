@@ -175,6 +175,18 @@ impl<K: Kernels> Llama<K> {
         step: &K::Step,
         cache: &mut K::KvCache,
     ) -> Result<Vec<f32>, BackendError> {
+        let logits = self.forward_logits(kernels, meta, step, cache)?;
+        kernels.read(&logits)
+    }
+
+    /// [`Self::forward`], leaving the logits on the device: `[logits_rows, vocab_size]`.
+    pub fn forward_logits(
+        &self,
+        kernels: &K,
+        meta: &StepMetadata,
+        step: &K::Step,
+        cache: &mut K::KvCache,
+    ) -> Result<K::Activations, BackendError> {
         let c = &self.config;
         let tokens = meta.num_tokens();
         let mut h = kernels.activations(tokens, c.hidden_size)?;
@@ -206,7 +218,7 @@ impl<K: Kernels> Llama<K> {
         let lm_head = self.lm_head.as_ref().unwrap_or(&self.embed_tokens);
         let mut logits = kernels.activations(rows, c.vocab_size)?;
         kernels.linear(&last_normed, lm_head, &mut logits)?;
-        kernels.read(&logits)
+        Ok(logits)
     }
 }
 

@@ -11,6 +11,7 @@ use super::logits::{
     apply_frequency_presence, apply_repetition_penalty, argmax, candidate_distribution, draw,
     log_softmax, top_n,
 };
+use crate::backend::kernels::TokenPick;
 
 /// Log-probability of one token.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -55,6 +56,39 @@ impl Sampler {
         &self.params
     }
 
+    /// Whether the next token can be picked where the logits are: nothing this sampler
+    /// does needs the whole row on the host (no penalties, no log-probabilities).
+    pub fn can_pick_on_device(&self) -> bool {
+        let p = &self.params;
+        p.repetition_penalty == 1.0
+            && p.frequency_penalty == 0.0
+            && p.presence_penalty == 0.0
+            && p.logprobs.is_none()
+    }
+
+    /// The device's pick of the next token, as [`Self::sample`] would make it: a sampled
+    /// pick takes its uniform number from this request's stream, as `sample` does. Pass
+    /// the picked token to [`Self::record`].
+    pub fn device_pick(&mut self) -> TokenPick {
+        let p = &self.params;
+        if p.is_greedy() {
+            TokenPick::Greedy
+        } else {
+            TokenPick::Sample {
+                temperature: p.temperature,
+                top_k: u32::try_from(p.top_k).unwrap_or(u32::MAX),
+                top_p: p.top_p,
+                min_p: p.min_p,
+                uniform: uniform(&mut self.rng),
+            }
+        }
+    }
+
+    /// Remembers a token picked on the device (for the output penalties, as `sample` does).
+    pub fn record(&mut self, token: u32) {
+        *self.output_counts.entry(token).or_insert(0) += 1;
+    }
+
     /// Picks the next token from `logits`, given every token the model has seen so far
     /// (`prompt` then `output`), and remembers it for the output penalties.
     pub fn sample(&mut self, logits: &[f32], prompt: &[u32], output: &[u32]) -> SampledToken {
@@ -85,8 +119,7 @@ impl Sampler {
         } else {
             let candidates =
                 candidate_distribution(logits, p.temperature, p.top_k, p.top_p, p.min_p);
-            let u = (self.rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
-            draw(&candidates, u).unwrap_or_else(|| argmax(logits))
+            draw(&candidates, uniform(&mut self.rng)).unwrap_or_else(|| argmax(logits))
         };
 
         let logprobs = p.logprobs.map(|n| {
@@ -106,6 +139,11 @@ impl Sampler {
     }
 }
 
+/// A uniform number in `[0, 1)` from the top 53 bits of the stream's next word.
+fn uniform(rng: &mut ChaCha8Rng) -> f64 {
+    (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,6 +161,35 @@ mod tests {
             out.push(t);
         }
         out
+    }
+
+    #[test]
+    fn a_device_pick_picks_what_sample_picks_from_the_same_stream() {
+        for params in [
+            SamplingParams::greedy(),
+            SamplingParams {
+                temperature: 0.8,
+                top_k: 20,
+                top_p: 0.9,
+                seed: Some(3),
+                ..Default::default()
+            },
+        ] {
+            let (mut host, mut device) = (Sampler::new(params.clone()), Sampler::new(params));
+            assert!(device.can_pick_on_device());
+            for _ in 0..20 {
+                let expected = host.sample(&row(), &[], &[]).token;
+                let token = device.device_pick().pick(&row());
+                device.record(token);
+                assert_eq!(token, expected);
+            }
+            assert_eq!(device.output_counts, host.output_counts);
+        }
+        let penalised = SamplingParams {
+            repetition_penalty: 1.2,
+            ..Default::default()
+        };
+        assert!(!Sampler::new(penalised).can_pick_on_device());
     }
 
     #[test]

@@ -29,6 +29,8 @@ pub const OPERATOR_ENGINE_FLAGS: &[&str] = &[
     "--http-port",
     "--max-model-len",
     "--api-key-file",
+    // From spec.resources.gpus: replicas with GPUs run the CUDA backend.
+    "--backend",
 ];
 
 /// The largest count a Deployment takes for `maxSurge` / `maxUnavailable` (an int32).

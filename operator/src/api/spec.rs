@@ -218,7 +218,10 @@ fn default_gpu_memory_utilization() -> f64 {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct ResourcesSpec {
-    /// `nvidia.com/gpu` per replica; 0 runs the engine on CPU.
+    /// `nvidia.com/gpu` per replica. 0 (the default) runs the engine's CPU backend and
+    /// requests no GPU, so a minimal manifest runs on any node with any engine image; 1 or
+    /// more runs the CUDA backend (`--backend cuda`) on the GPUs it requests, which needs an
+    /// engine image with CUDA 13's NVRTC and cuBLAS.
     #[serde(default = "default_gpus")]
     #[schemars(range(min = 0, max = 16))]
     pub gpus: i32,
@@ -261,7 +264,7 @@ impl Default for ResourcesSpec {
 }
 
 fn default_gpus() -> i32 {
-    1
+    0
 }
 
 /// Bounds on the replica count, and an optional count that overrides the autoscaler.

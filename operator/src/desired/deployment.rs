@@ -203,6 +203,12 @@ fn fetch_container(spec: &ModelDeploymentSpec, image: &str, source: &FetchSource
     }
 }
 
+/// The engine backend for replicas of `gpus` GPUs: the GPUs a pod requests are the GPUs it
+/// runs on.
+pub fn engine_backend(gpus: i32) -> &'static str {
+    if gpus > 0 { "cuda" } else { "cpu" }
+}
+
 fn engine_container(md: &ModelDeployment, image: &str) -> Container {
     let spec = &md.spec;
     let engine = &spec.engine;
@@ -233,6 +239,10 @@ fn engine_container(md: &ModelDeployment, image: &str) -> Container {
     if let Some(len) = engine.max_model_len {
         args.extend(["--max-model-len".to_string(), len.to_string()]);
     }
+    args.extend([
+        "--backend".into(),
+        engine_backend(spec.resources.gpus).into(),
+    ]);
     let mut mounts = vec![
         mount(MODEL_VOLUME, MODEL_DIR),
         mount(SHM_VOLUME, "/dev/shm"),
@@ -505,6 +515,28 @@ mod tests {
     }
 
     #[test]
+    fn extra_args_may_not_repeat_any_flag_the_operator_writes() {
+        let mut md = minimal("chat");
+        md.spec.engine.max_model_len = Some(4096);
+        md.spec.engine.api_key_secret_ref = Some(crate::api::SecretKeyRef {
+            name: "chat-key".into(),
+            key: "key".into(),
+        });
+        let d = build_deployment(&md, 1, DEFAULT_ENGINE_IMAGE).expect("deployment");
+        let written: Vec<&str> = args(engine(&d))
+            .into_iter()
+            .filter(|a| a.starts_with("--"))
+            .collect();
+        assert!(written.contains(&"--backend"), "{written:?}");
+        for flag in written {
+            assert!(
+                crate::api::rules::OPERATOR_ENGINE_FLAGS.contains(&flag),
+                "{flag} is written by the operator but extraArgs may repeat it"
+            );
+        }
+    }
+
+    #[test]
     fn owner_reference_points_at_the_model_deployment_as_controller() {
         let d = build_deployment(&minimal("chat"), 1, DEFAULT_ENGINE_IMAGE).expect("deployment");
         let owners = d.metadata.owner_references.expect("owner refs");
@@ -551,6 +583,20 @@ mod tests {
     }
 
     #[test]
+    fn replicas_with_gpus_run_the_cuda_backend_and_without_the_cpu_backend() {
+        let mut md = minimal("chat");
+        assert_eq!(
+            md.spec.resources.gpus, 0,
+            "a minimal manifest requests no GPU"
+        );
+        let d = build_deployment(&md, 1, DEFAULT_ENGINE_IMAGE).expect("deployment");
+        assert_eq!(flag(engine(&d), "--backend"), Some("cpu"));
+        md.spec.resources.gpus = 2;
+        let d = build_deployment(&md, 1, DEFAULT_ENGINE_IMAGE).expect("deployment");
+        assert_eq!(flag(engine(&d), "--backend"), Some("cuda"));
+    }
+
+    #[test]
     fn cpu_only_replicas_request_no_gpu_and_tolerate_no_gpu_taint() {
         let mut md = minimal("chat");
         md.spec.resources.gpus = 0;
@@ -568,6 +614,7 @@ mod tests {
     #[test]
     fn gpu_replicas_tolerate_the_nvidia_taint_after_user_tolerations() {
         let mut md = minimal("chat");
+        md.spec.resources.gpus = 1;
         md.spec.scheduling.tolerations = vec![Toleration {
             key: Some("dedicated".into()),
             operator: Some("Equal".into()),

@@ -213,6 +213,25 @@ impl Kernels for CpuKernels {
         })
     }
 
+    fn activations_from(
+        &self,
+        rows: usize,
+        width: usize,
+        values: &[f32],
+    ) -> Result<CpuTensor, BackendError> {
+        if values.len() != rows * width {
+            return Err(BackendError::Execution(format!(
+                "{} values for a [{rows}, {width}] matrix",
+                values.len()
+            )));
+        }
+        Ok(CpuTensor {
+            rows,
+            width,
+            data: values.to_vec(),
+        })
+    }
+
     fn read(&self, x: &CpuTensor) -> Result<Vec<f32>, BackendError> {
         Ok(x.data.clone())
     }
