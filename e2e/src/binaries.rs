@@ -59,7 +59,7 @@ pub fn repo_root() -> PathBuf {
 
 /// `target/<profile>` of the running executable: tests run from `target/<profile>/deps`,
 /// binaries from `target/<profile>`.
-fn profile_dir() -> Result<PathBuf, Error> {
+pub(crate) fn profile_dir() -> Result<PathBuf, Error> {
     let exe =
         std::env::current_exe().map_err(|e| Error::io("finding the running executable", e))?;
     let dir = exe

@@ -20,10 +20,12 @@ use crate::kubeconfig;
 use crate::pki::{ClientIdentity, Pki};
 use crate::ports::free_ports;
 use crate::process::ManagedProcess;
+use crate::subnets::{self, Ipv4Cidr};
 use crate::tools::tool;
 
-/// The range Services get their cluster IPs from; its first address is the apiserver's.
-const SERVICE_CLUSTER_IP_RANGE: &str = "10.96.0.0/16";
+/// The range Services get their cluster IPs from unless the options name another; its first
+/// address is the `kubernetes` Service's.
+pub const DEFAULT_SERVICE_RANGE: Ipv4Cidr = Ipv4Cidr::DEFAULT_SERVICES;
 /// How many times start-up is tried with fresh ports when a component dies early (another
 /// process may grab a port between choosing it and binding it).
 const START_ATTEMPTS: usize = 3;
@@ -42,6 +44,10 @@ pub struct ClusterOptions {
     pub extra_apiserver_args: Vec<String>,
     /// How long to wait for the apiserver's `/readyz`.
     pub ready_timeout: Duration,
+    /// The Services' cluster IP range. A cluster with a real node routes it from the host
+    /// to the node (where kube-proxy translates it), so each such cluster needs its own:
+    /// see [`ClusterOptions::with_own_service_range`].
+    pub service_range: Ipv4Cidr,
 }
 
 impl Default for ClusterOptions {
@@ -51,6 +57,7 @@ impl Default for ClusterOptions {
             scheduler: false,
             extra_apiserver_args: Vec::new(),
             ready_timeout: Duration::from_secs(180),
+            service_range: DEFAULT_SERVICE_RANGE,
         }
     }
 }
@@ -63,6 +70,18 @@ impl ClusterOptions {
             scheduler: true,
             ..Self::default()
         }
+    }
+
+    /// These options with a Service range of their own: a /24 that nothing on this machine
+    /// routes yet, so the host can route it to this cluster's real node.
+    pub fn with_own_service_range(mut self) -> Result<Self, Error> {
+        self.service_range = subnets::choose(
+            subnets::SERVICE_BLOCK,
+            subnets::seed(),
+            &subnets::in_use_on_host()?,
+        )
+        .ok_or_else(|| Error::Harness("no free /24 for Services in 10.100.0.0/14".into()))?;
+        Ok(self)
     }
 }
 
@@ -115,7 +134,7 @@ impl Cluster {
             (ports[0], ports[1], ports[2], ports[3], ports[4]);
         let server = format!("https://127.0.0.1:{apiserver_port}");
 
-        let pki = Pki::create(&dir_path.join("pki"), &serving_names())?;
+        let pki = Pki::create(&dir_path.join("pki"), &serving_names(options.service_range))?;
         let admin = pki.issue_client(&ClientIdentity::admin(), "admin")?;
         let kubeconfig_path = dir_path.join("kubeconfig");
         kubeconfig::write_for_client_cert(&kubeconfig_path, &server, pki.ca_pem(), &admin)?;
@@ -133,12 +152,7 @@ impl Cluster {
         cluster_processes.push(ManagedProcess::spawn(
             "kube-apiserver",
             &tool("kube-apiserver")?,
-            &apiserver_args(
-                &pki,
-                apiserver_port,
-                etcd_port,
-                &options.extra_apiserver_args,
-            ),
+            &apiserver_args(&pki, apiserver_port, etcd_port, &options),
             &logs.join("kube-apiserver.log"),
         )?);
 
@@ -158,7 +172,7 @@ impl Cluster {
             cluster_processes.push(ManagedProcess::spawn(
                 "kube-controller-manager",
                 &tool("kube-controller-manager")?,
-                &controller_manager_args(&pki, &config, cm_port),
+                &controller_manager_args(&pki, &config, cm_port, options.service_range),
                 &logs.join("kube-controller-manager.log"),
             )?);
         }
@@ -202,6 +216,43 @@ impl Cluster {
     /// The apiserver's URL, `https://127.0.0.1:<port>`.
     pub fn server_url(&self) -> &str {
         &self.server
+    }
+
+    /// The apiserver's address, `127.0.0.1:<port>`.
+    pub fn apiserver_address(&self) -> Result<std::net::SocketAddr, Error> {
+        self.server
+            .trim_start_matches("https://")
+            .parse()
+            .map_err(|e| Error::Harness(format!("the API server URL {}: {e}", self.server)))
+    }
+
+    /// The Services' cluster IP range.
+    pub fn service_range(&self) -> Ipv4Cidr {
+        self.options.service_range
+    }
+
+    /// Writes a kubeconfig for a new client certificate of `identity`, reaching the API
+    /// server at `server` (e.g. through a forwarder) and checking its certificate against
+    /// `tls_server_name`, one of the names it is issued for.
+    pub fn write_kubeconfig(
+        &self,
+        identity: &ClientIdentity,
+        stem: &str,
+        server: &str,
+        tls_server_name: Option<&str>,
+    ) -> Result<PathBuf, Error> {
+        let credentials = self.pki.issue_client(identity, stem)?;
+        let path = self.dir_path.join(format!("{stem}.kubeconfig"));
+        kubeconfig::write(
+            &path,
+            &kubeconfig::Server {
+                url: server,
+                ca_pem: self.pki.ca_pem(),
+                tls_server_name,
+            },
+            &credentials,
+        )?;
+        Ok(path)
     }
 
     /// The CA certificate the apiserver's serving certificate chains to, PEM encoded.
@@ -319,19 +370,28 @@ fn log_tails(processes: &[ManagedProcess]) -> String {
         .join("\n")
 }
 
-/// Names the apiserver's serving certificate is valid for: loopback and the in-cluster names.
-fn serving_names() -> Vec<String> {
-    [
-        "127.0.0.1",
-        "localhost",
-        "10.96.0.1",
-        "kubernetes",
-        "kubernetes.default",
-        "kubernetes.default.svc",
-        "kubernetes.default.svc.cluster.local",
-    ]
-    .map(String::from)
-    .to_vec()
+/// The name the apiserver's certificate carries that clients reaching it through another
+/// address check it against.
+pub const APISERVER_TLS_NAME: &str = "kubernetes.default.svc";
+
+/// Names the apiserver's serving certificate is valid for: loopback, the `kubernetes`
+/// Service's cluster IP and the in-cluster names.
+fn serving_names(service_range: Ipv4Cidr) -> Vec<String> {
+    let mut names = vec![
+        "127.0.0.1".to_string(),
+        "localhost".into(),
+        service_range.host(1).to_string(),
+    ];
+    names.extend(
+        [
+            "kubernetes",
+            "kubernetes.default",
+            APISERVER_TLS_NAME,
+            "kubernetes.default.svc.cluster.local",
+        ]
+        .map(String::from),
+    );
+    names
 }
 
 fn etcd_args(data_dir: &Path, client_port: u16, peer_port: u16) -> Vec<String> {
@@ -351,7 +411,7 @@ fn etcd_args(data_dir: &Path, client_port: u16, peer_port: u16) -> Vec<String> {
     ]
 }
 
-fn apiserver_args(pki: &Pki, port: u16, etcd_port: u16, extra: &[String]) -> Vec<String> {
+fn apiserver_args(pki: &Pki, port: u16, etcd_port: u16, options: &ClusterOptions) -> Vec<String> {
     let path = |p: &Path| p.display().to_string();
     let mut args = vec![
         format!("--etcd-servers=http://127.0.0.1:{etcd_port}"),
@@ -376,16 +436,26 @@ fn apiserver_args(pki: &Pki, port: u16, etcd_port: u16, extra: &[String]) -> Vec
             path(&pki.service_account_key)
         ),
         "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
-        format!("--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}"),
-        "--authorization-mode=RBAC".into(),
+        format!("--service-cluster-ip-range={}", options.service_range),
+        // Kubelets act as `system:node:<name>`: the Node authorizer and NodeRestriction limit
+        // each to its own node and pods, as on a real cluster; everyone else goes by RBAC.
+        "--authorization-mode=Node,RBAC".into(),
+        "--enable-admission-plugins=NodeRestriction".into(),
+        // Logs and exec reach a kubelet at its node's InternalIP (no DNS names the nodes).
+        "--kubelet-preferred-address-types=InternalIP".into(),
         "--allow-privileged=true".into(),
         "--v=1".into(),
     ];
-    args.extend(extra.iter().cloned());
+    args.extend(options.extra_apiserver_args.iter().cloned());
     args
 }
 
-fn controller_manager_args(pki: &Pki, kubeconfig: &Path, port: u16) -> Vec<String> {
+fn controller_manager_args(
+    pki: &Pki,
+    kubeconfig: &Path,
+    port: u16,
+    service_range: Ipv4Cidr,
+) -> Vec<String> {
     let kubeconfig = kubeconfig.display().to_string();
     vec![
         format!("--kubeconfig={kubeconfig}"),
@@ -401,7 +471,7 @@ fn controller_manager_args(pki: &Pki, kubeconfig: &Path, port: u16) -> Vec<Strin
             pki.service_account_key.display()
         ),
         format!("--root-ca-file={}", pki.ca_cert.display()),
-        format!("--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}"),
+        format!("--service-cluster-ip-range={service_range}"),
         // Faster reaction in tests than the production defaults, same behaviour.
         "--concurrent-gc-syncs=5".into(),
         "--v=1".into(),

@@ -47,9 +47,6 @@ pub enum Error {
     #[error("talking to the apiserver: {0}")]
     Kube(#[from] kube::Error),
 
-    #[error("the node agent: {0}")]
-    NodeAgent(String),
-
     #[error("{0}")]
     Harness(String),
 }

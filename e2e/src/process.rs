@@ -36,6 +36,28 @@ impl ManagedProcess {
         env: &[(&str, &std::ffi::OsStr)],
         log: &Path,
     ) -> Result<Self, Error> {
+        Self::spawn_in(name, program, args, env, log, None)
+    }
+
+    /// Like [`ManagedProcess::spawn_with_env`], in the network namespace bound at `netns`
+    /// (`/run/netns/<name>`) when given; the mount namespace stays the host's.
+    pub fn spawn_in(
+        name: &str,
+        program: &Path,
+        args: &[String],
+        env: &[(&str, &std::ffi::OsStr)],
+        log: &Path,
+        netns: Option<&Path>,
+    ) -> Result<Self, Error> {
+        // Opened here: between fork and exec only async-signal-safe calls may run.
+        let netns = netns
+            .map(|path| {
+                File::open(path).map_err(|e| {
+                    Error::io(&format!("opening network namespace {}", path.display()), e)
+                })
+            })
+            .transpose()?;
+        let netns_fd = netns.as_ref().map(std::os::fd::AsRawFd::as_raw_fd);
         let out = File::options()
             .create(true)
             .append(true)
@@ -51,12 +73,17 @@ impl ManagedProcess {
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err);
-        // SAFETY: the closure runs in the child between fork and exec and only makes two
-        // async-signal-safe system calls.
+        // SAFETY: the closure runs in the child between fork and exec and only makes
+        // async-signal-safe system calls on a descriptor the parent keeps open.
         unsafe {
-            command.pre_exec(|| {
+            command.pre_exec(move || {
                 libc::setpgid(0, 0);
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                if let Some(fd) = netns_fd
+                    && libc::setns(fd, libc::CLONE_NEWNET) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
                 Ok(())
             });
         }
@@ -65,6 +92,7 @@ impl ManagedProcess {
             program: program.to_path_buf(),
             source,
         })?;
+        drop(netns);
         Ok(Self {
             name: name.to_string(),
             child,

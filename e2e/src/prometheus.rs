@@ -1,16 +1,13 @@
-//! Prometheus for the tests and the demo: Debian's binary (provisioned by `make tools`) on a
-//! free local port with its own data directory.
+//! Prometheus for the tests and the demo: the pinned release built from its Go module
+//! (provisioned by `make tools`) on a free local port with its own data directory.
 //!
 //! Two ways to find what to scrape, usable together:
-//! - [`KubernetesPods`]: pod discovery against a harness [`Cluster`]'s API server,
-//!   authenticated as a service account that may only read pods. Pods that carry the label
-//!   `modelfleet.dev/deployment` and run are scraped at
-//!   `<pod IP>:<container port named http>/metrics`, and their series get the labels
-//!   `namespace`, `pod` and `modeldeployment` (from that pod label): what the operator's
-//!   autoscaler queries. Debian's build has no `kubernetes_sd_configs`, so the harness
-//!   serves the pods it watches to `http_sd_configs` with the `__meta_kubernetes_pod_*`
-//!   labels that role `pod` would give (see `pod_discovery`); the relabelling is the one a
-//!   cluster's Prometheus would use.
+//! - [`KubernetesPods`]: Prometheus's own `kubernetes_sd_configs` (role `pod`) against a
+//!   harness [`Cluster`]'s API server, through a kubeconfig for a service account that may
+//!   only read pods. Pods that carry the label `modelfleet.dev/deployment` and run are
+//!   scraped at `<pod IP>:<container port named http>/metrics`, and their series get the
+//!   labels `namespace`, `pod` and `modeldeployment` (from that pod label): what the
+//!   operator's autoscaler queries. The relabelling is the one a cluster's Prometheus uses.
 //! - [`StaticTarget`]s: fixed `host:port` targets with fixed labels (for tests without pods).
 //!
 //! [`Prometheus::stop`] and [`Prometheus::start_again`] keep the port and the data, as a
@@ -28,8 +25,7 @@ use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
 use serde::Deserialize;
 use serde_json::json;
 
-mod pod_discovery;
-
+use crate::kubeconfig;
 use crate::process::ManagedProcess;
 use crate::{Cluster, Error};
 
@@ -201,8 +197,6 @@ pub struct Prometheus {
     args: Vec<String>,
     port: u16,
     options: PrometheusOptions,
-    /// Serves discovered pods to Prometheus; lives across stop and start.
-    discovery: Option<pod_discovery::PodDiscovery>,
     /// `None` once the directory has been kept for inspection.
     dir: Option<tempfile::TempDir>,
     dir_path: PathBuf,
@@ -217,12 +211,20 @@ impl Prometheus {
             .tempdir()
             .map_err(|e| Error::io("creating the Prometheus directory", e))?;
         let dir_path = dir.path().to_path_buf();
-        let discovery = options
-            .kubernetes_pods
-            .as_ref()
-            .map(pod_discovery::PodDiscovery::start)
-            .transpose()?;
-        let config = render_config(&options, discovery.as_ref().map(|d| d.url()))?;
+        let kubeconfig_path = dir_path.join("kubernetes.kubeconfig");
+        if let Some(pods) = &options.kubernetes_pods {
+            kubeconfig::write_for_token(
+                &kubeconfig_path,
+                &kubeconfig::Server {
+                    url: &pods.api_server,
+                    ca_pem: &pods.ca_pem,
+                    tls_server_name: None,
+                },
+                SERVICE_ACCOUNT,
+                &pods.token,
+            )?;
+        }
+        let config = render_config(&options, &kubeconfig_path)?;
         let config_path = dir_path.join("prometheus.yml");
         std::fs::write(&config_path, config)
             .map_err(|e| Error::io("writing the Prometheus configuration", e))?;
@@ -240,7 +242,6 @@ impl Prometheus {
             args,
             port,
             options,
-            discovery,
             dir: Some(dir),
             dir_path,
         };
@@ -290,12 +291,6 @@ impl Prometheus {
     /// The directory: `prometheus.yml`, `data/`, `prometheus.log` and credentials.
     pub fn dir(&self) -> &Path {
         &self.dir_path
-    }
-
-    /// Where the pod discovery serves its targets (`http_sd_configs`), when pods are
-    /// discovered.
-    pub fn pod_discovery_url(&self) -> Option<&str> {
-        self.discovery.as_ref().map(|d| d.url())
     }
 
     pub fn log_path(&self) -> PathBuf {
@@ -443,19 +438,26 @@ impl Drop for Prometheus {
     }
 }
 
-/// `prometheus.yml` for `options`, with pods discovered from `pod_discovery_url`.
-fn render_config(
-    options: &PrometheusOptions,
-    pod_discovery_url: Option<&str>,
-) -> Result<String, Error> {
+/// `prometheus.yml` for `options`; pods are discovered through the kubeconfig at
+/// `kubeconfig`.
+fn render_config(options: &PrometheusOptions, kubeconfig: &Path) -> Result<String, Error> {
     let interval = format!("{}ms", options.scrape_interval.as_millis().max(1));
     let mut jobs = Vec::new();
-    if let Some(url) = pod_discovery_url {
+    if let Some(pods) = &options.kubernetes_pods {
         let label = |name: &str| format!("__meta_kubernetes_pod_label_{}", sanitize(name));
+        let mut discovery = json!({
+            "role": "pod",
+            "kubeconfig_file": kubeconfig.display().to_string(),
+        });
+        if !pods.namespaces.is_empty() {
+            discovery["namespaces"] = json!({ "names": pods.namespaces });
+        }
         jobs.push(json!({
             "job_name": PODS_JOB,
             "metrics_path": "/metrics",
-            "http_sd_configs": [{ "url": url, "refresh_interval": interval }],
+            // Engines and the test server answer in the text format.
+            "fallback_scrape_protocol": "PrometheusText0.0.4",
+            "kubernetes_sd_configs": [discovery],
             "relabel_configs": [
                 { "source_labels": [label(DEPLOYMENT_LABEL)], "regex": ".+", "action": "keep" },
                 { "source_labels": ["__meta_kubernetes_pod_container_port_name"],
@@ -476,6 +478,7 @@ fn render_config(
         jobs.push(json!({
             "job_name": STATIC_JOB,
             "metrics_path": "/metrics",
+            "fallback_scrape_protocol": "PrometheusText0.0.4",
             "static_configs": configs,
         }));
     }
@@ -582,7 +585,8 @@ mod tests {
             static_targets: vec![StaticTarget::new("127.0.0.1:9000").label("a", "b")],
             ..PrometheusOptions::default()
         };
-        let yaml = render_config(&options, Some("http://127.0.0.1:1/targets")).expect("renders");
+        let yaml =
+            render_config(&options, Path::new("/tmp/p/kubernetes.kubeconfig")).expect("renders");
         let config: serde_yaml::Value = serde_yaml::from_str(&yaml).expect("parses");
         assert_eq!(config["global"]["scrape_interval"].as_str(), Some("1000ms"));
         let pods = &config["scrape_configs"][0];
@@ -596,8 +600,13 @@ mod tests {
             .filter_map(|r| r["target_label"].as_str())
             .collect();
         assert_eq!(targets, ["namespace", "pod", "modeldeployment"]);
-        let sd = &pods["http_sd_configs"][0];
-        assert_eq!(sd["url"].as_str(), Some("http://127.0.0.1:1/targets"));
+        let sd = &pods["kubernetes_sd_configs"][0];
+        assert_eq!(sd["role"].as_str(), Some("pod"));
+        assert_eq!(
+            sd["kubeconfig_file"].as_str(),
+            Some("/tmp/p/kubernetes.kubeconfig")
+        );
+        assert_eq!(sd["namespaces"]["names"][0].as_str(), Some("ml"));
         let static_job = &config["scrape_configs"][1];
         assert_eq!(
             static_job["static_configs"][0]["labels"]["a"].as_str(),

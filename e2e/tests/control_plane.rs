@@ -15,7 +15,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReference};
 use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, PostParams};
 use kube::{Resource, ResourceExt};
-use modelfleet_e2e::nodes::{self, FakeNodeSpec};
+use modelfleet_e2e::kwok::{Kwok, SimulatedNode};
 use modelfleet_e2e::{Cluster, ClusterOptions, wait};
 
 /// Generous: the machine running these may be busy compiling.
@@ -143,12 +143,10 @@ async fn scheduler_binds_gpu_pods_and_leaves_an_oversized_one_pending() {
         .expect("control plane starts");
     cluster.create_namespace("gpu").await.expect("namespace");
     let client = cluster.client();
-    let _node = nodes::register(client.clone(), &FakeNodeSpec::gpu_node("gpu-node-1", 8))
+    let mut kwok = Kwok::start(&cluster).await.expect("kwok starts");
+    kwok.add_node(&SimulatedNode::gpu_node("gpu-node-1", 8), TIMEOUT)
         .await
-        .expect("node registered");
-    nodes::wait_schedulable(client.clone(), "gpu-node-1", TIMEOUT)
-        .await
-        .expect("node untainted");
+        .expect("a simulated node, Ready and untainted");
     let pods: Api<Pod> = Api::namespaced(client.clone(), "gpu");
 
     for (name, gpus) in [("fits-a", 4), ("fits-b", 4), ("too-big", 16)] {
@@ -163,6 +161,12 @@ async fn scheduler_binds_gpu_pods_and_leaves_an_oversized_one_pending() {
         })
         .await;
         assert_eq!(node, "gpu-node-1");
+        // kwok plays the node's kubelet: the pod runs (in simulation).
+        wait::until(&format!("pod {name} Running"), TIMEOUT, || async {
+            let phase = pods.get(name).await.ok()?.status?.phase?;
+            (phase == "Running").then_some(())
+        })
+        .await;
     }
 
     let events: Api<Event> = Api::namespaced(client.clone(), "gpu");

@@ -1,13 +1,13 @@
 //! The Helm chart (`charts/modelfleet`), proven with the real `helm` and `kubectl` against a
-//! real control plane with RBAC on: the operator's own pods, run by the node agent from the
-//! chart's Deployment under the chart's service account, reconcile the example ModelDeployment
+//! real control plane with RBAC on: the operator's own pods, run from the operator image
+//! (`make images`) by a real node's kubelet and containerd from the chart's Deployment under
+//! the chart's service account, reconcile the example ModelDeployment
 //! with exactly the permissions the chart grants. Also: the chart's static checks (lint, the
 //! values schema, RBAC equal to `modelfleet_operator::rbac`, CRDs equal to `crds/`), upgrade and
 //! uninstall, and the GitOps properties of a ModelDeployment applied with `kubectl`.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
@@ -18,11 +18,12 @@ use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, PolicyRule, Role};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::LogParams;
 use kube::api::{Api, DynamicObject, ListParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::{Client, ResourceExt};
-use modelfleet_e2e::node_agent::{ImageMap, NodeAgent, NodeAgentConfig};
-use modelfleet_e2e::nodes::{self, FakeNodeSpec};
+use modelfleet_e2e::images::Image;
+use modelfleet_e2e::real_node::{RealNode, RealNodeOptions};
 use modelfleet_e2e::{Cluster, ClusterOptions, tools, wait};
 use modelfleet_operator::api::ModelDeployment;
 use modelfleet_operator::controller::FIELD_MANAGER;
@@ -35,7 +36,6 @@ const RELEASE: &str = "modelfleet";
 const FULLNAME: &str = "modelfleet";
 const OPERATOR_NS: &str = "modelfleet-system";
 const TEAM_NS: &str = "team";
-const OPERATOR_IMAGE: &str = "ghcr.io/modelfleet/operator";
 const NODE: &str = "node-0";
 /// The example's name (`examples/modeldeployment.yaml`).
 const EXAMPLE: &str = "smollm2";
@@ -181,24 +181,11 @@ fn of_kind<'a>(docs: &'a [serde_yaml::Value], kind: &str) -> Vec<&'a serde_yaml:
 }
 
 // ---------------------------------------------------------------------------------------------
-// The operator binary the chart's pods run
+// A cluster with a real node that has the operator image
 
-/// `target/release/modelfleet-operator`, the binary the chart's image stands for (built first
-/// when it is missing or older than the operator's sources).
-fn operator_binary() -> &'static Path {
-    static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY.get_or_init(|| {
-        modelfleet_e2e::binaries::workspace_binary("modelfleet-operator", "modelfleet-operator")
-            .expect("the operator binary")
-    })
-}
-
-// ---------------------------------------------------------------------------------------------
-// A cluster with a node agent that runs the chart's operator image as the real binary
-
-/// Fields drop in order: the agent stops the operator pods before the control plane goes.
+/// Fields drop in order: the node removes the operator pods before the control plane goes.
 struct Fixture {
-    agent: NodeAgent,
+    _node: RealNode,
     tools: Tools,
     client: Client,
     // Kept for its lifetime: dropping it stops the control plane.
@@ -206,23 +193,23 @@ struct Fixture {
 }
 
 async fn fixture() -> Fixture {
-    let operator = operator_binary().to_path_buf();
-    let cluster = Cluster::start(ClusterOptions::full())
-        .await
-        .expect("control plane starts");
+    let cluster = Cluster::start(
+        ClusterOptions::full()
+            .with_own_service_range()
+            .expect("a free Service range"),
+    )
+    .await
+    .expect("control plane starts");
     let client = cluster.client();
-    let images = ImageMap::new().with_binary(OPERATOR_IMAGE, operator);
-    let mut config = NodeAgentConfig::new(vec![FakeNodeSpec::gpu_node(NODE, 4)], images);
-    config.initial_backoff = Duration::from_millis(500);
-    config.max_backoff = Duration::from_secs(4);
-    let url = cluster.server_url().trim_start_matches("https://");
-    config.apiserver = Some(url.parse().expect("the API server URL is https://IP:PORT"));
-    let agent = NodeAgent::start(client.clone(), config)
-        .await
-        .expect("node agent starts");
-    nodes::wait_schedulable(client.clone(), NODE, TIMEOUT)
-        .await
-        .expect("the node becomes schedulable");
+    let node = RealNode::start(
+        &cluster,
+        RealNodeOptions {
+            images: vec![Image::Operator],
+            ..RealNodeOptions::new(NODE)
+        },
+    )
+    .await
+    .expect("the real node starts");
     cluster
         .create_namespace(TEAM_NS)
         .await
@@ -245,7 +232,7 @@ async fn fixture() -> Fixture {
         .expect("operator namespace");
     let tools = Tools::new(Some(cluster.kubeconfig_path()));
     Fixture {
-        agent,
+        _node: node,
         tools,
         client,
         _cluster: cluster,
@@ -304,9 +291,19 @@ impl Fixture {
         .await
     }
 
-    /// The operator container's log in `pod` (stdout and stderr, across restarts).
-    fn operator_log(&self, pod: &Pod) -> String {
-        std::fs::read_to_string(self.agent.container_log(pod, "operator")).unwrap_or_default()
+    /// The operator container's log in `pod` (stdout and stderr, the previous run's first
+    /// if it restarted), through the API server from the kubelet.
+    async fn operator_log(&self, pod: &Pod) -> String {
+        let name = pod.name_any();
+        let api = self.operator_pods_api();
+        let params = |previous| LogParams {
+            container: Some("operator".into()),
+            previous,
+            ..LogParams::default()
+        };
+        let previous = api.logs(&name, &params(true)).await.unwrap_or_default();
+        let current = api.logs(&name, &params(false)).await.unwrap_or_default();
+        previous + &current
     }
 
     /// Pod states and operator logs, for a failure message.
@@ -317,7 +314,7 @@ impl Fixture {
                 "pod {}: {:?}\nlog:\n{}\n",
                 pod.name_any(),
                 pod.status.as_ref().map(|s| &s.container_statuses),
-                self.operator_log(&pod)
+                self.operator_log(&pod).await
             ));
         }
         out
@@ -785,20 +782,19 @@ async fn helm_install_runs_the_operator_under_its_service_account_and_the_exampl
         assert_eq!(spec.service_account_name.as_deref(), Some(FULLNAME));
         assert_eq!(spec.node_name.as_deref(), Some(NODE));
         let status = &pod.status.as_ref().expect("status").container_statuses;
-        let id = status.as_ref().expect("statuses")[0]
-            .container_id
-            .clone()
-            .unwrap_or_default();
+        let container = &status.as_ref().expect("statuses")[0];
+        let id = container.container_id.clone().unwrap_or_default();
         assert!(
-            id.starts_with("process://"),
-            "the node agent runs the operator binary: {id}"
+            id.starts_with("containerd://"),
+            "containerd runs the operator: {id}"
         );
+        assert_eq!(container.image, Image::Operator.tag(), "from its image");
     }
     // They were admitted under the "restricted" Pod Security Standard, which is enforced:
     // a pod that asks for less is refused there.
     let loose: Pod = serde_json::from_value(serde_json::json!({
         "metadata": { "name": "loose" },
-        "spec": { "containers": [{ "name": "c", "image": OPERATOR_IMAGE }] },
+        "spec": { "containers": [{ "name": "c", "image": Image::Operator.tag() }] },
     }))
     .expect("pod");
     let refused = f
@@ -891,7 +887,7 @@ async fn helm_install_runs_the_operator_under_its_service_account_and_the_exampl
         events.reporting_instance.as_deref(),
         Some(leader.name_any().as_str())
     );
-    let log = f.operator_log(&leader);
+    let log = f.operator_log(&leader).await;
     assert!(
         !log.to_lowercase().contains("forbidden"),
         "nothing was refused with the chart's permissions:\n{log}"
@@ -1058,7 +1054,7 @@ async fn without_one_cluster_role_rule_the_operator_reports_the_refusal_and_reco
     assert!(md.status.is_none(), "{:?}", md.status);
     // The leader's log says the same, on a line that names the object.
     let log = wait::until("the refusal in the leader's log", TIMEOUT, || async {
-        let log = f.operator_log(&leader);
+        let log = f.operator_log(&leader).await;
         log.lines()
             .find(|l| l.contains("reconcile failed") && l.contains("forbidden"))
             .map(str::to_string)
@@ -1096,6 +1092,7 @@ async fn helm_upgrade_with_a_changed_value_rolls_the_operator_and_uninstall_leav
     let old_leader = f.leader().await;
     let first_line = wait::until("a log line from the leader", TIMEOUT, || async {
         f.operator_log(&old_leader)
+            .await
             .lines()
             .find(|l| !l.trim().is_empty())
             .map(str::to_string)
@@ -1151,6 +1148,7 @@ async fn helm_upgrade_with_a_changed_value_rolls_the_operator_and_uninstall_leav
     assert!(!old.contains(&new_leader.name_any()));
     let line = wait::until("a log line from the new leader", TIMEOUT, || async {
         f.operator_log(&new_leader)
+            .await
             .lines()
             .find(|l| !l.trim().is_empty())
             .map(str::to_string)

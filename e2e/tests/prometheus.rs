@@ -1,7 +1,7 @@
 //! The harness's Prometheus for real: it scrapes fixed targets with fixed labels, keeps its
-//! data across a stop and a start on the same port, and finds engine pods run by the node
-//! agent through the API server, labelling their series with namespace, pod and
-//! ModelDeployment.
+//! data across a stop and a start on the same port, and finds engine-like pods on a real
+//! node with its own Kubernetes discovery (`kubernetes_sd_configs`, role pod), labelling
+//! their series with namespace, pod and ModelDeployment as a cluster's Prometheus does.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -10,18 +10,17 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Container, ContainerPort, Pod, PodSpec};
 use kube::api::{Api, ObjectMeta, PostParams};
-use modelfleet_e2e::node_agent::{ImageMap, NodeAgent, NodeAgentConfig};
-use modelfleet_e2e::nodes::{self, FakeNodeSpec};
+use modelfleet_e2e::images::Image;
 use modelfleet_e2e::prometheus::{
     DEPLOYMENT_LABEL, KubernetesPods, Prometheus, PrometheusOptions, Sample, StaticTarget,
 };
+use modelfleet_e2e::real_node::{RealNode, RealNodeOptions};
 use modelfleet_e2e::{Cluster, ClusterOptions, wait};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 /// Generous: the machine running these may be busy compiling or running other tests.
 const TIMEOUT: Duration = Duration::from_secs(120);
-const SERVER_IMAGE: &str = "modelfleet.test/http-server:v1";
 const NAMESPACE: &str = "ml";
 const NODE: &str = "gpu-node-0";
 
@@ -122,10 +121,10 @@ async fn static_targets_are_scraped_with_their_labels_and_data_survives_a_restar
     assert_eq!(before, Some(7.0));
 }
 
-/// Fields drop in order: Prometheus and the agent's pods go before the control plane.
+/// Fields drop in order: Prometheus and the node's pods go before the control plane.
 struct Fleet {
     prometheus: Prometheus,
-    agent: NodeAgent,
+    node: RealNode,
     cluster: Cluster,
 }
 
@@ -139,7 +138,7 @@ fn engine_like_pod(name: &str, labels: BTreeMap<String, String>, queue_depth: f6
         spec: Some(PodSpec {
             containers: vec![Container {
                 name: "engine".into(),
-                image: Some(SERVER_IMAGE.into()),
+                image: Some(Image::TestServer.tag()),
                 args: Some(vec![
                     "--port".into(),
                     "8000".into(),
@@ -165,25 +164,27 @@ fn pod_ip(pod: &Pod) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pods_found_through_the_api_server_are_scraped_with_namespace_pod_and_model_deployment() {
-    let cluster = Cluster::start(ClusterOptions::full())
-        .await
-        .expect("control plane starts");
+    let cluster = Cluster::start(
+        ClusterOptions::full()
+            .with_own_service_range()
+            .expect("a free Service range"),
+    )
+    .await
+    .expect("control plane starts");
     cluster
         .create_namespace(NAMESPACE)
         .await
         .expect("namespace");
     let client = cluster.client();
-    let images =
-        ImageMap::new().with_binary(SERVER_IMAGE, env!("CARGO_BIN_EXE_modelfleet-test-server"));
-    let agent = NodeAgent::start(
-        client.clone(),
-        NodeAgentConfig::new(vec![FakeNodeSpec::gpu_node(NODE, 4)], images),
+    let node = RealNode::start(
+        &cluster,
+        RealNodeOptions {
+            images: vec![Image::TestServer],
+            ..RealNodeOptions::new(NODE)
+        },
     )
     .await
-    .expect("node agent starts");
-    nodes::wait_schedulable(client.clone(), NODE, TIMEOUT)
-        .await
-        .expect("the node becomes schedulable");
+    .expect("the real node starts");
     let access = KubernetesPods::for_cluster(&cluster)
         .await
         .expect("a service account for Prometheus");
@@ -196,7 +197,7 @@ async fn pods_found_through_the_api_server_are_scraped_with_namespace_pod_and_mo
     .expect("Prometheus starts");
     let fleet = Fleet {
         prometheus,
-        agent,
+        node,
         cluster,
     };
 
@@ -266,10 +267,10 @@ async fn pods_found_through_the_api_server_are_scraped_with_namespace_pod_and_mo
 
     let Fleet {
         prometheus,
-        agent,
+        node,
         cluster,
     } = fleet;
     drop(prometheus);
-    agent.shutdown().await;
+    node.shutdown().await;
     drop(cluster);
 }

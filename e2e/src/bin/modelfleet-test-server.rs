@@ -1,4 +1,5 @@
-//! A small server for the node agent's tests: the container image they deploy.
+//! A small server for the harness's tests: the test-server image (`make images`) they run on
+//! the real node.
 //!
 //! HTTP on `--port`: `/healthz` (200), `/env/NAME` (an environment variable), `/file/PATH`
 //! (a file's contents, as the container sees its file system), `/pid`, `/hostname`,

@@ -1,5 +1,8 @@
 //! Finding a ModelDeployment's serving pods the way a gateway does: through the
-//! EndpointSlices of its Service (there is no kube-proxy here to route a ClusterIP).
+//! EndpointSlices of its Service. A gateway balances requests over the ready endpoints and
+//! drops one the moment it is marked terminating; a client of the Service's cluster IP
+//! keeps its connection (kube-proxy balances connections, not requests) until the pod closes
+//! it.
 
 use std::time::Duration;
 

@@ -1,6 +1,6 @@
-//! The whole loop on one machine: a control plane, a node agent playing kubelet for fake
-//! GPU nodes (engine pods run as `modelfleet-engine` processes, each in its own network
-//! namespace), Prometheus discovering and scraping those pods, and the operator with its
+//! The whole loop on one machine: a control plane, a real node (containerd, the kubelet and
+//! kube-proxy) running engine pods from the image `make images` built, Prometheus discovering
+//! and scraping the pods with its own Kubernetes discovery, and the operator with its
 //! queue-depth autoscaler. The fleet scenarios and `modelfleet-dev demo` run on it.
 
 mod endpoints;
@@ -9,15 +9,18 @@ mod model_deployment;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::Client;
 use kube::api::{Api, Patch, PatchParams};
+use modelfleet_operator::api::ModelDeployment;
 
 use crate::binaries::{repo_root, workspace_binary};
-use crate::node_agent::{ImageMap, NodeAgent, NodeAgentConfig};
-use crate::nodes::FakeNodeSpec;
+use crate::images::Image;
 use crate::process::ManagedProcess;
 use crate::prometheus::{KubernetesPods, Prometheus, PrometheusOptions};
+use crate::real_node::{RealNode, RealNodeOptions};
 use crate::{Cluster, ClusterOptions, Error};
 
 pub use endpoints::{EndpointFollower, ready_endpoints};
@@ -25,66 +28,60 @@ pub use model_deployment::{
     ModelDeploymentStatus, apply, demo_model_deployment, demo_model_dir, model_deployments,
 };
 
-/// The image the operator puts in engine pods (any tag): the node agent runs
-/// `modelfleet-engine` for it.
-pub const ENGINE_IMAGE: &str = "ghcr.io/modelfleet/engine";
 /// The engine's ports, as the operator declares them.
 pub const GRPC_PORT: u16 = 50051;
 pub const HTTP_PORT: u16 = 8000;
+/// The fleet's node, and what it advertises.
+pub const NODE_NAME: &str = "gpu-node-1";
+pub const GPU_PRODUCT: &str = "NVIDIA-H100-80GB-HBM3";
 
 const FIELD_MANAGER: &str = "modelfleet-e2e";
 const CRD_NAME: &str = "modeldeployments.modelfleet.dev";
 
 #[derive(Debug, Clone)]
 pub struct FleetOptions {
-    pub gpu_nodes: u32,
-    pub gpus_per_node: u32,
+    /// `nvidia.com/gpu` the node advertises.
+    pub gpus: u32,
     /// Prometheus's scrape interval.
     pub scrape_interval: Duration,
     /// How often the operator's autoscaler reads queue depth.
     pub autoscale_interval: Duration,
-    /// First delay before a crashed container is restarted (the kubelet's is 10s).
-    pub restart_backoff: Duration,
 }
 
 impl Default for FleetOptions {
     fn default() -> Self {
         Self {
-            gpu_nodes: 4,
-            gpus_per_node: 8,
+            gpus: 8,
             scrape_interval: Duration::from_secs(1),
             autoscale_interval: Duration::from_secs(2),
-            restart_backoff: Duration::from_secs(1),
         }
     }
 }
 
 pub struct Fleet {
     // Dropped in this order: the operator first (nothing reconciles while the rest stops),
-    // then Prometheus, the node agent (its pods' processes and namespaces), the cluster.
+    // then Prometheus, the node (its pods, through the CRI), the cluster.
     operator: ManagedProcess,
     prometheus: Prometheus,
-    agent: NodeAgent,
+    node: RealNode,
     cluster: Cluster,
 }
 
 impl Fleet {
     pub async fn start(options: FleetOptions) -> Result<Self, Error> {
-        let engine = workspace_binary("modelfleet-engine", "modelfleet-engine")?;
-        let operator_binary = workspace_binary("modelfleet-operator", "modelfleet-operator")?;
-        let cluster = Cluster::start(ClusterOptions::full()).await?;
+        let cluster = Cluster::start(ClusterOptions::full().with_own_service_range()?).await?;
         install_crd(&cluster.client()).await?;
 
-        let nodes = (1..=options.gpu_nodes)
-            .map(|i| FakeNodeSpec::gpu_node(&format!("gpu-node-{i}"), options.gpus_per_node))
-            .collect();
-        let mut agent_config =
-            NodeAgentConfig::new(nodes, ImageMap::new().with_binary(ENGINE_IMAGE, engine));
-        agent_config.initial_backoff = options.restart_backoff;
-        agent_config.max_backoff = options.restart_backoff * 8;
-        let agent = NodeAgent::start(cluster.client(), agent_config)
-            .await
-            .map_err(|e| Error::NodeAgent(e.to_string()))?;
+        let node = RealNode::start(
+            &cluster,
+            RealNodeOptions {
+                gpus: options.gpus,
+                gpu_product: Some(GPU_PRODUCT.into()),
+                images: vec![Image::Engine],
+                ..RealNodeOptions::new(NODE_NAME)
+            },
+        )
+        .await?;
 
         let prometheus = Prometheus::start(PrometheusOptions {
             scrape_interval: options.scrape_interval,
@@ -93,31 +90,41 @@ impl Fleet {
         })
         .await?;
 
-        let telemetry = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map_err(|e| Error::io("choosing the operator's telemetry port", e))?;
-        let args: Vec<String> = vec![
-            "run".into(),
-            "--prometheus-url".into(),
-            prometheus.url(),
-            "--autoscale-interval".into(),
-            format!("{}ms", options.autoscale_interval.as_millis()),
-            "--telemetry-addr".into(),
-            telemetry.to_string(),
-        ];
-        let operator = ManagedProcess::spawn_with_env(
-            "modelfleet-operator",
-            &operator_binary,
-            &args,
-            &[("KUBECONFIG", cluster.kubeconfig_path().as_os_str())],
-            &cluster.dir().join("operator.log"),
+        let operator = start_operator(
+            &cluster,
+            Some(&prometheus.url()),
+            options.autoscale_interval,
         )?;
         Ok(Self {
             operator,
             prometheus,
-            agent,
+            node,
             cluster,
         })
+    }
+
+    /// `examples/modeldeployment.yaml` in `namespace`, its source the demo model where
+    /// `make tools` put it (the node is this machine, so that is a path on the node), and
+    /// requesting a tenth of a core per engine: the example asks two, and this node has two
+    /// cores for every replica, surge pod and the harness.
+    pub fn example(&self, namespace: &str) -> Result<ModelDeployment, Error> {
+        let source = format!("file://{}", demo_model_dir().display());
+        let mut md = demo_model_deployment(namespace, &source)?;
+        md.spec.resources.cpu = Some(Quantity("100m".into()));
+        Ok(md)
+    }
+
+    /// The cluster IP of the ModelDeployment `name`'s Service in `namespace`.
+    pub async fn service_ip(&self, namespace: &str, name: &str) -> Result<String, Error> {
+        Api::<Service>::namespaced(self.client(), namespace)
+            .get(name)
+            .await?
+            .spec
+            .and_then(|s| s.cluster_ip)
+            .filter(|ip| !ip.is_empty() && ip != "None")
+            .ok_or_else(|| {
+                Error::Harness(format!("the Service {namespace}/{name} has no cluster IP"))
+            })
     }
 
     pub fn cluster(&self) -> &Cluster {
@@ -128,8 +135,8 @@ impl Fleet {
         self.cluster.client()
     }
 
-    pub fn agent(&self) -> &NodeAgent {
-        &self.agent
+    pub fn node(&self) -> &RealNode {
+        &self.node
     }
 
     pub fn prometheus(&self) -> &Prometheus {
@@ -144,32 +151,64 @@ impl Fleet {
         self.operator.log_path().to_path_buf()
     }
 
-    /// The last lines of the operator's and Prometheus's logs, for failure messages.
+    /// The last lines of the operator's, Prometheus's and the node's logs, for failure
+    /// messages.
     pub fn log_tails(&self) -> String {
         format!(
-            "--- operator ---\n{}\n--- prometheus ---\n{}",
+            "--- operator ---\n{}\n--- prometheus ---\n{}\n--- node ---\n{}",
             self.operator.log_tail(6000),
-            self.prometheus.log_tail()
+            self.prometheus.log_tail(),
+            self.node.log_tails()
         )
     }
 
-    /// Stops everything and removes what the node agent made on the host.
+    /// Stops everything and removes what the node made on the host.
     pub async fn shutdown(self) {
         let Fleet {
             mut operator,
             prometheus,
-            agent,
+            node,
             cluster,
         } = self;
         operator.stop();
         drop(prometheus);
-        agent.shutdown().await;
+        node.shutdown().await;
         drop(cluster);
     }
 }
 
+/// Runs the operator (the workspace's binary, beside the control plane) as the cluster's
+/// administrator, autoscaling from `prometheus_url` when given.
+pub fn start_operator(
+    cluster: &Cluster,
+    prometheus_url: Option<&str>,
+    autoscale_interval: Duration,
+) -> Result<ManagedProcess, Error> {
+    let binary = workspace_binary("modelfleet-operator", "modelfleet-operator")?;
+    let telemetry = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| Error::io("choosing the operator's telemetry port", e))?;
+    let mut args: Vec<String> = vec![
+        "run".into(),
+        "--autoscale-interval".into(),
+        format!("{}ms", autoscale_interval.as_millis()),
+        "--telemetry-addr".into(),
+        telemetry.to_string(),
+    ];
+    if let Some(url) = prometheus_url {
+        args.extend(["--prometheus-url".into(), url.to_string()]);
+    }
+    ManagedProcess::spawn_with_env(
+        "modelfleet-operator",
+        &binary,
+        &args,
+        &[("KUBECONFIG", cluster.kubeconfig_path().as_os_str())],
+        &cluster.dir().join("operator.log"),
+    )
+}
+
 /// Installs the generated CRD (`crds/`) and waits until the API server serves it.
-async fn install_crd(client: &Client) -> Result<(), Error> {
+pub async fn install_crd(client: &Client) -> Result<(), Error> {
     let path = repo_root().join("crds/modelfleet.dev_modeldeployments.yaml");
     let text = std::fs::read_to_string(&path)
         .map_err(|e| Error::io(&format!("reading {}", path.display()), e))?;

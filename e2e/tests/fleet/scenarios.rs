@@ -11,13 +11,14 @@ use modelfleet_operator::api::condition::{READY, SCALING_ACTIVE};
 use tokio_util::sync::CancellationToken;
 
 use crate::support::{
-    NAME, SERVED_NAME, Scenario, condition, generate, grpc_target, load, served_revision,
+    NAME, SERVED_NAME, Scenario, condition, generate, grpc_target, http_target, load,
+    served_revision,
 };
 
 const POD_START: Duration = Duration::from_secs(240);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn deploy_serves_grpc_and_openai_on_pod_ips() {
+async fn deploy_serves_grpc_and_openai_through_its_service_under_the_restricted_context() {
     let started = Instant::now();
     let scenario = Scenario::start("deploy").await;
     let md = scenario.example();
@@ -33,20 +34,71 @@ async fn deploy_serves_grpc_and_openai_on_pod_ips() {
     let endpoints = scenario.ready_endpoints().await;
     assert_eq!(endpoints.len(), 1, "{endpoints:?}");
     let pod_ip = &endpoints[0];
+    let node = scenario.fleet.node();
     assert!(
-        scenario
-            .fleet
-            .agent()
-            .subnet()
+        node.pod_cidr()
             .contains(pod_ip.parse().expect("an IPv4 pod IP")),
-        "{pod_ip} is a pod IP on the node agent's network"
+        "{pod_ip} is a pod IP in the node's range {}",
+        node.pod_cidr()
     );
+    // The engine runs from the image, under the restricted security context, for real.
+    let pods = scenario.pods().await;
+    let engine = node
+        .crictl()
+        .containers()
+        .expect("the node's containers")
+        .into_iter()
+        .find(|c| c.metadata.name == "engine" && c.state == "CONTAINER_RUNNING")
+        .expect("a running engine container");
+    let pid = node.crictl().pid(&engine.id).expect("the engine's pid");
+    let proc_status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let field = |name: &str| {
+        proc_status
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+            .map(str::trim)
+            .map(String::from)
+    };
+    assert_eq!(field("Uid").as_deref(), Some("65532\t65532\t65532\t65532"));
+    assert_eq!(field("CapEff").as_deref(), Some("0000000000000000"));
+    assert_eq!(field("NoNewPrivs").as_deref(), Some("1"));
+    let root = std::fs::read_to_string(format!("/proc/{pid}/mountinfo"))
+        .expect("mountinfo")
+        .lines()
+        .find(|l| l.split(' ').nth(4) == Some("/"))
+        .map(String::from)
+        .expect("the engine's root mount");
+    assert!(
+        root.split(' ')
+            .nth(5)
+            .is_some_and(|o| o.split(',').any(|o| o == "ro")),
+        "a read-only root filesystem: {root}"
+    );
+    let image = pods[0].spec.as_ref().expect("spec").containers[0]
+        .image
+        .clone();
+    assert_eq!(
+        image.as_deref(),
+        Some(modelfleet_e2e::images::Image::Engine.tag().as_str())
+    );
+
     let text = generate(pod_ip, "The capital of France is", 8).await;
     assert!(text.contains("Paris"), "{text:?}");
     assert_eq!(served_revision(pod_ip).await, revision);
 
+    // Clients call the Service: kube-proxy on the node routes its cluster IP to the pod.
+    let service_ip = scenario.service_ip().await;
+    assert!(
+        scenario
+            .fleet
+            .cluster()
+            .service_range()
+            .contains(service_ip.parse().expect("an IPv4 cluster IP"))
+    );
+    let text = generate(&service_ip, "The capital of France is", 8).await;
+    assert!(text.contains("Paris"), "through the Service: {text:?}");
     let response = reqwest_post(
-        &format!("http://{pod_ip}:{HTTP_PORT}/v1/chat/completions"),
+        &format!("http://{service_ip}:{HTTP_PORT}/v1/chat/completions"),
         serde_json::json!({
             "model": SERVED_NAME, "temperature": 0, "max_tokens": 16,
             "messages": [{"role": "user", "content": "What is 2+2?"}],
@@ -84,11 +136,11 @@ async fn load_scales_the_fleet_up_and_its_end_scales_it_back_down() {
     md.spec.autoscaling.scale_down_stabilization = "20s".into();
     scenario.apply(&md).await;
     scenario.wait_ready(1, POD_START).await;
-    let first_pod = scenario.ready_endpoints().await[0].clone();
+    let service_ip = scenario.service_ip().await;
 
-    // 12 clients against one pod that runs 2 at a time: about 10 wait, so the autoscaler
-    // wants ceil(10 / 2) = 5 replicas, held to max = 3.
-    let generator = load(vec![grpc_target(&first_pod)], 12, 64);
+    // 12 clients of the Service while one pod runs 2 at a time: about 10 wait, so the
+    // autoscaler wants ceil(10 / 2) = 5 replicas, held to max = 3.
+    let generator = load(vec![http_target(&service_ip)], 12, 64);
     let cancel = CancellationToken::new();
     let running = tokio::spawn(generator.run(cancel.clone()));
     scenario
@@ -249,11 +301,16 @@ async fn a_killed_engine_restarts_and_a_lost_prometheus_holds_the_fleet() {
         })
         .await;
 
-    // Kill the engine's process: the node agent restarts it, the status follows.
-    let groups = scenario.fleet.agent().process_groups();
-    assert_eq!(groups.len(), 1, "one engine process: {groups:?}");
-    // SAFETY: signalling a process group the node agent started for this test.
-    unsafe { libc::kill(-(groups[0] as i32), libc::SIGKILL) };
+    // Kill the engine's process, as a crash would: the kubelet restarts the container, the
+    // status follows.
+    let pods = scenario.pods().await;
+    assert_eq!(pods.len(), 1);
+    let pod_name = pods[0].metadata.name.clone().expect("a pod name");
+    scenario
+        .fleet
+        .node()
+        .kill_container(&pod_name, "engine")
+        .expect("killing the engine container's process");
     scenario
         .wait_status(
             "the status to show the lost replica",
@@ -270,6 +327,11 @@ async fn a_killed_engine_restarts_and_a_lost_prometheus_holds_the_fleet() {
         .map(|c| c.restart_count)
         .sum();
     assert_eq!(restarts, 1, "the engine container restarted once");
+    assert_eq!(
+        scenario.pods().await[0].metadata.name.as_deref(),
+        Some(pod_name.as_str()),
+        "the same pod, its container restarted"
+    );
 
     // Prometheus goes away: the fleet keeps its size and says why.
     scenario.fleet.prometheus_mut().stop();
@@ -318,9 +380,16 @@ async fn deleting_the_model_deployment_leaves_nothing_behind() {
     let md = scenario.example();
     scenario.apply(&md).await;
     scenario.wait_ready(1, POD_START).await;
-    let agent = scenario.fleet.agent();
-    assert_eq!(agent.process_groups().len(), 1);
-    assert_eq!(agent.network_namespaces().len(), 1);
+    let node = scenario.fleet.node();
+    // While the pod runs the node shows it: the same check that must come back empty.
+    let running = node.pod_leftovers().expect("inspecting the node");
+    assert!(
+        running.iter().any(|l| l.starts_with("sandbox of delete/"))
+            && running.iter().any(|l| l.starts_with("container engine"))
+            && running.iter().any(|l| l.starts_with("veth"))
+            && running.iter().any(|l| l.starts_with("mount")),
+        "a running engine pod shows: {running:?}"
+    );
 
     let client = scenario.fleet.client();
     model_deployments(&client, "delete")
@@ -342,38 +411,24 @@ async fn deleting_the_model_deployment_leaves_nothing_behind() {
             .await
             .expect("get");
         let pods = scenario.pods().await;
+        let on_node = node.pod_leftovers().expect("inspecting the node");
         let gone = deployment.is_none()
             && service.is_none()
             && pdb.is_none()
             && pods.is_empty()
-            && agent.process_groups().is_empty()
-            && agent.network_namespaces().is_empty();
+            && on_node.is_empty();
         if gone {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "left behind: deployment={} service={} pdb={} pods={} processes={:?} netns={:?}",
+            "left behind: deployment={} service={} pdb={} pods={} on the node: {on_node:?}",
             deployment.is_some(),
             service.is_some(),
             pdb.is_some(),
             pods.len(),
-            agent.process_groups(),
-            agent.network_namespaces()
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    // No veth is left on the agent's bridge.
-    if let Some(bridge) = agent.bridge_name() {
-        let links = std::process::Command::new("ip")
-            .args(["-o", "link", "show", "master", bridge])
-            .output()
-            .expect("ip link");
-        assert!(
-            String::from_utf8_lossy(&links.stdout).trim().is_empty(),
-            "veths left on {bridge}: {}",
-            String::from_utf8_lossy(&links.stdout)
-        );
     }
     eprintln!("delete: {:.0}s", started.elapsed().as_secs_f64());
     scenario.shutdown().await;

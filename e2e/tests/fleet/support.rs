@@ -7,7 +7,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::api::{Api, ListParams};
 use modelfleet_e2e::fleet::{
-    self, Fleet, FleetOptions, GRPC_PORT, ModelDeploymentStatus, model_deployments,
+    self, Fleet, FleetOptions, GRPC_PORT, HTTP_PORT, ModelDeploymentStatus, model_deployments,
 };
 use modelfleet_engine::loadgen::{
     Arrival, LoadConfig, LoadGenerator, Prompt, RequestSettings, StopAfter, Target,
@@ -50,7 +50,7 @@ impl Scenario {
 
     /// The example with the demo model, each engine on one core and a small KV cache.
     pub fn example(&self) -> ModelDeployment {
-        let mut md = fleet::demo_model_deployment(&self.namespace).expect("the example");
+        let mut md = self.fleet.example(&self.namespace).expect("the example");
         md.spec.engine.extra_args = vec![
             "--threads".into(),
             "1".into(),
@@ -147,6 +147,14 @@ impl Scenario {
             .join("; ")
     }
 
+    /// The cluster IP of the ModelDeployment's Service.
+    pub async fn service_ip(&self) -> String {
+        self.fleet
+            .service_ip(&self.namespace, NAME)
+            .await
+            .expect("the Service's cluster IP")
+    }
+
     pub async fn ready_endpoints(&self) -> Vec<String> {
         fleet::ready_endpoints(&self.fleet.client(), &self.namespace, NAME)
             .await
@@ -177,6 +185,11 @@ impl Scenario {
 
 pub fn grpc_target(address: &str) -> Target {
     Target::grpc(format!("{address}:{GRPC_PORT}"))
+}
+
+/// The OpenAI completions endpoint at `address` (a pod's or the Service's).
+pub fn http_target(address: &str) -> Target {
+    Target::http_completions(&format!("http://{address}:{HTTP_PORT}")).expect("an HTTP target")
 }
 
 pub async fn grpc_client(address: &str) -> GenerationClient<tonic::transport::Channel> {

@@ -1,7 +1,8 @@
 //! `modelfleet-dev demo`: a local fleet scaling with its load, shown as a live table.
 //!
-//! Starts the control plane, a node agent with fake GPU nodes, Prometheus and the operator;
-//! applies the example ModelDeployment (pointed at the demo model, sized for a laptop);
+//! Starts the control plane, a real node (containerd, the kubelet and kube-proxy) with the
+//! images `make images` built, Prometheus and the operator; applies the example
+//! ModelDeployment (pointed at the demo model, sized for a laptop);
 //! ramps load up and back down while printing desired/ready replicas, queue depth,
 //! tokens/s and p99 time to first token; then keeps the fleet up until Ctrl-C.
 
@@ -69,8 +70,8 @@ const RAMP: [Phase; 4] = [
 
 pub async fn run() -> anyhow::Result<()> {
     eprintln!(
-        "[demo] starting etcd, kube-apiserver, controller-manager, scheduler, a node agent with \
-         4 fake GPU nodes, Prometheus and the operator …"
+        "[demo] starting etcd, kube-apiserver, controller-manager, scheduler, a real node \
+         (containerd, kubelet, kube-proxy) with the engine image, Prometheus and the operator …"
     );
     let fleet = Fleet::start(FleetOptions::default())
         .await
@@ -104,7 +105,7 @@ pub async fn run() -> anyhow::Result<()> {
 
 async fn show(fleet: &Fleet) -> anyhow::Result<()> {
     fleet.cluster().create_namespace(NAMESPACE).await?;
-    let mut md = fleet::demo_model_deployment(NAMESPACE)?;
+    let mut md = fleet.example(NAMESPACE)?;
     // The example's defaults suit a GPU; on a laptop's CPU a smaller batch makes a queue form
     // with a handful of clients, and short windows let the demo scale within minutes.
     md.spec.engine.max_num_seqs = 4;

@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use modelfleet_e2e::nodes::{self, FakeNodeSpec};
+use modelfleet_e2e::images::Image;
+use modelfleet_e2e::kwok::{Kwok, SimulatedNode};
+use modelfleet_e2e::real_node::{RealNode, RealNodeOptions};
 use modelfleet_e2e::{Cluster, ClusterOptions, tools};
 
 #[derive(Parser)]
@@ -23,7 +25,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// A local fleet (control plane, fake GPU nodes running engines, Prometheus, the
+    /// A local fleet (control plane, a real node running engine pods, Prometheus, the
     /// operator) scaling up and down with a load ramp, shown as a live table.
     Demo,
     /// A local Kubernetes control plane.
@@ -37,12 +39,16 @@ enum Command {
 enum ClusterAction {
     /// Start the control plane in the foreground until Ctrl-C.
     Up {
-        /// Fake GPU nodes to register (no pods run on them: they have no kubelet).
+        /// Simulated GPU nodes (kwok): pods bound to them are reported running, nothing runs.
         #[arg(long, default_value_t = 0)]
         gpu_nodes: u32,
-        /// GPUs each fake node offers.
+        /// GPUs each simulated node offers.
         #[arg(long, default_value_t = 8)]
         gpus_per_node: u32,
+        /// Also a real node (containerd, kubelet, kube-proxy) with the engine and operator
+        /// images, where pods really run.
+        #[arg(long)]
+        real_node: bool,
         /// Also copy the kubeconfig here.
         #[arg(long)]
         kubeconfig_out: Option<PathBuf>,
@@ -72,27 +78,55 @@ async fn main() -> anyhow::Result<()> {
                 ClusterAction::Up {
                     gpu_nodes,
                     gpus_per_node,
+                    real_node,
                     kubeconfig_out,
                 },
-        } => cluster_up(gpu_nodes, gpus_per_node, kubeconfig_out).await,
+        } => cluster_up(gpu_nodes, gpus_per_node, real_node, kubeconfig_out).await,
     }
 }
 
 async fn cluster_up(
     gpu_nodes: u32,
     gpus_per_node: u32,
+    real_node: bool,
     kubeconfig_out: Option<PathBuf>,
 ) -> anyhow::Result<()> {
     eprintln!("starting etcd, kube-apiserver, kube-controller-manager and kube-scheduler …");
-    let cluster = Cluster::start(ClusterOptions::full())
+    let options = if real_node {
+        ClusterOptions::full().with_own_service_range()?
+    } else {
+        ClusterOptions::full()
+    };
+    let cluster = Cluster::start(options)
         .await
         .context("starting the control plane")?;
-    let mut fake_nodes = Vec::new();
-    for i in 1..=gpu_nodes {
-        let spec = FakeNodeSpec::gpu_node(&format!("gpu-node-{i}"), gpus_per_node);
-        fake_nodes.push(nodes::register(cluster.client(), &spec).await?);
-        nodes::wait_schedulable(cluster.client(), &spec.name, Duration::from_secs(60)).await?;
-    }
+    let kwok = if gpu_nodes > 0 {
+        eprintln!("starting kwok with {gpu_nodes} simulated GPU nodes …");
+        let mut kwok = Kwok::start(&cluster).await.context("starting kwok")?;
+        for i in 1..=gpu_nodes {
+            let spec = SimulatedNode::gpu_node(&format!("sim-gpu-node-{i}"), gpus_per_node);
+            kwok.add_node(&spec, Duration::from_secs(60)).await?;
+        }
+        Some(kwok)
+    } else {
+        None
+    };
+    let node = if real_node {
+        eprintln!("starting a real node (containerd, kubelet, kube-proxy) …");
+        Some(
+            RealNode::start(
+                &cluster,
+                RealNodeOptions {
+                    images: vec![Image::Engine, Image::Operator],
+                    ..RealNodeOptions::new("node-1")
+                },
+            )
+            .await
+            .context("starting the real node")?,
+        )
+    } else {
+        None
+    };
     let kubeconfig = match kubeconfig_out {
         Some(path) => {
             std::fs::copy(cluster.kubeconfig_path(), &path)
@@ -119,7 +153,10 @@ async fn cluster_up(
         .await
         .context("waiting for Ctrl-C")?;
     eprintln!("stopping the control plane …");
-    drop(fake_nodes);
+    if let Some(node) = node {
+        node.shutdown().await;
+    }
+    drop(kwok);
     cluster.stop();
     eprintln!("stopped.");
     Ok(())
