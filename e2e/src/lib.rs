@@ -8,6 +8,7 @@
 //! nodes at scale. [`prometheus::Prometheus`] scrapes pods it discovers through a cluster's
 //! API server, or fixed targets. [`fleet::Fleet`] is all of it with the operator.
 
+pub mod at_exit;
 mod background;
 pub mod binaries;
 mod cluster;

@@ -86,6 +86,8 @@ fn start_shared(controller_manager: bool) -> SharedCluster {
                     "control plane for this test binary: {}",
                     cluster.dir().display()
                 );
+                // The cluster is never dropped: its directory goes when the binary exits.
+                modelfleet_e2e::at_exit::remove_dir_at_exit(cluster.dir());
                 let _ = tx.send(Ok(SharedCluster {
                     kubeconfig: cluster.kubeconfig_path().to_path_buf(),
                     dir: cluster.dir().to_path_buf(),
