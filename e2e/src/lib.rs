@@ -22,6 +22,7 @@ pub mod pki;
 mod ports;
 pub mod process;
 pub mod prometheus;
+pub mod queue_depth_endpoint;
 pub mod real_node;
 pub mod subnets;
 pub mod tools;

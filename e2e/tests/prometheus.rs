@@ -14,51 +14,14 @@ use modelfleet_e2e::images::Image;
 use modelfleet_e2e::prometheus::{
     DEPLOYMENT_LABEL, KubernetesPods, Prometheus, PrometheusOptions, Sample, StaticTarget,
 };
+use modelfleet_e2e::queue_depth_endpoint::serve_queue_depth;
 use modelfleet_e2e::real_node::{RealNode, RealNodeOptions};
 use modelfleet_e2e::{Cluster, ClusterOptions, wait};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 
 /// Generous: the machine running these may be busy compiling or running other tests.
 const TIMEOUT: Duration = Duration::from_secs(120);
 const NAMESPACE: &str = "ml";
 const NODE: &str = "gpu-node-0";
-
-/// Serves `/metrics` with `modelfleet_engine_queue_depth` at the value in `depth`
-/// (hundredths), the way an engine would. Returns its `host:port`.
-async fn serve_metrics(depth: Arc<AtomicU64>) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let address = listener.local_addr().expect("address").to_string();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut stream, _)) = listener.accept().await else {
-                return;
-            };
-            let depth = depth.clone();
-            tokio::spawn(async move {
-                let mut request = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => request.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let value = depth.load(Ordering::SeqCst) as f64 / 100.0;
-                let body = format!(
-                    "# TYPE modelfleet_engine_queue_depth gauge\nmodelfleet_engine_queue_depth {value}\n"
-                );
-                let response = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = stream.write_all(response.as_bytes()).await;
-                let _ = stream.shutdown().await;
-            });
-        }
-    });
-    address
-}
 
 fn single_value(samples: &[Sample]) -> Option<f64> {
     match samples {
@@ -70,7 +33,7 @@ fn single_value(samples: &[Sample]) -> Option<f64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn static_targets_are_scraped_with_their_labels_and_data_survives_a_restart() {
     let depth = Arc::new(AtomicU64::new(300));
-    let address = serve_metrics(depth.clone()).await;
+    let address = serve_queue_depth(depth.clone()).await;
     let mut prometheus = Prometheus::start(PrometheusOptions {
         scrape_interval: Duration::from_millis(500),
         static_targets: vec![

@@ -15,6 +15,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use modelfleet_e2e::prometheus::{Prometheus, PrometheusOptions, StaticTarget};
+use modelfleet_e2e::queue_depth_endpoint::serve_queue_depth;
 use modelfleet_operator::api::ModelDeployment;
 use modelfleet_operator::autoscaler::AutoscalerConfig;
 

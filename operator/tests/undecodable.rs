@@ -19,6 +19,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{Api, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
 use kube::discovery::ApiResource;
 use modelfleet_e2e::prometheus::{Prometheus, PrometheusOptions, StaticTarget};
+use modelfleet_e2e::queue_depth_endpoint::serve_queue_depth;
 use modelfleet_operator::api::ModelDeployment;
 use modelfleet_operator::autoscaler::AutoscalerConfig;
 use serde_json::json;

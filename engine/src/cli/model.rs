@@ -67,14 +67,14 @@ impl LoadedEngine {
             vocab_size: config.vocab_size,
         };
         let kv_cache = placed.backend.kv_cache_shape();
-        let backend = placed.backend.name();
-        let mut engine_backend = placed.backend;
+        let backend_name = placed.backend.name();
+        let mut backend = placed.backend;
         if let Some(fault) = fault {
             tracing::warn!(?fault, "injecting a fault into the engine on purpose");
-            engine_backend = Box::new(FaultyBackend::new(engine_backend, fault));
+            backend = Box::new(FaultyBackend::new(backend, fault));
         }
         let engine = Engine::new(
-            engine_backend,
+            backend,
             spec,
             EngineConfig {
                 scheduler: SchedulerConfig {
@@ -92,7 +92,7 @@ impl LoadedEngine {
             kv_cache,
             kv_cache_dtype: placed.kv_cache_dtype,
             weight_bytes: placed.weight_bytes,
-            backend,
+            backend: backend_name,
             kernels: placed.kernels,
         })
     }

@@ -10,8 +10,7 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
@@ -27,8 +26,6 @@ use modelfleet_operator::crdgen::CRD_FILE;
 use modelfleet_operator::leader::LeaseConfig;
 use modelfleet_operator::metrics::Metrics;
 use modelfleet_operator::operator::{OperatorConfig, run};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -331,40 +328,4 @@ pub async fn apply_as_user(
         )
         .await
         .expect("apply the ModelDeployment")
-}
-
-/// Serves `modelfleet_engine_queue_depth` at `depth` (in hundredths) on `/metrics`, standing
-/// in for the engines (a real Prometheus scrapes it); returns its address.
-pub async fn serve_queue_depth(depth: Arc<AtomicU64>) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let address = listener.local_addr().expect("address").to_string();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut stream, _)) = listener.accept().await else {
-                return;
-            };
-            let depth = depth.clone();
-            tokio::spawn(async move {
-                let mut request = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => request.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let value = depth.load(Ordering::SeqCst) as f64 / 100.0;
-                let body = format!(
-                    "# TYPE modelfleet_engine_queue_depth gauge\nmodelfleet_engine_queue_depth {value}\n"
-                );
-                let response = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = stream.write_all(response.as_bytes()).await;
-                let _ = stream.shutdown().await;
-            });
-        }
-    });
-    address
 }

@@ -1,0 +1,44 @@
+//! A stand-in for an engine's `/metrics`, for tests of what reads the queue depth (the
+//! autoscaler through a real Prometheus) without running a model.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// Serves `modelfleet_engine_queue_depth` at the value in `depth` (hundredths) on any path,
+/// the way an engine's `/metrics` would; returns its `host:port`. Runs until the runtime ends.
+pub async fn serve_queue_depth(depth: Arc<AtomicU64>) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("address").to_string();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            let depth = depth.clone();
+            tokio::spawn(async move {
+                let mut request = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let value = depth.load(Ordering::SeqCst) as f64 / 100.0;
+                let body = format!(
+                    "# TYPE modelfleet_engine_queue_depth gauge\nmodelfleet_engine_queue_depth {value}\n"
+                );
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(response.as_bytes()).await;
+                let _ = stream.shutdown().await;
+            });
+        }
+    });
+    address
+}
