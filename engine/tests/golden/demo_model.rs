@@ -74,30 +74,20 @@ fn greedy_continuations_in_float32_equal_transformers() {
         .expect("backend");
     let mut engine = Engine::new(Box::new(backend), spec, EngineConfig::default());
     let cases = reference().continuations;
-    for (id, case) in cases.iter().enumerate() {
+    for case in &cases {
         assert_eq!(
             model.tokenizer.encode(&case.prompt).expect("encodes"),
             case.prompt_ids,
             "prompt ids of {:?}",
             case.prompt
         );
-        let request = GenerationRequest {
-            prompt_token_ids: case.prompt_ids.clone(),
-            sampling: SamplingParams::greedy(),
-            stop: StopParams {
-                max_tokens: case.generated_ids.len(),
-                ignore_eos: true,
-                ..Default::default()
-            },
-        };
-        engine.add_request(id as u64, request).expect("request");
     }
-    let mut generated = vec![Vec::new(); cases.len()];
-    while engine.has_unfinished() {
-        for output in engine.step().expect("step") {
-            generated[output.request_id as usize].push(output.token_id);
-        }
-    }
+    let generated = greedy_continuations(
+        &mut engine,
+        cases
+            .iter()
+            .map(|c| (c.prompt_ids.clone(), c.generated_ids.len())),
+    );
     for (case, ours) in cases.iter().zip(generated) {
         assert_eq!(
             ours, case.generated_ids,
@@ -177,6 +167,34 @@ fn quantised_logits_stay_close_to_the_float32_reference() {
         quantised.len()
     );
     assert!(mean_kl <= MEAN_KL, "mean KL divergence {mean_kl}");
+}
+
+/// Runs every prompt greedily for its number of tokens, all in one batch, EOS ignored; the
+/// tokens generated, in the order the prompts came.
+fn greedy_continuations(
+    engine: &mut Engine,
+    prompts: impl Iterator<Item = (Vec<u32>, usize)>,
+) -> Vec<Vec<u32>> {
+    let mut generated = Vec::new();
+    for (id, (prompt_token_ids, max_tokens)) in prompts.enumerate() {
+        let request = GenerationRequest {
+            prompt_token_ids,
+            sampling: SamplingParams::greedy(),
+            stop: StopParams {
+                max_tokens,
+                ignore_eos: true,
+                ..Default::default()
+            },
+        };
+        engine.add_request(id as u64, request).expect("request");
+        generated.push(Vec::new());
+    }
+    while engine.has_unfinished() {
+        for output in engine.step().expect("step") {
+            generated[output.request_id as usize].push(output.token_id);
+        }
+    }
+    generated
 }
 
 fn argmax(row: &[f32]) -> usize {
@@ -285,24 +303,12 @@ fn quantised_greedy_continuations_follow_llama_cpp() {
         .expect("backend");
     let mut engine = Engine::new(Box::new(backend), spec, EngineConfig::default());
     let cases = reference.continuations;
-    for (id, case) in cases.iter().enumerate() {
-        let request = GenerationRequest {
-            prompt_token_ids: case.prompt_ids.clone(),
-            sampling: SamplingParams::greedy(),
-            stop: StopParams {
-                max_tokens: case.generated_ids.len(),
-                ignore_eos: true,
-                ..Default::default()
-            },
-        };
-        engine.add_request(id as u64, request).expect("request");
-    }
-    let mut generated = vec![Vec::new(); cases.len()];
-    while engine.has_unfinished() {
-        for output in engine.step().expect("step") {
-            generated[output.request_id as usize].push(output.token_id);
-        }
-    }
+    let generated = greedy_continuations(
+        &mut engine,
+        cases
+            .iter()
+            .map(|c| (c.prompt_ids.clone(), c.generated_ids.len())),
+    );
     let (mut identical, mut ties, mut ends) = (0, 0, 0);
     for (case, ours) in cases.iter().zip(&generated) {
         let mut compared_to_the_end = true;
