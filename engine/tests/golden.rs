@@ -14,3 +14,6 @@ mod demo_model;
 
 #[path = "golden/quantized_gguf.rs"]
 mod quantized_gguf;
+
+#[path = "golden/architectures.rs"]
+mod architectures;

@@ -47,6 +47,11 @@ pub struct AttentionShape {
     pub head_dim: usize,
     /// Multiplies `q · k` before the softmax (`1 / √head_dim` for Llama).
     pub scale: f32,
+    /// A query at position `p` sees only the keys at `p - window + 1 ..= p` (Mistral's and
+    /// Gemma's local layers); `None`: every key up to its own position.
+    pub sliding_window: Option<usize>,
+    /// Scores pass through `cap · tanh(score / cap)` before the softmax (Gemma 2).
+    pub logit_softcap: Option<f32>,
 }
 
 impl AttentionShape {
@@ -93,6 +98,15 @@ impl KvCacheLayout {
     pub fn blocks_in(&self, budget_bytes: usize) -> usize {
         budget_bytes / self.bytes_per_block().max(1)
     }
+}
+
+/// The nonlinearity of a gated MLP: `out = act(gate) * up`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GatedActivation {
+    /// SwiGLU: `silu(x) = x · sigmoid(x)` (Llama, Mistral, Qwen2, Phi-3, Mixtral).
+    Silu,
+    /// GeGLU with GELU's tanh approximation (Gemma).
+    GeluTanh,
 }
 
 /// How one row's next token is picked where its logits are, so that only the token leaves
@@ -215,7 +229,9 @@ pub trait Kernels: Send + Sync + 'static {
     /// `x += bias` on every row.
     fn add_bias(&self, x: &mut Self::Activations, bias: &Self::Vector) -> Result<(), BackendError>;
     /// Rotates the query and key heads of each fused QKV row by its token's position, then
-    /// writes its key and value heads into `layer`'s cache at the token's slot.
+    /// writes its key and value heads into `layer`'s cache at the token's slot. The rotary
+    /// dimensions are each head's first `2 · inv_freq.len()` (all of it, but for Phi-3's
+    /// partial rotary), paired first half with second half as in Hugging Face's layout.
     fn rope_and_cache_kv(
         &self,
         qkv: &mut Self::Activations,
@@ -237,11 +253,48 @@ pub trait Kernels: Send + Sync + 'static {
         cache: &Self::KvCache,
         out: &mut Self::Activations,
     ) -> Result<(), BackendError>;
-    /// SwiGLU: `out = silu(gate) * up` where each row of `gate_up` is `[gate | up]`.
-    fn silu_mul(
+    /// A gated MLP's activation: `out = act(gate) * up` where each row of `gate_up` is
+    /// `[gate | up]`.
+    fn gated_activation(
         &self,
         gate_up: &Self::Activations,
+        activation: GatedActivation,
         out: &mut Self::Activations,
+    ) -> Result<(), BackendError>;
+    /// `x *= factor` (Gemma's embedding scale).
+    fn scale(&self, x: &mut Self::Activations, factor: f32) -> Result<(), BackendError>;
+    /// `x = cap · tanh(x / cap)` (Gemma 2's final logits).
+    fn soft_cap(&self, x: &mut Self::Activations, cap: f32) -> Result<(), BackendError>;
+    /// `residual += x`.
+    fn add(
+        &self,
+        residual: &mut Self::Activations,
+        x: &Self::Activations,
+    ) -> Result<(), BackendError>;
+    /// RMS-normalises each query head of a fused QKV row by `q_weight` and each key head
+    /// by `k_weight` (`head_dim` values each), leaving the value heads alone (Gemma 3).
+    fn head_rms_norm(
+        &self,
+        qkv: &mut Self::Activations,
+        shape: &AttentionShape,
+        q_weight: &Self::Vector,
+        k_weight: &Self::Vector,
+        eps: f32,
+    ) -> Result<(), BackendError>;
+    /// `out[i] = x[rows[i]]`: the tokens routed to one expert, gathered for its matmul.
+    fn gather_rows(
+        &self,
+        x: &Self::Activations,
+        rows: &[u32],
+        out: &mut Self::Activations,
+    ) -> Result<(), BackendError>;
+    /// `out[rows[i]] += weights[i] · x[i]`: an expert's outputs back to their tokens.
+    fn scatter_add_rows(
+        &self,
+        out: &mut Self::Activations,
+        x: &Self::Activations,
+        rows: &[u32],
+        weights: &[f32],
     ) -> Result<(), BackendError>;
     /// `out[i] = x[logits_rows[i]]`: the rows whose logits the step returns.
     fn gather_logits_rows(

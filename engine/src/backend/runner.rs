@@ -7,11 +7,11 @@ use std::sync::Arc;
 use super::kernels::{Kernels, KvCacheDtype, TokenPick};
 use super::step::StepMetadata;
 use super::{Backend, BackendError, BlockId, ForwardBatch, KvCacheShape, Logits, check_picks};
-use crate::model::Llama;
+use crate::model::Decoder;
 
 pub struct ModelRunner<K: Kernels> {
     kernels: Arc<K>,
-    model: Arc<Llama<K>>,
+    model: Arc<Decoder<K>>,
     cache: K::KvCache,
     shape: KvCacheShape,
 }
@@ -20,7 +20,7 @@ impl<K: Kernels> ModelRunner<K> {
     /// A runner with a fresh KV cache of `shape` in `dtype`.
     pub fn new(
         kernels: Arc<K>,
-        model: Arc<Llama<K>>,
+        model: Arc<Decoder<K>>,
         shape: KvCacheShape,
         dtype: KvCacheDtype,
     ) -> Result<Self, BackendError> {

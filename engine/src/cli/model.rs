@@ -8,7 +8,7 @@ use modelfleet_engine::backend::cpu::{CpuConfig, CpuKernels, CpuModel};
 use modelfleet_engine::backend::kernels::KvCacheDtype;
 use modelfleet_engine::backend::{Backend, KvCacheShape};
 use modelfleet_engine::engine::{Engine, EngineConfig, FaultyBackend, InjectedFault, ModelSpec};
-use modelfleet_engine::model::{Llama, LoadedModel, ModelConfig, Tokenizer};
+use modelfleet_engine::model::{Decoder, LoadedModel, ModelConfig, Tokenizer};
 use modelfleet_engine::scheduler::SchedulerConfig;
 
 use super::{BackendKind, Dtype, KvCacheDtypeArg, ModelArgs};
@@ -218,7 +218,7 @@ fn weight_dtype(dtype: Dtype) -> WeightDtype {
 /// — as llama.cpp does for quantised models.
 fn kv_cache_dtype(
     kv: KvCacheDtypeArg,
-    model: &Llama<CpuKernels>,
+    model: &Decoder<CpuKernels>,
     weight_bytes: usize,
 ) -> KvCacheDtype {
     match kv {

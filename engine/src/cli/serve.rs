@@ -111,7 +111,7 @@ fn load(args: &ServeArgs, served_name: String) -> anyhow::Result<ServingModel> {
         .context("the model's chat template does not parse")?;
     let info = ModelInfo {
         served_name,
-        architecture: format!("{:?}", config.architecture).to_lowercase(),
+        architecture: config.architecture.name().to_string(),
         vocab_size: config.vocab_size,
         max_model_len,
         block_size: kv_cache.block_size,

@@ -1,13 +1,10 @@
-//! The shape of a Llama-family decoder, from `config.json` or GGUF metadata.
+//! The shape of a decoder, from `config.json` or GGUF metadata.
 
 use serde::Deserialize;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Architecture {
-    Llama,
-    Qwen2,
-    Mistral,
-}
+pub use super::arch::Architecture;
+use super::arch::GEMMA3_LOCAL_ROPE_THETA;
+use crate::backend::kernels::GatedActivation;
 
 /// How RoPE frequencies are adjusted for long contexts.
 #[derive(Debug, Clone, PartialEq)]
@@ -44,6 +41,29 @@ pub struct ModelConfig {
     pub qkv_bias: bool,
     pub bos_token_id: Option<u32>,
     pub eos_token_ids: Vec<u32>,
+    /// The dimensions of each head RoPE rotates: `head_dim` but for partial rotary.
+    pub rotary_dim: usize,
+    /// Keys a local layer's query sees, its own included.
+    pub sliding_window: Option<usize>,
+    /// Per layer, whether it attends through [`Self::sliding_window`].
+    pub local_layers: Vec<bool>,
+    /// RoPE's base frequency on local layers, unscaled, when it is not `rope_theta` (Gemma 3).
+    pub local_rope_theta: Option<f32>,
+    pub activation: GatedActivation,
+    /// Attention scores are `q · k / √query_pre_attn_scalar` (Gemma); `None`: `√head_dim`.
+    pub query_pre_attn_scalar: Option<f32>,
+    pub attn_logit_softcap: Option<f32>,
+    pub final_logit_softcap: Option<f32>,
+    pub experts: Option<Experts>,
+}
+
+/// A sparse mixture of experts in place of each layer's MLP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Experts {
+    /// Experts per layer.
+    pub count: usize,
+    /// Experts each token runs through.
+    pub per_token: usize,
 }
 
 /// Sizes beyond any real decoder: a model file claiming more is corrupt or crafted, and
@@ -53,6 +73,7 @@ const MAX_VOCAB: usize = 1 << 24;
 const MAX_LAYERS: usize = 1 << 10;
 const MAX_HEADS: usize = 1 << 12;
 const MAX_POSITIONS: usize = 1 << 24;
+const MAX_EXPERTS: usize = 1 << 10;
 
 impl ModelConfig {
     /// Whether the shape describes a decoder the engine can run: every size positive and
@@ -96,10 +117,54 @@ impl ModelConfig {
                 self.head_dim
             ));
         }
-        let positive = [
-            ("rms_norm_eps", self.rms_norm_eps),
-            ("rope_theta", self.rope_theta),
+        if self.rotary_dim == 0
+            || self.rotary_dim > self.head_dim
+            || !self.rotary_dim.is_multiple_of(2)
+        {
+            return Err(format!(
+                "the rotary dimensions ({}) must be even and at most head_dim ({})",
+                self.rotary_dim, self.head_dim
+            ));
+        }
+        if self.local_layers.len() != self.num_layers {
+            return Err(format!(
+                "layer_types names {} layers of {}",
+                self.local_layers.len(),
+                self.num_layers
+            ));
+        }
+        match self.sliding_window {
+            Some(0) => return Err("sliding_window must be at least 1".into()),
+            None if self.local_layers.contains(&true) => {
+                return Err("layers are sliding_attention but there is no sliding_window".into());
+            }
+            _ => {}
+        }
+        if let Some(experts) = self.experts
+            && (experts.count == 0
+                || experts.count > MAX_EXPERTS
+                || experts.per_token == 0
+                || experts.per_token > experts.count)
+        {
+            return Err(format!(
+                "num_experts_per_tok ({}) must be between 1 and num_local_experts ({}), \
+                 which must be between 1 and {MAX_EXPERTS}",
+                experts.per_token, experts.count
+            ));
+        }
+        let optional = [
+            ("query_pre_attn_scalar", self.query_pre_attn_scalar),
+            ("attn_logit_softcapping", self.attn_logit_softcap),
+            ("final_logit_softcapping", self.final_logit_softcap),
+            ("rope_local_base_freq", self.local_rope_theta),
         ];
+        let positive = [
+            ("rms_norm_eps", Some(self.rms_norm_eps)),
+            ("rope_theta", Some(self.rope_theta)),
+        ]
+        .into_iter()
+        .chain(optional)
+        .filter_map(|(name, value)| value.map(|v| (name, v)));
         for (name, value) in positive {
             if !(value.is_finite() && value > 0.0) {
                 return Err(format!("{name} must be a positive number, got {value}"));
@@ -140,46 +205,63 @@ impl ModelConfig {
         })
     }
 
-    /// The inverse frequencies of RoPE's rotation pairs, scaling applied.
+    /// `1 / √query_pre_attn_scalar`, by default `1 / √head_dim`: what multiplies `q · k`.
+    pub fn attention_scale(&self) -> f32 {
+        let scalar = self.query_pre_attn_scalar.unwrap_or(self.head_dim as f32);
+        1.0 / scalar.sqrt()
+    }
+
+    /// The inverse frequencies of RoPE's rotation pairs on global layers, scaling applied.
     pub fn rope_inv_freq(&self) -> Vec<f32> {
-        let half = self.head_dim / 2;
-        let base: Vec<f64> = (0..half)
-            .map(|i| 1.0 / (self.rope_theta as f64).powf(2.0 * i as f64 / self.head_dim as f64))
-            .collect();
-        match &self.rope_scaling {
-            RopeScaling::None => base.iter().map(|f| *f as f32).collect(),
-            RopeScaling::Linear { factor } => {
-                base.iter().map(|f| (*f / *factor as f64) as f32).collect()
-            }
-            RopeScaling::Llama3 {
-                factor,
-                low_freq_factor,
-                high_freq_factor,
-                original_max_position_embeddings,
-            } => {
-                let (factor, low, high, original) = (
-                    *factor as f64,
-                    *low_freq_factor as f64,
-                    *high_freq_factor as f64,
-                    *original_max_position_embeddings as f64,
-                );
-                let low_freq_wavelen = original / low;
-                let high_freq_wavelen = original / high;
-                base.iter()
-                    .map(|&freq| {
-                        let wavelen = 2.0 * std::f64::consts::PI / freq;
-                        let scaled = if wavelen < high_freq_wavelen {
-                            freq
-                        } else if wavelen > low_freq_wavelen {
-                            freq / factor
-                        } else {
-                            let smooth = (original / wavelen - low) / (high - low);
-                            (1.0 - smooth) * freq / factor + smooth * freq
-                        };
-                        scaled as f32
-                    })
-                    .collect()
-            }
+        rope_inv_freq(self.rope_theta, self.rotary_dim, &self.rope_scaling)
+    }
+
+    /// The inverse frequencies of local layers, when they rotate differently (Gemma 3).
+    pub fn local_rope_inv_freq(&self) -> Option<Vec<f32>> {
+        self.local_rope_theta
+            .map(|theta| rope_inv_freq(theta, self.rotary_dim, &RopeScaling::None))
+    }
+}
+
+/// RoPE's inverse frequencies for `rotary_dim` rotated dimensions of base `theta`.
+fn rope_inv_freq(theta: f32, rotary_dim: usize, scaling: &RopeScaling) -> Vec<f32> {
+    let half = rotary_dim / 2;
+    let base: Vec<f64> = (0..half)
+        .map(|i| 1.0 / (theta as f64).powf(2.0 * i as f64 / rotary_dim as f64))
+        .collect();
+    match scaling {
+        RopeScaling::None => base.iter().map(|f| *f as f32).collect(),
+        RopeScaling::Linear { factor } => {
+            base.iter().map(|f| (*f / *factor as f64) as f32).collect()
+        }
+        RopeScaling::Llama3 {
+            factor,
+            low_freq_factor,
+            high_freq_factor,
+            original_max_position_embeddings,
+        } => {
+            let (factor, low, high, original) = (
+                *factor as f64,
+                *low_freq_factor as f64,
+                *high_freq_factor as f64,
+                *original_max_position_embeddings as f64,
+            );
+            let low_freq_wavelen = original / low;
+            let high_freq_wavelen = original / high;
+            base.iter()
+                .map(|&freq| {
+                    let wavelen = 2.0 * std::f64::consts::PI / freq;
+                    let scaled = if wavelen < high_freq_wavelen {
+                        freq
+                    } else if wavelen > low_freq_wavelen {
+                        freq / factor
+                    } else {
+                        let smooth = (original / wavelen - low) / (high - low);
+                        (1.0 - smooth) * freq / factor + smooth * freq
+                    };
+                    scaled as f32
+                })
+                .collect()
         }
     }
 }
@@ -198,39 +280,47 @@ pub(crate) struct HfConfig {
     pub vocab_size: usize,
     #[serde(default = "default_eps")]
     pub rms_norm_eps: f32,
-    #[serde(default = "default_theta")]
-    pub rope_theta: f32,
+    pub rope_theta: Option<f32>,
     pub rope_scaling: Option<serde_json::Value>,
-    /// transformers ≥ 5 nests rope settings here.
+    /// transformers ≥ 5 nests rope settings here (per layer type for Gemma 3).
     pub rope_parameters: Option<serde_json::Value>,
+    pub partial_rotary_factor: Option<f32>,
+    pub rope_local_base_freq: Option<f32>,
     #[serde(default = "default_max_positions")]
     pub max_position_embeddings: usize,
-    #[serde(default)]
-    pub tie_word_embeddings: bool,
+    pub tie_word_embeddings: Option<bool>,
     pub attention_bias: Option<bool>,
     pub bos_token_id: Option<u32>,
     pub eos_token_id: Option<serde_json::Value>,
+    pub hidden_act: Option<String>,
+    /// Gemma's name for `hidden_act`.
+    pub hidden_activation: Option<String>,
+    pub sliding_window: Option<usize>,
+    /// Qwen2 carries a window it does not use unless this is set.
+    pub use_sliding_window: Option<bool>,
+    pub layer_types: Option<Vec<String>>,
+    pub query_pre_attn_scalar: Option<f32>,
+    pub attn_logit_softcapping: Option<f32>,
+    pub final_logit_softcapping: Option<f32>,
+    pub num_local_experts: Option<usize>,
+    pub num_experts_per_tok: Option<usize>,
 }
 
 fn default_eps() -> f32 {
     1e-6
 }
-fn default_theta() -> f32 {
-    10000.0
-}
 fn default_max_positions() -> usize {
     4096
 }
 
+const DEFAULT_ROPE_THETA: f32 = 10000.0;
+
 impl HfConfig {
     pub fn into_config(self) -> Result<ModelConfig, String> {
         let name = self.architectures.first().cloned().unwrap_or_default();
-        let architecture = match name.as_str() {
-            "LlamaForCausalLM" => Architecture::Llama,
-            "Qwen2ForCausalLM" => Architecture::Qwen2,
-            "MistralForCausalLM" => Architecture::Mistral,
-            _ => return Err(format!("architecture:{name}")),
-        };
+        let architecture =
+            Architecture::from_hf_class(&name).ok_or_else(|| format!("architecture:{name}"))?;
+        let spec = architecture.spec();
         let num_kv_heads = self.num_key_value_heads.unwrap_or(self.num_attention_heads);
         // Zero heads leave head_dim 0 here; `ModelConfig::validate` names the real cause.
         let head_dim = self.head_dim.unwrap_or_else(|| {
@@ -238,13 +328,45 @@ impl HfConfig {
                 .checked_div(self.num_attention_heads)
                 .unwrap_or(0)
         });
-        let rope = self.rope_parameters.as_ref().or(self.rope_scaling.as_ref());
-        let rope_theta = self
-            .rope_parameters
-            .as_ref()
-            .and_then(|p| p.get("rope_theta"))
-            .and_then(serde_json::Value::as_f64)
-            .map_or(self.rope_theta, |t| t as f32);
+        // transformers ≥ 5 keys Gemma 3's rope settings by layer type.
+        let layered = |kind: &str| self.rope_parameters.as_ref().and_then(|p| p.get(kind));
+        let global = layered("full_attention")
+            .or(self.rope_parameters.as_ref())
+            .or(self.rope_scaling.as_ref());
+        let theta_of = |value: Option<&serde_json::Value>| {
+            value
+                .and_then(|p| p.get("rope_theta"))
+                .and_then(serde_json::Value::as_f64)
+                .map(|t| t as f32)
+        };
+        let rope_theta = theta_of(global)
+            .or(self.rope_theta)
+            .unwrap_or(DEFAULT_ROPE_THETA);
+        let partial_rotary_factor = self.partial_rotary_factor.or_else(|| {
+            global
+                .and_then(|p| p.get("partial_rotary_factor"))
+                .and_then(serde_json::Value::as_f64)
+                .map(|f| f as f32)
+        });
+        let rotary_dim = match partial_rotary_factor {
+            Some(factor) if (0.0..=1.0).contains(&factor) => {
+                ((head_dim as f32 * factor) as usize) & !1
+            }
+            Some(factor) => {
+                return Err(format!(
+                    "partial_rotary_factor must be between 0 and 1, got {factor}"
+                ));
+            }
+            None => head_dim,
+        };
+        let local_rope_theta = match architecture {
+            Architecture::Gemma3 => Some(
+                theta_of(layered("sliding_attention"))
+                    .or(self.rope_local_base_freq)
+                    .unwrap_or(GEMMA3_LOCAL_ROPE_THETA),
+            ),
+            _ => None,
+        };
         let eos_token_ids = match self.eos_token_id {
             Some(serde_json::Value::Number(n)) => {
                 n.as_u64().map(|v| vec![v as u32]).unwrap_or_default()
@@ -256,6 +378,42 @@ impl HfConfig {
                 .collect(),
             _ => Vec::new(),
         };
+        let activation_name = self.hidden_activation.as_ref().or(self.hidden_act.as_ref());
+        let activation = match activation_name.map(String::as_str) {
+            None => spec.activation,
+            Some("silu" | "swish") => GatedActivation::Silu,
+            Some("gelu_pytorch_tanh") => GatedActivation::GeluTanh,
+            Some(other) => return Err(format!("unsupported hidden activation '{other}'")),
+        };
+        if architecture == Architecture::Qwen2 && self.use_sliding_window == Some(true) {
+            return Err("Qwen2's use_sliding_window is not supported".into());
+        }
+        let sliding_window = match architecture {
+            Architecture::Qwen2 => None,
+            _ => self.sliding_window,
+        };
+        let local_layers = match (&self.layer_types, sliding_window) {
+            (Some(types), _) => types
+                .iter()
+                .map(|kind| match kind.as_str() {
+                    "sliding_attention" => Ok(true),
+                    "full_attention" => Ok(false),
+                    other => Err(format!("unsupported layer type '{other}'")),
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+            (None, None) => vec![false; self.num_hidden_layers],
+            (None, Some(_)) => (0..self.num_hidden_layers)
+                .map(|layer| spec.local_layers.is_none_or(|is_local| is_local(layer)))
+                .collect(),
+        };
+        let experts = match (self.num_local_experts, self.num_experts_per_tok) {
+            (Some(count), Some(per_token)) => Some(Experts { count, per_token }),
+            (None, None) => None,
+            _ => return Err("num_local_experts and num_experts_per_tok come together".into()),
+        };
+        if architecture == Architecture::Mixtral && experts.is_none() {
+            return Err("Mixtral needs num_local_experts and num_experts_per_tok".into());
+        }
         Ok(ModelConfig {
             architecture,
             hidden_size: self.hidden_size,
@@ -267,14 +425,22 @@ impl HfConfig {
             vocab_size: self.vocab_size,
             rms_norm_eps: self.rms_norm_eps,
             rope_theta,
-            rope_scaling: parse_rope_scaling(rope)?,
+            rope_scaling: parse_rope_scaling(global)?,
             max_position_embeddings: self.max_position_embeddings,
-            tie_word_embeddings: self.tie_word_embeddings,
-            qkv_bias: self
-                .attention_bias
-                .unwrap_or(architecture == Architecture::Qwen2),
+            // Gemma always ties its head to the embeddings.
+            tie_word_embeddings: self.tie_word_embeddings.unwrap_or(spec.scales_embeddings),
+            qkv_bias: self.attention_bias.unwrap_or(spec.qkv_bias_by_default),
             bos_token_id: self.bos_token_id,
             eos_token_ids,
+            rotary_dim,
+            sliding_window,
+            local_layers,
+            local_rope_theta,
+            activation,
+            query_pre_attn_scalar: self.query_pre_attn_scalar,
+            attn_logit_softcap: self.attn_logit_softcapping,
+            final_logit_softcap: self.final_logit_softcapping,
+            experts,
         })
     }
 }
@@ -334,6 +500,15 @@ mod tests {
             qkv_bias: false,
             bos_token_id: None,
             eos_token_ids: vec![],
+            rotary_dim: 16,
+            sliding_window: None,
+            local_layers: vec![false],
+            local_rope_theta: None,
+            activation: GatedActivation::Silu,
+            query_pre_attn_scalar: None,
+            attn_logit_softcap: None,
+            final_logit_softcap: None,
+            experts: None,
         }
     }
 
@@ -363,6 +538,15 @@ mod tests {
             (scaled[last] - base[last] / 8.0).abs() < 1e-12,
             "lowest frequency divided"
         );
+    }
+
+    #[test]
+    fn partial_rotary_rotates_the_first_dimensions_with_their_own_frequencies() {
+        let mut config = llama();
+        config.rotary_dim = 8;
+        let inv = config.rope_inv_freq();
+        assert_eq!(inv.len(), 4);
+        assert!((inv[1] - 10000f32.powf(-2.0 / 8.0)).abs() < 1e-7);
     }
 
     fn llama_with_theta(theta: f32) -> ModelConfig {

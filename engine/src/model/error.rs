@@ -15,7 +15,8 @@ pub enum ModelError {
     #[error("{path}: invalid config: {reason}")]
     Config { path: PathBuf, reason: String },
     #[error(
-        "{path}: unsupported architecture '{architecture}' (supported: LlamaForCausalLM, Qwen2ForCausalLM, MistralForCausalLM, GGUF 'llama'/'qwen2')"
+        "{path}: unsupported architecture '{architecture}' (supported: {})",
+        super::arch::supported_names()
     )]
     UnsupportedArchitecture { path: PathBuf, architecture: String },
     #[error("{path}: tensor '{tensor}' is missing")]

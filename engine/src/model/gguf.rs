@@ -199,12 +199,19 @@ impl GgufFile {
                 dtype: e.to_string(),
             }
         })?;
+        // Stacked experts (`[cols, rows, experts]`) read as one matrix of every expert's
+        // rows in turn, expert 0 first.
         let (cols, rows) = match info.dims.as_slice() {
             [len] => (*len, 1),
             [cols, rows] => (*cols, *rows),
+            [cols, rows, experts] => (
+                *cols,
+                rows.checked_mul(*experts)
+                    .ok_or_else(|| self.malformed(&format!("tensor {name} has too many rows")))?,
+            ),
             dims => {
                 return Err(self.malformed(&format!(
-                    "tensor {name} has {} dimensions; weights have 1 or 2",
+                    "tensor {name} has {} dimensions; weights have 1 to 3",
                     dims.len()
                 )));
             }

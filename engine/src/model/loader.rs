@@ -5,7 +5,8 @@
 use std::path::{Path, PathBuf};
 
 use super::ModelError;
-use super::config::{Architecture, HfConfig, ModelConfig, RopeScaling};
+use super::arch::GEMMA3_LOCAL_ROPE_THETA;
+use super::config::{Architecture, Experts, HfConfig, ModelConfig, RopeScaling};
 use super::gguf::{GgufFile, Value};
 use super::safetensors_source::SafetensorsSource;
 use super::tensors::TensorSource;
@@ -141,36 +142,40 @@ fn gguf_config(file: &GgufFile) -> Result<ModelConfig, ModelError> {
         .and_then(Value::as_str)
         .unwrap_or("")
         .to_string();
-    let architecture = match arch.as_str() {
-        "llama" => Architecture::Llama,
-        "qwen2" => Architecture::Qwen2,
-        _ => {
-            return Err(ModelError::UnsupportedArchitecture {
-                path: path.to_path_buf(),
-                architecture: arch,
-            });
+    let key = |name: &str| format!("{arch}.{name}");
+    let has_experts = file.get(&key("expert_count")).is_some();
+    let architecture = Architecture::from_gguf(&arch, has_experts).ok_or_else(|| {
+        ModelError::UnsupportedArchitecture {
+            path: path.to_path_buf(),
+            architecture: arch.clone(),
         }
-    };
+    })?;
+    let spec = architecture.spec();
     let missing = |key: &str| ModelError::Config {
         path: path.to_path_buf(),
         reason: format!("metadata key '{key}' is missing"),
     };
-    let int = |key: &str| -> Result<usize, ModelError> {
-        let key = format!("{arch}.{key}");
-        file.get(&key)
+    let optional_int = |name: &str| {
+        file.get(&key(name))
             .and_then(Value::as_u64)
             .map(|v| v as usize)
-            .ok_or_else(|| missing(&key))
     };
-    let float = |key: &str, default: f64| -> f32 {
-        file.get(&format!("{arch}.{key}"))
+    let int = |name: &str| -> Result<usize, ModelError> {
+        optional_int(name).ok_or_else(|| missing(&key(name)))
+    };
+    let optional_float = |name: &str| {
+        file.get(&key(name))
             .and_then(Value::as_f64)
-            .unwrap_or(default) as f32
+            .map(|v| v as f32)
     };
+    let float = |name: &str, default: f64| optional_float(name).unwrap_or(default as f32);
     let hidden_size = int("embedding_length")?;
     let num_heads = int("attention.head_count")?;
+    let num_layers = int("block_count")?;
     let num_kv_heads = int("attention.head_count_kv").unwrap_or(num_heads);
-    let head_dim = int("rope.dimension_count").unwrap_or(hidden_size / num_heads.max(1));
+    let head_dim = optional_int("attention.key_length")
+        .or_else(|| hidden_size.checked_div(num_heads))
+        .unwrap_or(0);
     let vocab_size = match int("vocab_size") {
         Ok(v) => v,
         Err(_) => file
@@ -179,22 +184,34 @@ fn gguf_config(file: &GgufFile) -> Result<ModelConfig, ModelError> {
             .and_then(|t| t.dims.get(1).copied())
             .ok_or_else(|| missing("token_embd.weight"))?,
     };
+    // Phi-3 files write 0 for "no window".
+    let sliding_window = optional_int("attention.sliding_window").filter(|&w| w > 0);
+    let local_layers = (0..num_layers)
+        .map(|layer| {
+            sliding_window.is_some() && spec.local_layers.is_none_or(|is_local| is_local(layer))
+        })
+        .collect();
+    let experts = match (
+        optional_int("expert_count"),
+        optional_int("expert_used_count"),
+    ) {
+        (Some(count), Some(per_token)) => Some(Experts { count, per_token }),
+        (None, None) => None,
+        _ => return Err(missing(&key("expert_used_count"))),
+    };
     let token_id = |key: &str| file.get(key).and_then(Value::as_u64).map(|v| v as u32);
     Ok(ModelConfig {
         architecture,
         hidden_size,
         intermediate_size: int("feed_forward_length")?,
-        num_layers: int("block_count")?,
+        num_layers,
         num_heads,
         num_kv_heads,
         head_dim,
         vocab_size,
         rms_norm_eps: float("attention.layer_norm_rms_epsilon", 1e-5),
         rope_theta: float("rope.freq_base", 10000.0),
-        rope_scaling: match file
-            .get(&format!("{arch}.rope.scaling.type"))
-            .and_then(Value::as_str)
-        {
+        rope_scaling: match file.get(&key("rope.scaling.type")).and_then(Value::as_str) {
             Some("linear") => RopeScaling::Linear {
                 factor: float("rope.scaling.factor", 1.0),
             },
@@ -207,5 +224,30 @@ fn gguf_config(file: &GgufFile) -> Result<ModelConfig, ModelError> {
         eos_token_ids: token_id("tokenizer.ggml.eos_token_id")
             .into_iter()
             .collect(),
+        rotary_dim: optional_int("rope.dimension_count").unwrap_or(head_dim),
+        sliding_window,
+        local_layers,
+        local_rope_theta: (architecture == Architecture::Gemma3).then_some(GEMMA3_LOCAL_ROPE_THETA),
+        activation: spec.activation,
+        query_pre_attn_scalar: gemma_query_scalar(architecture, num_layers, hidden_size, num_heads),
+        attn_logit_softcap: optional_float("attn_logit_softcapping"),
+        final_logit_softcap: optional_float("final_logit_softcapping"),
+        experts,
     })
+}
+
+/// GGUF files do not carry Gemma's `query_pre_attn_scalar`; llama.cpp takes it as
+/// `head_dim` but for the 27B models (46 layers in Gemma 2, 62 in Gemma 3), whose scalar is
+/// `hidden_size / num_heads`, and so does this.
+fn gemma_query_scalar(
+    architecture: Architecture,
+    num_layers: usize,
+    hidden_size: usize,
+    num_heads: usize,
+) -> Option<f32> {
+    let is_27b = matches!(
+        (architecture, num_layers),
+        (Architecture::Gemma2, 46) | (Architecture::Gemma3, 62)
+    );
+    is_27b.then(|| (hidden_size / num_heads.max(1)) as f32)
 }

@@ -153,6 +153,23 @@ impl<'a> HostTensor<'a> {
         }
     }
 
+    /// Rows `first .. first + rows` as a tensor of their own, borrowing these bytes (one
+    /// expert of a GGUF file's stacked experts).
+    ///
+    /// # Panics
+    /// If the rows are not all inside this tensor.
+    pub fn slice_rows(&self, name: impl Into<String>, first: usize, rows: usize) -> HostTensor<'_> {
+        assert!(first + rows <= self.rows, "slice_rows: rows out of range");
+        let width = self.row_bytes();
+        HostTensor {
+            name: name.into(),
+            format: self.format,
+            rows,
+            cols: self.cols,
+            bytes: Cow::Borrowed(&self.bytes[first * width..(first + rows) * width]),
+        }
+    }
+
     /// Owns its bytes, so it outlives the file it came from.
     pub fn into_owned(self) -> HostTensor<'static> {
         HostTensor {
@@ -187,6 +204,14 @@ mod tests {
         assert_eq!(bf.to_f32(), vec![1.0, 1.0, -2.5]);
         let h = t.convert(WeightFormat::F16);
         assert_eq!(h.to_f32(), vec![1.0, 1.0 + 1.0 / 1024.0, -2.5]);
+    }
+
+    #[test]
+    fn a_slice_of_rows_is_those_rows() {
+        let t = HostTensor::from_f32("m", 3, 2, &[0.0, 1.0, 2.0, 3.0, 4.0, 5.0]);
+        let s = t.slice_rows("m.1", 1, 2);
+        assert_eq!((s.name(), s.rows(), s.cols()), ("m.1", 2, 2));
+        assert_eq!(s.to_f32(), vec![2.0, 3.0, 4.0, 5.0]);
     }
 
     #[test]

@@ -8,7 +8,7 @@ use modelfleet_engine::backend::cpu::{CpuConfig, CpuKernels};
 use modelfleet_engine::backend::cuda::workspace::ModelDims;
 use modelfleet_engine::backend::cuda::{CudaConfig, CudaKernels};
 use modelfleet_engine::backend::kernels::{
-    AttentionShape, Kernels, KvCacheDtype, KvCacheLayout, TokenPick,
+    AttentionShape, GatedActivation, Kernels, KvCacheDtype, KvCacheLayout, TokenPick,
 };
 use modelfleet_engine::backend::step::StepMetadata;
 use modelfleet_engine::backend::{ForwardBatch, KvCacheShape, SequenceChunk};
@@ -188,7 +188,8 @@ fn rms_norm_silu_mul_and_bias_equal_the_cpu_within_bf16_rounding() {
             .activations_from(rows, 2 * intermediate, gate_up)
             .expect("gate_up");
         let mut act = k.activations(rows, intermediate).expect("act");
-        k.silu_mul(&gu, &mut act).expect("silu_mul");
+        k.gated_activation(&gu, GatedActivation::Silu, &mut act)
+            .expect("silu_mul");
         let mut biased = k.activations_from(rows, hidden, x).expect("x");
         k.add_bias(&mut biased, &k.place_vector(bias).expect("bias"))
             .expect("add_bias");
@@ -339,6 +340,8 @@ fn rope_with_the_cache_write_and_paged_attention_equal_the_cpu_for_prefill_decod
                 num_kv_heads: kv_heads,
                 head_dim,
                 scale: 1.0 / (head_dim as f32).sqrt(),
+                sliding_window: None,
+                logit_softcap: None,
             };
             let reference = run_attention(&cpu, &shape, dtype, 4);
             let ours = run_attention(&cuda, &shape, dtype, 4);

@@ -3,7 +3,7 @@
 //! QKV bias), however the prompt is fed: whole, token by token, or in chunks over a
 //! scattered block table. Fixtures: scripts/golden/make_fixtures.sh.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use modelfleet_engine::backend::cpu::{CpuBackend, CpuConfig, CpuModel};
 use modelfleet_engine::backend::kernels::KvCacheDtype;
@@ -20,28 +20,34 @@ const BLOCK_SIZE: usize = 4;
 const SCATTERED_TABLE: [u32; 6] = [7, 2, 5, 0, 3, 6];
 
 #[derive(Deserialize)]
-struct Reference {
-    token_ids: Vec<u32>,
-    logits: Vec<Vec<f32>>,
+pub(crate) struct Reference {
+    pub token_ids: Vec<u32>,
+    pub logits: Vec<Vec<f32>>,
 }
 
-struct Fixture {
-    model: LoadedModel,
-    reference: Reference,
+pub(crate) struct Fixture {
+    pub model: LoadedModel,
+    pub reference: Reference,
 }
 
 fn fixture(name: &str) -> Fixture {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
         .join(name);
-    let model = LoadedModel::load(&dir).unwrap_or_else(|e| panic!("loading {name}: {e}"));
-    let text = std::fs::read_to_string(dir.join("reference.json")).expect("reference.json");
+    fixture_at(&dir, &dir.join("reference.json"))
+}
+
+/// The model at `model` (a directory or a GGUF file) and the reference logits at `reference`.
+pub(crate) fn fixture_at(model: &Path, reference: &Path) -> Fixture {
+    let name = model.display();
+    let model = LoadedModel::load(model).unwrap_or_else(|e| panic!("loading {name}: {e}"));
+    let text = std::fs::read_to_string(reference).expect("reference.json");
     let reference = serde_json::from_str(&text).expect("reference parses");
     Fixture { model, reference }
 }
 
 /// The weights as stored (f32 or bf16 here), an f32 KV cache.
-fn backend(model: &LoadedModel) -> CpuBackend {
+pub(crate) fn backend(model: &LoadedModel) -> CpuBackend {
     CpuModel::place(model, CpuConfig::default())
         .expect("places")
         .backend(
@@ -54,7 +60,7 @@ fn backend(model: &LoadedModel) -> CpuBackend {
         .expect("backend")
 }
 
-fn chunk(tokens: &[u32], start: usize, table: &[u32]) -> ForwardBatch {
+pub(crate) fn chunk(tokens: &[u32], start: usize, table: &[u32]) -> ForwardBatch {
     ForwardBatch {
         chunks: vec![SequenceChunk {
             token_ids: tokens.to_vec(),
@@ -66,7 +72,7 @@ fn chunk(tokens: &[u32], start: usize, table: &[u32]) -> ForwardBatch {
 }
 
 /// Largest |ours - theirs| relative to the row's largest reference magnitude.
-fn assert_close(name: &str, position: usize, ours: &[f32], theirs: &[f32]) -> f32 {
+pub(crate) fn assert_close(name: &str, position: usize, ours: &[f32], theirs: &[f32]) -> f32 {
     assert_eq!(ours.len(), theirs.len(), "{name}: vocabulary size");
     let scale = theirs.iter().fold(1.0f32, |m, v| m.max(v.abs()));
     let diff = ours
@@ -82,7 +88,13 @@ fn assert_close(name: &str, position: usize, ours: &[f32], theirs: &[f32]) -> f3
 }
 
 fn check_all_feeding_orders(name: &str) {
-    let Fixture { model, reference } = fixture(name);
+    check_feeding_orders_of(name, fixture(name));
+}
+
+/// The fixture's logits at every position equal the reference's, whether its prompt is fed
+/// whole, token by token, or in chunks of 5, over a scattered block table.
+pub(crate) fn check_feeding_orders_of(name: &str, fixture: Fixture) {
+    let Fixture { model, reference } = fixture;
     let ids = &reference.token_ids;
     let last = ids.len() - 1;
 

@@ -152,6 +152,12 @@ fn attend_over<S: Simd, E: Element>(item: &Item<'_>, keys: *const E::Raw, values
     let table = step.block_table(item.seq);
     let queries = item.tokens.len() * group;
     let last_position = step.positions[item.tokens.end - 1] as usize;
+    // The first key each token sees: its window's start (0 without a sliding window).
+    let first_visible = |t: usize| match shape.sliding_window {
+        Some(window) => (step.positions[t] as usize + 1).saturating_sub(window),
+        None => 0,
+    };
+    let first_block = first_visible(item.tokens.start) / bs;
     // The buffer moves out of the thread-local and back: the kernel itself must not run in
     // a closure, which would not inherit the SIMD path's target features.
     let mut scratch = SCRATCH.take();
@@ -167,13 +173,20 @@ fn attend_over<S: Simd, E: Element>(item: &Item<'_>, keys: *const E::Raw, values
         // query pointers stay inside `qkv` rows, accumulator pointers inside `acc`, and the
         // output writes inside `out`'s `tokens × q_width`; `hd` is a multiple of 8.
         unsafe {
-            for (b, &block) in table.iter().enumerate().take(last_position / bs + 1) {
+            for (b, &block) in table
+                .iter()
+                .enumerate()
+                .take(last_position / bs + 1)
+                .skip(first_block)
+            {
                 let base = b * bs;
                 for (ti, t) in item.tokens.clone().enumerate() {
                     let visible = (step.positions[t] as usize + 1)
                         .saturating_sub(base)
                         .min(bs);
-                    if visible == 0 {
+                    // Keys before `hidden` in this block are outside the token's window.
+                    let hidden = first_visible(t).saturating_sub(base).min(visible);
+                    if visible == hidden {
                         continue;
                     }
                     for g in 0..group {
@@ -190,7 +203,11 @@ fn attend_over<S: Simd, E: Element>(item: &Item<'_>, keys: *const E::Raw, values
                             for c in (0..hd).step_by(8) {
                                 dot = S::fma(S::load(q.add(c)), E::load::<S>(k.add(c)), dot);
                             }
-                            *score = S::sum(dot) * shape.scale;
+                            *score = if j < hidden {
+                                f32::NEG_INFINITY
+                            } else {
+                                soft_capped(S::sum(dot) * shape.scale, shape.logit_softcap)
+                            };
                             block_max = block_max.max(*score);
                         }
                         let new_max = max[qi].max(block_max);
@@ -208,7 +225,7 @@ fn attend_over<S: Simd, E: Element>(item: &Item<'_>, keys: *const E::Raw, values
                         for c in (0..hd).step_by(8) {
                             S::store(a.add(c), S::mul(S::load(a.add(c)), correction));
                         }
-                        for (j, &p) in scores[..visible].iter().enumerate() {
+                        for (j, &p) in scores[..visible].iter().enumerate().skip(hidden) {
                             sum[qi] += p;
                             let slot = block as usize * bs + j;
                             let v = values.add((slot * shape.num_kv_heads + item.kv_head) * hd);
@@ -242,6 +259,15 @@ fn attend_over<S: Simd, E: Element>(item: &Item<'_>, keys: *const E::Raw, values
     SCRATCH.set(scratch);
 }
 
+/// `cap · tanh(score / cap)`, or the score itself without a cap.
+#[inline(always)]
+fn soft_capped(score: f32, cap: Option<f32>) -> f32 {
+    match cap {
+        Some(cap) => cap * (score / cap).tanh(),
+        None => score,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use rand::rngs::StdRng;
@@ -256,6 +282,8 @@ mod tests {
         num_kv_heads: 2,
         head_dim: 16,
         scale: 0.25,
+        sliding_window: None,
+        logit_softcap: None,
     };
     const CACHE: KvCacheShape = KvCacheShape {
         num_blocks: 12,
@@ -330,46 +358,74 @@ mod tests {
     }
 
     fn run(isa: Isa, qkv: &[f32], cache: &CpuKvCache) -> Vec<f32> {
+        run_shape(isa, &SHAPE, qkv, cache)
+    }
+
+    fn run_shape(isa: Isa, shape: &AttentionShape, qkv: &[f32], cache: &CpuKvCache) -> Vec<f32> {
         let step = step();
-        let mut out = vec![0.0; step.num_tokens() * SHAPE.q_width()];
-        paged_attention(isa, qkv, &SHAPE, 0, &step, cache, &mut out);
+        let mut out = vec![0.0; step.num_tokens() * shape.q_width()];
+        paged_attention(isa, qkv, shape, 0, &step, cache, &mut out);
         out
     }
 
     #[test]
     fn attention_equals_a_direct_softmax_and_every_simd_path_agrees_exactly() {
-        let mut rng = StdRng::seed_from_u64(1);
+        check_against_a_direct_softmax(&SHAPE, 1);
+    }
+
+    #[test]
+    fn a_sliding_window_and_a_soft_cap_equal_a_direct_softmax_over_the_window() {
+        // A window of 6 keys that starts mid-block, and scores capped well inside their range.
+        let shape = AttentionShape {
+            sliding_window: Some(6),
+            logit_softcap: Some(0.5),
+            ..SHAPE
+        };
+        check_against_a_direct_softmax(&shape, 3);
+    }
+
+    fn check_against_a_direct_softmax(shape: &AttentionShape, seed: u64) {
+        let mut rng = StdRng::seed_from_u64(seed);
         let step = step();
-        let qkv: Vec<f32> = (0..step.num_tokens() * SHAPE.qkv_width())
+        let qkv: Vec<f32> = (0..step.num_tokens() * shape.qkv_width())
             .map(|_| rng.random_range(-2.0..2.0))
             .collect();
         for dtype in [KvCacheDtype::F32, KvCacheDtype::F16, KvCacheDtype::Bf16] {
             let (cache, contents) = cache(dtype, &mut rng);
-            let ours = run(Isa::Portable, &qkv, &cache);
+            let ours = run_shape(Isa::Portable, shape, &qkv, &cache);
             for isa in Isa::supported() {
                 assert_eq!(
-                    run(isa, &qkv, &cache),
+                    run_shape(isa, shape, &qkv, &cache),
                     ours,
                     "{isa}, {} cache",
                     dtype.name()
                 );
             }
-            let (hd, group) = (SHAPE.head_dim, SHAPE.group_size());
+            let (hd, group) = (shape.head_dim, shape.group_size());
             for (seq, written) in contents.iter().enumerate() {
                 for t in step.tokens_of(seq) {
                     let position = step.positions[t] as usize;
-                    for h in 0..SHAPE.num_heads {
-                        let q = &qkv[t * SHAPE.qkv_width() + h * hd..][..hd];
+                    for h in 0..shape.num_heads {
+                        let q = &qkv[t * shape.qkv_width() + h * hd..][..hd];
                         let kv_head = h / group;
-                        let scores: Vec<f64> = written[..=position]
+                        let first = shape
+                            .sliding_window
+                            .map_or(0, |w| (position + 1).saturating_sub(w));
+                        let visible = &written[first..=position];
+                        let scores: Vec<f64> = visible
                             .iter()
                             .map(|(k, _)| {
                                 let k = &k[kv_head * hd..][..hd];
-                                q.iter()
+                                let score = q
+                                    .iter()
                                     .zip(k)
                                     .map(|(a, b)| *a as f64 * *b as f64)
                                     .sum::<f64>()
-                                    * SHAPE.scale as f64
+                                    * shape.scale as f64;
+                                match shape.logit_softcap {
+                                    Some(cap) => cap as f64 * (score / cap as f64).tanh(),
+                                    None => score,
+                                }
                             })
                             .collect();
                         let max = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
@@ -378,11 +434,11 @@ mod tests {
                         for d in 0..hd {
                             let expected: f64 = weights
                                 .iter()
-                                .zip(written)
+                                .zip(visible)
                                 .map(|(w, (_, v))| w * v[kv_head * hd + d] as f64)
                                 .sum::<f64>()
                                 / total;
-                            let got = ours[t * SHAPE.q_width() + h * hd + d] as f64;
+                            let got = ours[t * shape.q_width() + h * hd + d] as f64;
                             assert!(
                                 (got - expected).abs() <= 1e-5,
                                 "{} cache, token {t} head {h} dim {d}: {got} vs {expected}",

@@ -18,11 +18,11 @@ use kv_cache::CpuKvCache;
 use linear::{CpuLinear, WeightDtype};
 use simd::Isa;
 
-use super::kernels::{AttentionShape, Kernels, KvCacheDtype, KvCacheLayout};
+use super::kernels::{AttentionShape, GatedActivation, Kernels, KvCacheDtype, KvCacheLayout};
 use super::runner::ModelRunner;
 use super::step::StepMetadata;
 use super::{BackendError, BlockId, KvCacheShape};
-use crate::model::{Llama, LoadedModel, ModelError};
+use crate::model::{Decoder, LoadedModel, ModelError};
 use crate::weights::HostTensor;
 
 /// How the CPU backend runs.
@@ -102,13 +102,13 @@ impl CpuKernels {
 #[derive(Clone)]
 pub struct CpuModel {
     pub kernels: Arc<CpuKernels>,
-    pub model: Arc<Llama<CpuKernels>>,
+    pub model: Arc<Decoder<CpuKernels>>,
 }
 
 impl CpuModel {
     pub fn place(loaded: &LoadedModel, config: CpuConfig) -> Result<Self, ModelError> {
         let kernels = CpuKernels::new(config)?;
-        let model = Llama::load(&loaded.config, loaded.tensors.as_ref(), &kernels)?;
+        let model = Decoder::load(&loaded.config, loaded.tensors.as_ref(), &kernels)?;
         Ok(Self {
             kernels: Arc::new(kernels),
             model: Arc::new(model),
@@ -146,6 +146,17 @@ pub struct CpuTensor {
 }
 
 impl CpuTensor {
+    /// Row `index`, or an error naming `what` when there is no such row.
+    fn row(&self, index: usize, what: &str) -> Result<&[f32], BackendError> {
+        if index >= self.rows {
+            return Err(BackendError::Execution(format!(
+                "{what}: row {index} of {}",
+                self.rows
+            )));
+        }
+        Ok(&self.data[index * self.width..(index + 1) * self.width])
+    }
+
     fn check(&self, rows: usize, width: usize, what: &str) -> Result<(), BackendError> {
         if (self.rows, self.width) == (rows, width) {
             Ok(())
@@ -301,7 +312,13 @@ impl Kernels for CpuKernels {
         cache: &mut CpuKvCache,
     ) -> Result<(), BackendError> {
         qkv.check(step.num_tokens(), shape.qkv_width(), "qkv")?;
-        let half = shape.head_dim / 2;
+        let half = rope.len();
+        if 2 * half > shape.head_dim {
+            return Err(BackendError::Execution(format!(
+                "rope: {half} rotary pairs do not fit heads of {}",
+                shape.head_dim
+            )));
+        }
         let (mut cos, mut sin) = (vec![0.0; half], vec![0.0; half]);
         let (q, kv) = (shape.q_width(), shape.kv_width());
         for (row, (&position, &slot)) in qkv
@@ -309,7 +326,7 @@ impl Kernels for CpuKernels {
             .chunks_exact_mut(shape.qkv_width())
             .zip(step.positions.iter().zip(&step.slot_mapping))
         {
-            ops::rope_angles(position, &rope[..half], &mut cos, &mut sin);
+            ops::rope_angles(position, rope, &mut cos, &mut sin);
             let (queries, keys_values) = row.split_at_mut(q);
             ops::rope(queries, shape.num_heads, shape.head_dim, &cos, &sin);
             ops::rope(keys_values, shape.num_kv_heads, shape.head_dim, &cos, &sin);
@@ -342,9 +359,111 @@ impl Kernels for CpuKernels {
         Ok(())
     }
 
-    fn silu_mul(&self, gate_up: &CpuTensor, out: &mut CpuTensor) -> Result<(), BackendError> {
-        out.check(gate_up.rows, gate_up.width / 2, "silu_mul output")?;
-        ops::silu_mul(self.isa, &gate_up.data, out.width, &mut out.data);
+    fn gated_activation(
+        &self,
+        gate_up: &CpuTensor,
+        activation: GatedActivation,
+        out: &mut CpuTensor,
+    ) -> Result<(), BackendError> {
+        out.check(gate_up.rows, gate_up.width / 2, "gated activation output")?;
+        match activation {
+            GatedActivation::Silu => {
+                ops::silu_mul(self.isa, &gate_up.data, out.width, &mut out.data)
+            }
+            GatedActivation::GeluTanh => {
+                ops::gelu_tanh_mul(&gate_up.data, out.width, &mut out.data)
+            }
+        }
+        Ok(())
+    }
+
+    fn scale(&self, x: &mut CpuTensor, factor: f32) -> Result<(), BackendError> {
+        x.data.iter_mut().for_each(|v| *v *= factor);
+        Ok(())
+    }
+
+    fn soft_cap(&self, x: &mut CpuTensor, cap: f32) -> Result<(), BackendError> {
+        x.data.iter_mut().for_each(|v| *v = cap * (*v / cap).tanh());
+        Ok(())
+    }
+
+    fn add(&self, residual: &mut CpuTensor, x: &CpuTensor) -> Result<(), BackendError> {
+        residual.check(x.rows, x.width, "residual")?;
+        for (r, v) in residual.data.iter_mut().zip(&x.data) {
+            *r += v;
+        }
+        Ok(())
+    }
+
+    fn head_rms_norm(
+        &self,
+        qkv: &mut CpuTensor,
+        shape: &AttentionShape,
+        q_weight: &Vec<f32>,
+        k_weight: &Vec<f32>,
+        eps: f32,
+    ) -> Result<(), BackendError> {
+        qkv.check(qkv.rows, shape.qkv_width(), "qkv")?;
+        if q_weight.len() != shape.head_dim || k_weight.len() != shape.head_dim {
+            return Err(BackendError::Execution(format!(
+                "head_rms_norm: weights of {} and {} for heads of {}",
+                q_weight.len(),
+                k_weight.len(),
+                shape.head_dim
+            )));
+        }
+        for row in qkv.data.chunks_exact_mut(shape.qkv_width()) {
+            let (queries, keys_values) = row.split_at_mut(shape.q_width());
+            ops::head_rms_norm(queries, shape.num_heads, q_weight, eps);
+            ops::head_rms_norm(keys_values, shape.num_kv_heads, k_weight, eps);
+        }
+        Ok(())
+    }
+
+    fn gather_rows(
+        &self,
+        x: &CpuTensor,
+        rows: &[u32],
+        out: &mut CpuTensor,
+    ) -> Result<(), BackendError> {
+        out.check(rows.len(), x.width, "gathered rows")?;
+        for (row, &source) in out.data.chunks_exact_mut(x.width).zip(rows) {
+            row.copy_from_slice(x.row(source as usize, "gather_rows")?);
+        }
+        Ok(())
+    }
+
+    fn scatter_add_rows(
+        &self,
+        out: &mut CpuTensor,
+        x: &CpuTensor,
+        rows: &[u32],
+        weights: &[f32],
+    ) -> Result<(), BackendError> {
+        x.check(rows.len(), out.width, "scattered rows")?;
+        if weights.len() != rows.len() {
+            return Err(BackendError::Execution(format!(
+                "scatter_add_rows: {} weights for {} rows",
+                weights.len(),
+                rows.len()
+            )));
+        }
+        let width = out.width;
+        for ((values, &target), &weight) in x.data.chunks_exact(width).zip(rows).zip(weights) {
+            let target = target as usize;
+            if target >= out.rows {
+                return Err(BackendError::Execution(format!(
+                    "scatter_add_rows: row {target} of {}",
+                    out.rows
+                )));
+            }
+            for (o, v) in out.data[target * width..(target + 1) * width]
+                .iter_mut()
+                .zip(values)
+            {
+                *o += weight * v;
+            }
+        }
         Ok(())
     }
 

@@ -16,12 +16,13 @@ pub(super) fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
     }
 }
 
-/// Rotary position embedding in Hugging Face's layout — each head's first half pairs with
-/// its second half — of the `heads` heads at the start of `row`.
+/// Rotary position embedding in Hugging Face's layout of the `heads` heads at the start of
+/// `row`: within each head, the first `2 · cos.len()` values rotate (the rest pass through),
+/// value `i` paired with value `i + cos.len()`.
 pub(super) fn rope(row: &mut [f32], heads: usize, head_dim: usize, cos: &[f32], sin: &[f32]) {
-    let half = head_dim / 2;
+    let half = cos.len();
     for head in row[..heads * head_dim].chunks_exact_mut(head_dim) {
-        let (a, b) = head.split_at_mut(half);
+        let (a, b) = head[..2 * half].split_at_mut(half);
         for i in 0..half {
             let (x1, x2) = (a[i], b[i]);
             a[i] = x1 * cos[i] - x2 * sin[i];
@@ -66,6 +67,34 @@ fn silu_mul_rows<S: Simd>(gate_up: &[f32], width: usize, out: &mut [f32]) {
         }
         for c in full..width {
             out_row[c] = gate[c] / (1.0 + (-gate[c]).exp()) * up[c];
+        }
+    }
+}
+
+/// GeGLU over rows of `[gate | up]`, each half `width` wide: `out = gelu(gate) * up`, with
+/// GELU's tanh approximation (PyTorch's `gelu(approximate="tanh")`).
+pub(super) fn gelu_tanh_mul(gate_up: &[f32], width: usize, out: &mut [f32]) {
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    for (row, out_row) in gate_up
+        .chunks_exact(2 * width)
+        .zip(out.chunks_exact_mut(width))
+    {
+        let (gate, up) = row.split_at(width);
+        for ((o, &g), &u) in out_row.iter_mut().zip(gate).zip(up) {
+            let inner = SQRT_2_OVER_PI * (g + 0.044_715 * g * g * g);
+            *o = 0.5 * g * (1.0 + inner.tanh()) * u;
+        }
+    }
+}
+
+/// Per `head_dim` chunk of the first `heads` heads of `row`, RMS normalisation by `weight`.
+pub(super) fn head_rms_norm(row: &mut [f32], heads: usize, weight: &[f32], eps: f32) {
+    let head_dim = weight.len();
+    for head in row[..heads * head_dim].chunks_exact_mut(head_dim) {
+        let mean_square = head.iter().map(|v| v * v).sum::<f32>() / head_dim as f32;
+        let scale = 1.0 / (mean_square + eps).sqrt();
+        for (v, w) in head.iter_mut().zip(weight) {
+            *v *= scale * w;
         }
     }
 }

@@ -44,10 +44,12 @@ pub use runner::CudaRunner;
 use step_upload::{PackedStep, StepCapacity, pack_step};
 use workspace::{ModelDims, workspace_bytes};
 
-use super::kernels::{AttentionShape, Kernels, KvCacheDtype, KvCacheLayout, TokenPick};
+use super::kernels::{
+    AttentionShape, GatedActivation, Kernels, KvCacheDtype, KvCacheLayout, TokenPick,
+};
 use super::step::StepMetadata;
 use super::{BackendError, BlockId, KvCacheShape};
-use crate::model::{Llama, LoadedModel, ModelError};
+use crate::model::{Decoder, LoadedModel, ModelConfig, ModelError};
 use crate::weights::HostTensor;
 
 /// How the CUDA backend runs.
@@ -494,6 +496,9 @@ impl Kernels for CudaKernels {
         cache: &CudaKvCache,
         out: &mut CudaActivations,
     ) -> Result<(), BackendError> {
+        if shape.sliding_window.is_some() || shape.logit_softcap.is_some() {
+            return Err(not_on_cuda("sliding-window or soft-capped attention"));
+        }
         self.live_step(step)?;
         self.live(qkv)?;
         self.live(out)?;
@@ -562,11 +567,15 @@ impl Kernels for CudaKernels {
         Ok(())
     }
 
-    fn silu_mul(
+    fn gated_activation(
         &self,
         gate_up: &CudaActivations,
+        activation: GatedActivation,
         out: &mut CudaActivations,
     ) -> Result<(), BackendError> {
+        if activation != GatedActivation::Silu {
+            return Err(not_on_cuda("GeGLU"));
+        }
         self.live(gate_up)?;
         self.live(out)?;
         gate_up.expect(Precision::F32, "silu_mul")?;
@@ -580,6 +589,48 @@ impl Kernels for CudaKernels {
         )?;
         out.precision = Precision::Bf16;
         Ok(())
+    }
+
+    fn scale(&self, _: &mut CudaActivations, _: f32) -> Result<(), BackendError> {
+        Err(not_on_cuda("scaled embeddings"))
+    }
+
+    fn soft_cap(&self, _: &mut CudaActivations, _: f32) -> Result<(), BackendError> {
+        Err(not_on_cuda("logit soft-capping"))
+    }
+
+    fn add(&self, _: &mut CudaActivations, _: &CudaActivations) -> Result<(), BackendError> {
+        Err(not_on_cuda("post-norms"))
+    }
+
+    fn head_rms_norm(
+        &self,
+        _: &mut CudaActivations,
+        _: &AttentionShape,
+        _: &Self::Vector,
+        _: &Self::Vector,
+        _: f32,
+    ) -> Result<(), BackendError> {
+        Err(not_on_cuda("query and key norms"))
+    }
+
+    fn gather_rows(
+        &self,
+        _: &CudaActivations,
+        _: &[u32],
+        _: &mut CudaActivations,
+    ) -> Result<(), BackendError> {
+        Err(not_on_cuda("mixtures of experts"))
+    }
+
+    fn scatter_add_rows(
+        &self,
+        _: &mut CudaActivations,
+        _: &CudaActivations,
+        _: &[u32],
+        _: &[f32],
+    ) -> Result<(), BackendError> {
+        Err(not_on_cuda("mixtures of experts"))
     }
 
     fn gather_logits_rows(
@@ -668,7 +719,41 @@ impl Kernels for CudaKernels {
 #[derive(Clone)]
 pub struct CudaModel {
     pub kernels: Arc<CudaKernels>,
-    pub model: Arc<Llama<CudaKernels>>,
+    pub model: Arc<Decoder<CudaKernels>>,
+}
+
+/// What a model needs of the kernel layer that this backend does not run yet, by name;
+/// empty when it runs the whole model. Checked before the GPU is opened.
+pub fn missing_features(config: &ModelConfig) -> Vec<&'static str> {
+    let spec = config.architecture.spec();
+    let needs = [
+        (config.sliding_window.is_some(), "sliding-window attention"),
+        (
+            config.attn_logit_softcap.is_some() || config.final_logit_softcap.is_some(),
+            "logit soft-capping",
+        ),
+        (
+            config.rotary_dim != config.head_dim,
+            "partial rotary embeddings",
+        ),
+        (config.activation != GatedActivation::Silu, "GeGLU"),
+        (spec.scales_embeddings, "scaled embeddings"),
+        (spec.sandwich_norms, "post-norms"),
+        (spec.qk_norm, "query and key norms"),
+        (config.experts.is_some(), "mixtures of experts"),
+        (config.local_rope_theta.is_some(), "per-layer RoPE"),
+    ];
+    needs
+        .into_iter()
+        .filter_map(|(needed, feature)| needed.then_some(feature))
+        .collect()
+}
+
+fn not_on_cuda(feature: &str) -> BackendError {
+    BackendError::Unavailable {
+        backend: "cuda",
+        reason: format!("{feature} is not implemented on this backend"),
+    }
 }
 
 impl CudaModel {
@@ -679,8 +764,19 @@ impl CudaModel {
             tensor: "-".into(),
             source,
         };
+        let missing = missing_features(&loaded.config);
+        if !missing.is_empty() {
+            return Err(placement(BackendError::Unavailable {
+                backend: "cuda",
+                reason: format!(
+                    "{} needs {}, not implemented on this backend yet (--backend cpu runs it)",
+                    loaded.config.architecture.name(),
+                    missing.join(", ")
+                ),
+            }));
+        }
         let kernels = CudaKernels::new(config, ModelDims::of(&loaded.config)).map_err(placement)?;
-        let model = Llama::load(&loaded.config, loaded.tensors.as_ref(), &kernels)?;
+        let model = Decoder::load(&loaded.config, loaded.tensors.as_ref(), &kernels)?;
         Ok(Self {
             kernels: Arc::new(kernels),
             model: Arc::new(model),

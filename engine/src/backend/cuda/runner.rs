@@ -20,7 +20,7 @@ use crate::backend::step::StepMetadata;
 use crate::backend::{
     Backend, BackendError, BlockId, ForwardBatch, KvCacheShape, Logits, check_picks,
 };
-use crate::model::Llama;
+use crate::model::Decoder;
 
 /// A recorded decode step.
 struct Recorded {
@@ -44,7 +44,7 @@ struct DecodeGraphs {
 
 pub struct CudaRunner {
     kernels: Arc<CudaKernels>,
-    model: Arc<Llama<CudaKernels>>,
+    model: Arc<Decoder<CudaKernels>>,
     cache: CudaKvCache,
     shape: KvCacheShape,
     graphs: Option<DecodeGraphs>,
@@ -53,7 +53,7 @@ pub struct CudaRunner {
 impl CudaRunner {
     pub fn new(
         kernels: Arc<CudaKernels>,
-        model: Arc<Llama<CudaKernels>>,
+        model: Arc<Decoder<CudaKernels>>,
         shape: KvCacheShape,
         dtype: KvCacheDtype,
     ) -> Result<Self, BackendError> {

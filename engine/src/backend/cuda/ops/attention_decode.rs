@@ -149,6 +149,8 @@ mod tests {
             num_kv_heads: 8,
             head_dim: 128,
             scale: 1.0,
+            sliding_window: None,
+            logit_softcap: None,
         };
         assert_eq!(partial_floats(3, &shape, 1), (0, 0));
         assert_eq!(
