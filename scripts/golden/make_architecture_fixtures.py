@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Makes the golden fixtures of every architecture the engine runs beyond Llama and Qwen2:
-a small random-initialised model of each, with transformers' logits, as a Hugging Face
+"""Makes the golden fixtures of every architecture the engine runs beyond Llama (and of
+Qwen2 from GGUF): a small random-initialised model of each, with transformers' logits, as a Hugging Face
 directory and as the GGUF file llama.cpp's converter makes of it.
 
 Outputs, under OUT (engine/tests/fixtures/architectures/):
@@ -10,11 +10,13 @@ Outputs, under OUT (engine/tests/fixtures/architectures/):
   <name>.gguf   convert_hf_to_gguf.py --outtype f32 of <name>/ (same weights, so the same
                 reference; Gemma's norm gains gain their +1, Q and K of the Llama family are
                 permuted for llama.cpp's RoPE, Mixtral's experts are stacked)
+  <name>-Q8_0.gguf  llama-quantize --pure of <name>.gguf to Q8_0 (every matrix; the tiny
+                models' rows are not whole K-quant blocks of 256)
 
 Each model is made so its architecture's differences matter on a 24-token prompt: windows
 shorter than the prompt, soft-caps inside the range of the scores, norm gains away from 1.
 
-Usage: make_architecture_fixtures.py OUT LLAMA_CPP_SRC
+Usage: make_architecture_fixtures.py OUT LLAMA_CPP_SRC LLAMA_CPP_BIN [NAME...]
 Run: scripts/golden/make_llama_cpp_fixtures.sh architectures
 Pinned: torch==2.15.0 transformers==5.23.0 gguf==0.19.0
 """
@@ -27,9 +29,9 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import (Gemma2Config, Gemma2ForCausalLM, Gemma3ForCausalLM, Gemma3TextConfig,
                           MistralConfig, MistralForCausalLM, MixtralConfig, MixtralForCausalLM,
-                          Phi3Config, Phi3ForCausalLM)
+                          Phi3Config, Phi3ForCausalLM, Qwen2Config, Qwen2ForCausalLM)
 
-OUT, LLAMA_SRC = sys.argv[1:3]
+OUT, LLAMA_SRC, LLAMA_BIN = sys.argv[1:4]
 PROMPT = "Every architecture, here"  # 24 bytes, one token each
 
 # The converter, run as llama.cpp ships it, with its tokenizer probes answered: the
@@ -74,6 +76,16 @@ def perturb_norms(model, around):
                 p.copy_(around + 0.3 * torch.randn_like(p))
 
 
+def qwen2():
+    model = Qwen2ForCausalLM(Qwen2Config(**COMMON, rope_theta=1000000.0, tie_word_embeddings=True))
+    with torch.no_grad():  # Qwen2 initialises biases to zero; make them matter
+        for layer in model.model.layers:
+            for proj in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj):
+                proj.bias.normal_(0, 0.5)
+    perturb_norms(model, 1.0)
+    return model
+
+
 def mistral():
     return MistralForCausalLM(MistralConfig(**COMMON, sliding_window=7, rope_theta=10000.0))
 
@@ -110,7 +122,7 @@ def mixtral():
     return model
 
 
-ARCHITECTURES = {"mistral": mistral, "gemma2": gemma2, "gemma3": gemma3, "phi3": phi3, "mixtral": mixtral}
+ARCHITECTURES = {"qwen2": qwen2, "mistral": mistral, "gemma2": gemma2, "gemma3": gemma3, "phi3": phi3, "mixtral": mixtral}
 
 
 def run(command):
@@ -125,7 +137,7 @@ def main() -> int:
     os.makedirs(OUT, exist_ok=True)
     token_ids = tokenizer().encode(PROMPT).ids
     assert len(token_ids) == 24, len(token_ids)
-    names = sys.argv[3:] or list(ARCHITECTURES)
+    names = sys.argv[4:] or list(ARCHITECTURES)
     for name in names:
         torch.manual_seed(0)
         model = ARCHITECTURES[name]().eval()
@@ -145,6 +157,8 @@ def main() -> int:
                        "logits": [[round(v, 6) for v in row] for row in logits.tolist()]}, f)
         gguf = os.path.join(OUT, f"{name}.gguf")
         run([sys.executable, "-c", CONVERT, LLAMA_SRC, path, "--outtype", "f32", "--outfile", gguf])
+        quantized = os.path.join(OUT, f"{name}-Q8_0.gguf")
+        run([os.path.join(LLAMA_BIN, "llama-quantize"), "--pure", gguf, quantized, "Q8_0", "1"])
         print(f"fixtures: {path} and {gguf} ({os.path.getsize(gguf)} bytes)", file=sys.stderr)
     return 0
 

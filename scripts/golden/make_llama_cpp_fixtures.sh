@@ -5,8 +5,10 @@
 #
 #   greedy     engine/tests/fixtures/demo-model-llama-cpp.json (make_llama_cpp_greedy.py)
 #   quantized  engine/tests/fixtures/gguf-quantized/ (make_quantized_fixtures.py)
+#   architectures  engine/tests/fixtures/architectures/ (make_architecture_fixtures.py)
 #
-# Usage: scripts/golden/make_llama_cpp_fixtures.sh [greedy|quantized|all]   (default: all)
+# Usage: scripts/golden/make_llama_cpp_fixtures.sh [greedy|quantized|architectures|all]
+#        (default: all)
 # FIXTURE_THREADS sets llama-server's threads for `greedy` (default: all cores).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -21,8 +23,8 @@ LLAMA_BIN="$(bash "$ROOT/scripts/tools.sh" print-llama-cpp)"
 FIXTURES="$ROOT/engine/tests/fixtures"
 what="${1:-all}"
 case "$what" in
-    greedy | quantized | all) ;;
-    *) echo "usage: $0 [greedy|quantized|all]" >&2; exit 2 ;;
+    greedy | quantized | architectures | all) ;;
+    *) echo "usage: $0 [greedy|quantized|architectures|all]" >&2; exit 2 ;;
 esac
 if [[ "$what" == greedy || "$what" == all ]]; then
     MODEL_DIR="$(bash "$ROOT/scripts/tools.sh" print-model)"
@@ -31,5 +33,9 @@ if [[ "$what" == greedy || "$what" == all ]]; then
 fi
 if [[ "$what" == quantized || "$what" == all ]]; then
     "$VENV/bin/python" "$ROOT/scripts/golden/make_quantized_fixtures.py" "$FIXTURES/gguf-quantized" \
+        "$(bash "$ROOT/scripts/tools.sh" print-llama-cpp-source)" "$LLAMA_BIN"
+fi
+if [[ "$what" == architectures || "$what" == all ]]; then
+    "$VENV/bin/python" "$ROOT/scripts/golden/make_architecture_fixtures.py" "$FIXTURES/architectures" \
         "$(bash "$ROOT/scripts/tools.sh" print-llama-cpp-source)" "$LLAMA_BIN"
 fi
