@@ -609,4 +609,124 @@ mod tests {
         .expect_err("yarn is not supported");
         assert!(err.contains("yarn"));
     }
+
+    /// A minimal `config.json` of `class` with `extra` fields merged in.
+    fn hf(class: &str, extra: serde_json::Value) -> Result<ModelConfig, String> {
+        let mut value = serde_json::json!({
+            "architectures": [class], "hidden_size": 64, "intermediate_size": 128,
+            "num_hidden_layers": 6, "num_attention_heads": 4, "num_key_value_heads": 2,
+            "vocab_size": 100,
+        });
+        for (key, field) in extra.as_object().expect("an object") {
+            value[key] = field.clone();
+        }
+        serde_json::from_value::<HfConfig>(value)
+            .expect("deserialises")
+            .into_config()
+    }
+
+    #[test]
+    fn gemma3_layers_and_ropes_come_from_either_config_layout() {
+        // transformers < 5 writes the pattern and the local base frequency at the top level.
+        let old = hf(
+            "Gemma3ForCausalLM",
+            serde_json::json!({"sliding_window": 512, "rope_theta": 1e6,
+                "rope_local_base_freq": 10000.0, "rope_scaling": {"rope_type": "linear", "factor": 8.0}}),
+        )
+        .expect("valid");
+        // transformers ≥ 5 lists the layer types and nests RoPE per type.
+        let new = hf(
+            "Gemma3ForCausalLM",
+            serde_json::json!({"sliding_window": 512,
+                "layer_types": ["sliding_attention", "sliding_attention", "sliding_attention",
+                                "sliding_attention", "sliding_attention", "full_attention"],
+                "rope_parameters": {
+                    "full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1e6},
+                    "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0}}}),
+        )
+        .expect("valid");
+        for config in [&old, &new] {
+            assert_eq!(config.local_layers, [true, true, true, true, true, false]);
+            assert_eq!(config.rope_theta, 1e6);
+            assert_eq!(config.local_rope_theta, Some(10000.0));
+            assert_eq!(config.rope_scaling, RopeScaling::Linear { factor: 8.0 });
+            assert_eq!(config.activation, GatedActivation::GeluTanh);
+            assert!(config.tie_word_embeddings);
+        }
+    }
+
+    #[test]
+    fn what_the_engine_does_not_run_is_refused_by_name() {
+        let cases = [
+            (
+                "GPTNeoXForCausalLM",
+                serde_json::json!({}),
+                "architecture:GPTNeoXForCausalLM",
+            ),
+            (
+                "Qwen2ForCausalLM",
+                serde_json::json!({"use_sliding_window": true}),
+                "use_sliding_window",
+            ),
+            (
+                "Phi3ForCausalLM",
+                serde_json::json!({"rope_scaling": {"rope_type": "longrope", "short_factor": [1.0]}}),
+                "'longrope'",
+            ),
+            (
+                "LlamaForCausalLM",
+                serde_json::json!({"hidden_act": "relu"}),
+                "'relu'",
+            ),
+            (
+                "MixtralForCausalLM",
+                serde_json::json!({}),
+                "num_local_experts",
+            ),
+            (
+                "Gemma2ForCausalLM",
+                serde_json::json!({"sliding_window": 8, "layer_types": ["chunked_attention"]}),
+                "'chunked_attention'",
+            ),
+        ];
+        for (class, extra, expected) in cases {
+            let error = hf(class, extra).expect_err(expected);
+            assert!(error.contains(expected), "{error} (expected: {expected})");
+        }
+    }
+
+    #[test]
+    fn shapes_of_the_new_switches_that_cannot_run_are_described() {
+        type Breakage = fn(&mut ModelConfig);
+        let cases: [(Breakage, &str); 5] = [
+            (|c| c.rotary_dim = 18, "rotary dimensions (18)"),
+            (|c| c.local_layers = vec![], "layer_types names 0 layers"),
+            (
+                |c| c.sliding_window = Some(0),
+                "sliding_window must be at least 1",
+            ),
+            (
+                |c| {
+                    c.experts = Some(Experts {
+                        count: 2,
+                        per_token: 3,
+                    })
+                },
+                "num_experts_per_tok (3)",
+            ),
+            (
+                |c| c.final_logit_softcap = Some(-1.0),
+                "final_logit_softcapping must be a positive number",
+            ),
+        ];
+        for (break_it, expected) in cases {
+            let mut config = llama();
+            break_it(&mut config);
+            let error = config.validate().expect_err(expected);
+            assert!(error.contains(expected), "{error} (expected: {expected})");
+        }
+        let mut local = llama();
+        local.local_layers = vec![true];
+        assert!(local.validate().unwrap_err().contains("no sliding_window"));
+    }
 }
