@@ -32,6 +32,12 @@ build: ## Build every binary (release)
 test: tools images ## Run every test tier that runs without a GPU (release profile)
 	$(CARGO) test --release --workspace --locked --no-fail-fast
 
+.PHONY: test-unit
+test-unit: ## The fast tier for the edit-test loop: every test that needs no cluster tools, root or network namespace (minutes)
+	@bash $(TOOLS) model >/dev/null
+	$(CARGO) test --release --workspace --locked --lib --bins
+	$(CARGO) test --release --locked -p modelfleet-engine --test golden --test tokenizers --test chat_templates --test model_loading
+
 .PHONY: soak
 soak: tools ## Soak one engine with mixed clients for SOAK_SECONDS (default 120) and print the figures; not in make test
 	$(CARGO) test --release --locked -p modelfleet-engine --test serving -- --ignored --nocapture --test-threads 1 soak
@@ -54,6 +60,11 @@ demo: tools ## Run a local fleet on a real node with the CPU backend and the dem
 .PHONY: bench
 bench: ## Engine benchmark on the CPU against llama.cpp and transformers (figures; BENCH_OUT=file.md, BENCH_JSON=file.json)
 	bash bench/engine_cpu.sh
+
+.PHONY: bench-operator
+bench-operator: tools ## The operator at 100, 1,000 and 5,000 ModelDeployments on kwok with a real Prometheus (figures; BENCH_COUNTS=100,1000 BENCH_OUT=file.md)
+	$(CARGO) build --release --locked -p modelfleet-operator -p modelfleet-e2e --bins
+	./target/release/modelfleet-bench-operator --counts $(or $(BENCH_COUNTS),100,1000,5000) $(if $(BENCH_OUT),--out $(BENCH_OUT))
 
 .PHONY: crds
 crds: ## Regenerate crds/ from the Rust API types (and the Helm chart's copy)

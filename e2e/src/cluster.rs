@@ -48,6 +48,10 @@ pub struct ClusterOptions {
     /// to the node (where kube-proxy translates it), so each such cluster needs its own:
     /// see [`ClusterOptions::with_own_service_range`].
     pub service_range: Ipv4Cidr,
+    /// Requests per second (and twice that as burst) the controller-manager and the
+    /// scheduler may send; `None` keeps their defaults (20 and 50), which pace any test of
+    /// thousands of objects.
+    pub component_qps: Option<u32>,
 }
 
 impl Default for ClusterOptions {
@@ -58,6 +62,7 @@ impl Default for ClusterOptions {
             extra_apiserver_args: Vec::new(),
             ready_timeout: Duration::from_secs(180),
             service_range: DEFAULT_SERVICE_RANGE,
+            component_qps: None,
         }
     }
 }
@@ -172,7 +177,11 @@ impl Cluster {
             cluster_processes.push(ManagedProcess::spawn(
                 "kube-controller-manager",
                 &tool("kube-controller-manager")?,
-                &controller_manager_args(&pki, &config, cm_port, options.service_range),
+                &[
+                    controller_manager_args(&pki, &config, cm_port, options.service_range),
+                    qps_args(options.component_qps),
+                ]
+                .concat(),
                 &logs.join("kube-controller-manager.log"),
             )?);
         }
@@ -181,7 +190,11 @@ impl Cluster {
             cluster_processes.push(ManagedProcess::spawn(
                 "kube-scheduler",
                 &tool("kube-scheduler")?,
-                &scheduler_args(&config, scheduler_port),
+                &[
+                    scheduler_args(&config, scheduler_port),
+                    qps_args(options.component_qps),
+                ]
+                .concat(),
                 &logs.join("kube-scheduler.log"),
             )?);
         }
@@ -476,6 +489,17 @@ fn controller_manager_args(
         "--concurrent-gc-syncs=5".into(),
         "--v=1".into(),
     ]
+}
+
+/// `--kube-api-qps` and `--kube-api-burst`, when asked for.
+fn qps_args(qps: Option<u32>) -> Vec<String> {
+    qps.map(|qps| {
+        vec![
+            format!("--kube-api-qps={qps}"),
+            format!("--kube-api-burst={}", 2 * qps),
+        ]
+    })
+    .unwrap_or_default()
 }
 
 fn scheduler_args(kubeconfig: &Path, port: u16) -> Vec<String> {

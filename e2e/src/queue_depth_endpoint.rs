@@ -1,5 +1,5 @@
-//! A stand-in for an engine's `/metrics`, for tests of what reads the queue depth (the
-//! autoscaler through a real Prometheus) without running a model.
+//! Stand-ins for engines' `/metrics`, for tests and benchmarks of what reads the queue depth
+//! (the autoscaler through a real Prometheus) without running a model.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,14 +10,27 @@ use tokio::net::TcpListener;
 /// Serves `modelfleet_engine_queue_depth` at the value in `depth` (hundredths) on any path,
 /// the way an engine's `/metrics` would; returns its `host:port`. Runs until the runtime ends.
 pub async fn serve_queue_depth(depth: Arc<AtomicU64>) -> String {
+    serve_exposition(move || {
+        let value = depth.load(Ordering::SeqCst) as f64 / 100.0;
+        format!(
+            "# TYPE modelfleet_engine_queue_depth gauge\nmodelfleet_engine_queue_depth {value}\n"
+        )
+    })
+    .await
+}
+
+/// Serves the Prometheus text exposition `body()` makes, anew for every scrape, on any path;
+/// returns its `host:port`. Runs until the runtime ends.
+pub async fn serve_exposition(body: impl Fn() -> String + Send + Sync + 'static) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let address = listener.local_addr().expect("address").to_string();
+    let body = Arc::new(body);
     tokio::spawn(async move {
         loop {
             let Ok((mut stream, _)) = listener.accept().await else {
                 return;
             };
-            let depth = depth.clone();
+            let body = body.clone();
             tokio::spawn(async move {
                 let mut request = Vec::new();
                 let mut buf = [0u8; 1024];
@@ -27,10 +40,7 @@ pub async fn serve_queue_depth(depth: Arc<AtomicU64>) -> String {
                         Ok(n) => request.extend_from_slice(&buf[..n]),
                     }
                 }
-                let value = depth.load(Ordering::SeqCst) as f64 / 100.0;
-                let body = format!(
-                    "# TYPE modelfleet_engine_queue_depth gauge\nmodelfleet_engine_queue_depth {value}\n"
-                );
+                let body = body();
                 let response = format!(
                     "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                     body.len()

@@ -22,15 +22,15 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, Preconditions};
-use kube::core::ApiResource;
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, Preconditions};
 use kube::core::error_boundary::InvalidObject;
+use kube::core::{ApiResource, PartialObjectMeta};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -43,7 +43,7 @@ use crate::api::{
 use crate::autoscaler::prometheus::PrometheusClient;
 use crate::autoscaler::{AutoscalerConfig, Verdicts, ticker};
 use crate::desired::{
-    DEPLOYMENT_LABEL, DesiredState, desired_replicas, desired_state, selector_string,
+    DEPLOYMENT_LABEL, DesiredState, desired_state, replica_count, selector_labels,
 };
 use crate::metrics::Metrics;
 use crate::ownership::ownership;
@@ -97,11 +97,70 @@ pub struct Context {
     recorder: Recorder,
     metrics: Metrics,
     store: Store<WatchedModelDeployment>,
+    /// The engine pods, as the watch sees them (status and labels; see [`slim_pod`]).
+    pods: Store<Pod>,
+    children: ChildCaches,
     /// The autoscaler's verdicts; `None` when it is off.
     verdicts: Option<Verdicts>,
     engine_image: String,
     /// Consecutive failures per object, for exponential backoff.
     failures: Mutex<HashMap<ObjectRef<WatchedModelDeployment>, u32>>,
+}
+
+/// The metadata of every child the operator applied, by kind, as their watches see it.
+struct ChildCaches {
+    deployments: Store<PartialObjectMeta<Deployment>>,
+    services: Store<PartialObjectMeta<Service>>,
+    pdbs: Store<PartialObjectMeta<PodDisruptionBudget>>,
+    policies: Store<PartialObjectMeta<NetworkPolicy>>,
+}
+
+/// A metadata-only watch of the operator's children of kind `K`, cached in the returned
+/// store; the stream both fills it and triggers the owners' reconciles.
+fn child_cache<K>(
+    client: &Client,
+    config: &ControllerConfig,
+    selector: &watcher::Config,
+) -> (
+    Store<PartialObjectMeta<K>>,
+    impl futures::Stream<Item = std::result::Result<PartialObjectMeta<K>, watcher::Error>>
+    + Send
+    + 'static,
+)
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let (store, writer) = reflector::store();
+    let events = watcher(
+        scoped::<PartialObjectMeta<K>>(client, config),
+        selector.clone(),
+    )
+    .default_backoff()
+    .modify(slim_child)
+    .reflect(writer)
+    .touched_objects();
+    (store, events)
+}
+
+/// A child whose controller is known needs no managed fields to tell whose it is (see
+/// [`ownership`]); they are most of its metadata.
+fn slim_child<K>(child: &mut PartialObjectMeta<K>) {
+    let controlled = child
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|owner| owner.controller == Some(true));
+    if controlled {
+        child.metadata.managed_fields = None;
+    }
+    child.metadata.annotations = None;
 }
 
 /// Runs the controller until `shutdown` fires.
@@ -119,26 +178,32 @@ pub async fn run_controller(
     // The autoscaler asks for a reconcile whenever its verdict on an object changes.
     let (autoscaled, verdict_changes) = futures::channel::mpsc::unbounded();
     let children = watcher::Config::default().labels(MANAGED_SELECTOR);
+    // The children's metadata, cached from their watches: a reconcile reads who owns each
+    // child there, and asks the API server only about a child the cache does not hold.
+    let (deployments, deployment_events) = child_cache::<Deployment>(&client, &config, &children);
+    let (services, service_events) = child_cache::<Service>(&client, &config, &children);
+    let (pdbs, pdb_events) = child_cache::<PodDisruptionBudget>(&client, &config, &children);
+    let (policies, policy_events) = child_cache::<NetworkPolicy>(&client, &config, &children);
+    let (pods, pod_cache) = reflector::store::<Pod>();
+    let pod_events = watcher(scoped::<Pod>(&client, &config), children.clone())
+        .default_backoff()
+        .modify(slim_pod)
+        .reflect(pod_cache)
+        .touched_objects();
     // Objects that do not decode arrive as errors of their own instead of failing the whole
     // list (and with it every other tenant's reconciles).
     let controller = Controller::new(
         scoped::<WatchedModelDeployment>(&client, &config),
         watcher::Config::default(),
     )
-    .owns(scoped::<Deployment>(&client, &config), children.clone())
-    .owns(scoped::<Service>(&client, &config), children.clone())
-    .owns(
-        scoped::<PodDisruptionBudget>(&client, &config),
-        children.clone(),
-    )
-    .owns(scoped::<NetworkPolicy>(&client, &config), children.clone())
+    .owns_stream(deployment_events)
+    .owns_stream(service_events)
+    .owns_stream(pdb_events)
+    .owns_stream(policy_events)
     // Pods are not owned directly (their ReplicaSet is), but a crash-looping pod must
-    // turn Degraded on without waiting for the resync.
-    .watches(
-        scoped::<Pod>(&client, &config),
-        children,
-        model_deployment_of_pod,
-    )
+    // turn Degraded on without waiting for the resync. Reconciles read them from this
+    // watch's cache, never with a LIST of their own.
+    .watches_stream(pod_events, model_deployment_of_pod)
     .reconcile_on(verdict_changes)
     // Coalesce bursts (a rollout touches many objects) into one reconcile.
     .with_config(kube::runtime::controller::Config::default().debounce(DEBOUNCE))
@@ -168,6 +233,13 @@ pub async fn run_controller(
         client,
         metrics,
         store: controller.store(),
+        pods,
+        children: ChildCaches {
+            deployments,
+            services,
+            pdbs,
+            policies,
+        },
         verdicts,
         engine_image: config.engine_image.clone(),
         failures: Mutex::default(),
@@ -193,6 +265,14 @@ pub async fn run_controller(
     Ok(())
 }
 
+/// What the operator reads of a pod (its labels, name and container states) is all it keeps
+/// of it: at fleet sizes the rest of a pod (its spec, managed fields) is most of the cache.
+fn slim_pod(pod: &mut Pod) {
+    pod.spec = None;
+    pod.metadata.managed_fields = None;
+    pod.metadata.annotations = None;
+}
+
 /// The ModelDeployment an engine pod belongs to, from its `modelfleet.dev/deployment` label.
 fn model_deployment_of_pod(pod: Pod) -> Option<ObjectRef<WatchedModelDeployment>> {
     let name = pod.labels().get(DEPLOYMENT_LABEL)?;
@@ -216,19 +296,17 @@ pub async fn reconcile(watched: Arc<WatchedModelDeployment>, ctx: Arc<Context>) 
     ctx.metrics.reconciles.inc();
     ctx.metrics
         .managed
-        .set(i64::try_from(ctx.store.state().len()).unwrap_or(i64::MAX));
+        .set(i64::try_from(ctx.store.len()).unwrap_or(i64::MAX));
     if watched.meta().deletion_timestamp.is_some() {
         // The garbage collector removes the children; nothing to do.
+        forget_failures(&ctx, &ObjectRef::from(watched.as_ref()));
         return Ok(Action::await_change());
     }
     let action = match &watched.0 {
         Ok(md) => reconcile_model_deployment(md, &ctx).await?,
         Err(invalid) => return Err(report_undecodable(invalid, &ctx).await),
     };
-    ctx.failures
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .remove(&ObjectRef::from(watched.as_ref()));
+    forget_failures(&ctx, &ObjectRef::from(watched.as_ref()));
     Ok(action)
 }
 
@@ -240,17 +318,9 @@ async fn reconcile_model_deployment(md: &ModelDeployment, ctx: &Context) -> Resu
     // The autoscaler's latest verdict, else the size the status recorded (so a restart or a
     // Prometheus outage holds it), within the spec's bounds; `spec.replicas.count` wins.
     let verdict = ctx.verdicts.as_ref().and_then(|v| v.get(&watched_ref(md)));
-    let held = md
-        .status
-        .as_ref()
-        .filter(|s| s.observed_generation.is_some())
-        .map(|s| s.desired_replicas);
-    let replicas = desired_replicas(
-        &md.spec.replicas,
-        verdict.as_ref().map(|v| v.replicas).or(held),
-    );
+    let replicas = replica_count(md, verdict.as_ref().map(|v| v.replicas));
     let applied = match desired_state(md, replicas, &ctx.engine_image) {
-        Ok(desired) => apply_children(&ctx.client, &namespace, md, &desired).await,
+        Ok(desired) => apply_children(&ctx.client, &ctx.children, &namespace, md, &desired).await,
         Err(error) => Err(error),
     };
     let (applied, blocker) = match applied {
@@ -269,7 +339,7 @@ async fn reconcile_model_deployment(md: &ModelDeployment, ctx: &Context) -> Resu
             None => return Err(error),
         },
     };
-    let crash_looping = crash_looping_pods(&engine_pods(&ctx.client, &namespace, md).await?);
+    let crash_looping = crash_looping_pods(&engine_pods(&ctx.pods, &namespace, md));
 
     let observed = Observed {
         deployment: applied.deployment.as_ref(),
@@ -419,6 +489,7 @@ impl<K> Child<K> {
 
 async fn apply_children(
     client: &Client,
+    caches: &ChildCaches,
     namespace: &str,
     md: &ModelDeployment,
     desired: &DesiredState,
@@ -429,6 +500,7 @@ async fn apply_children(
     let mut refused = Vec::new();
     let (deployment, created) = match apply_if_ours(
         &Api::namespaced(client.clone(), namespace),
+        &caches.deployments,
         &desired.deployment,
         &uid,
         "Deployment",
@@ -443,6 +515,7 @@ async fn apply_children(
     };
     let service = apply_if_ours(
         &Api::namespaced(client.clone(), namespace),
+        &caches.services,
         &desired.service,
         &uid,
         "Service",
@@ -450,6 +523,7 @@ async fn apply_children(
     .await?;
     let pdb = apply_if_ours(
         &Api::namespaced(client.clone(), namespace),
+        &caches.pdbs,
         &desired.pdb,
         &uid,
         "PodDisruptionBudget",
@@ -460,10 +534,14 @@ async fn apply_children(
     let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), namespace);
     match &desired.network_policy {
         Some(policy) => {
-            let child = apply_if_ours(&policies, policy, &uid, "NetworkPolicy").await?;
+            let child =
+                apply_if_ours(&policies, &caches.policies, policy, &uid, "NetworkPolicy").await?;
             refused.extend(child.refusal());
         }
-        None => delete_if_ours(&policies, &md.name_any(), &uid, "NetworkPolicy").await?,
+        None => {
+            let name = md.name_any();
+            delete_if_ours(&policies, &caches.policies, &name, &uid, "NetworkPolicy").await?
+        }
     }
     Ok(Applied {
         deployment,
@@ -494,20 +572,25 @@ async fn current_children(
 }
 
 /// Applies `object` unless an object of its name exists that is not the ModelDeployment's
-/// (uid `owner_uid`).
-async fn apply_if_ours<K>(api: &Api<K>, object: &K, owner_uid: &str, what: &str) -> Result<Child<K>>
+/// (uid `owner_uid`). Who owns it is read from the cache; only a child the cache does not
+/// hold (one not applied yet, or someone else's, which carries no managed-by label) is asked
+/// for, so a steady-state reconcile reads nothing from the API server.
+async fn apply_if_ours<K>(
+    api: &Api<K>,
+    cache: &Store<PartialObjectMeta<K>>,
+    object: &K,
+    owner_uid: &str,
+    what: &str,
+) -> Result<Child<K>>
 where
-    K: Clone + DeserializeOwned + Serialize + std::fmt::Debug + Resource,
+    K: Clone + DeserializeOwned + Serialize + std::fmt::Debug + Resource<DynamicType = ()>,
 {
-    let name = object.name_any();
-    let existing = api
-        .get_metadata_opt(&name)
-        .await
-        .map_err(|e| Error::kube(format!("reading the {what}"), e))?;
+    let existing = existing_metadata(api, cache, object.meta(), what).await?;
     if let Some(existing) = &existing
-        && let Some(why) = ownership(&existing.metadata, owner_uid, FIELD_MANAGER).refusal()
+        && let Some(why) = ownership(existing, owner_uid, FIELD_MANAGER).refusal()
     {
-        let namespace = existing.metadata.namespace.as_deref().unwrap_or_default();
+        let namespace = existing.namespace.as_deref().unwrap_or_default();
+        let name = object.name_any();
         return Ok(Child::Refused(format!("{what} {namespace}/{name} {why}")));
     }
     let applied = apply(api, object, what).await?;
@@ -517,16 +600,44 @@ where
     })
 }
 
-/// Deletes the child `name` if it is the ModelDeployment's; anyone else's is left alone.
-async fn delete_if_ours<K>(api: &Api<K>, name: &str, owner_uid: &str, what: &str) -> Result<()>
+/// The metadata of the object named as `meta` names it: from the cache when it holds it,
+/// else from the API server.
+async fn existing_metadata<K>(
+    api: &Api<K>,
+    cache: &Store<PartialObjectMeta<K>>,
+    meta: &ObjectMeta,
+    what: &str,
+) -> Result<Option<ObjectMeta>>
 where
-    K: Clone + DeserializeOwned + std::fmt::Debug + Resource,
+    K: Clone + DeserializeOwned + std::fmt::Debug + Resource<DynamicType = ()>,
 {
-    let existing = api
-        .get_metadata_opt(name)
+    let name = meta.name.clone().unwrap_or_default();
+    let key = ObjectRef::new(&name).within(meta.namespace.as_deref().unwrap_or_default());
+    if let Some(cached) = cache.get(&key) {
+        return Ok(Some(cached.metadata.clone()));
+    }
+    let found = api
+        .get_metadata_opt(&name)
         .await
         .map_err(|e| Error::kube(format!("reading the {what}"), e))?;
-    let Some(existing) = existing else {
+    Ok(found.map(|object| object.metadata))
+}
+
+/// Deletes the child `name` if it is the ModelDeployment's; anyone else's is left alone.
+/// Only a child in the cache can be the ModelDeployment's (every child it applied carries the
+/// label the cache watches), so an absent one costs no request.
+async fn delete_if_ours<K>(
+    api: &Api<K>,
+    cache: &Store<PartialObjectMeta<K>>,
+    name: &str,
+    owner_uid: &str,
+    what: &str,
+) -> Result<()>
+where
+    K: Clone + DeserializeOwned + std::fmt::Debug + Resource<DynamicType = ()>,
+{
+    let namespace = api.namespace().unwrap_or_default().to_string();
+    let Some(existing) = cache.get(&ObjectRef::new(name).within(&namespace)) else {
         return Ok(());
     };
     if !ownership(&existing.metadata, owner_uid, FIELD_MANAGER).may_apply() {
@@ -547,12 +658,18 @@ where
     }
 }
 
-async fn engine_pods(client: &Client, namespace: &str, md: &ModelDeployment) -> Result<Vec<Pod>> {
-    let pods = Api::<Pod>::namespaced(client.clone(), namespace)
-        .list(&ListParams::default().labels(&selector_string(md)))
-        .await
-        .map_err(|e| Error::kube("listing the engine pods", e))?;
-    Ok(pods.items)
+/// The engine pods of `md`, from the pod watch's cache.
+fn engine_pods(pods: &Store<Pod>, namespace: &str, md: &ModelDeployment) -> Vec<Pod> {
+    let selector = selector_labels(md);
+    pods.state_filter(|pod| {
+        pod.metadata.namespace.as_deref() == Some(namespace)
+            && selector
+                .iter()
+                .all(|(key, value)| pod.labels().get(key) == Some(value))
+    })
+    .iter()
+    .map(|pod| Pod::clone(pod))
+    .collect()
 }
 
 /// Server-side apply of the status subresource: fields left out of `status` are removed.
@@ -617,6 +734,15 @@ async fn publish(
     if let Err(error) = ctx.recorder.publish(&event, &regarding).await {
         tracing::warn!(%error, reason, "could not publish an event");
     }
+}
+
+/// Drops `object`'s run of failures (it reconciled, or it is going away), and those of
+/// objects no longer in the cache: a deleted object is never reconciled again, so its entry
+/// would otherwise stay for the life of the process.
+fn forget_failures(ctx: &Context, object: &ObjectRef<WatchedModelDeployment>) {
+    let mut failures = ctx.failures.lock().unwrap_or_else(PoisonError::into_inner);
+    failures.remove(object);
+    failures.retain(|other, _| ctx.store.get(other).is_some());
 }
 
 /// Logs and counts the failure, and retries with exponential backoff per object.

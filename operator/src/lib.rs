@@ -17,6 +17,7 @@ pub mod controller;
 pub mod crdgen;
 pub mod desired;
 pub mod error;
+pub mod kube_client;
 pub mod leader;
 pub mod metrics;
 pub mod operator;

@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use modelfleet_operator::autoscaler::AutoscalerConfig;
 use modelfleet_operator::controller::ControllerConfig;
 use modelfleet_operator::crdgen;
+use modelfleet_operator::kube_client::counted_client;
 use modelfleet_operator::leader::LeaseConfig;
 use modelfleet_operator::metrics::Metrics;
 use modelfleet_operator::operator::{OperatorConfig, run};
@@ -134,8 +135,11 @@ async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
         leader_election,
         telemetry_addr: Some(args.telemetry_addr),
     };
-    let client = kube::Client::try_default()
+    let metrics = Metrics::new()?;
+    let kube_config = kube::Config::infer()
         .await
+        .context("finding the Kubernetes API (kubeconfig or in-cluster)")?;
+    let client = counted_client(kube_config, &metrics)
         .context("connecting to the Kubernetes API (kubeconfig or in-cluster)")?;
     let shutdown = CancellationToken::new();
     tokio::spawn({
@@ -146,7 +150,7 @@ async fn run_operator(args: RunArgs) -> anyhow::Result<()> {
             shutdown.cancel();
         }
     });
-    run(client, config, Metrics::new()?, shutdown).await?;
+    run(client, config, metrics, shutdown).await?;
     Ok(())
 }
 

@@ -15,10 +15,19 @@ pub const STATUS_WRITES_TOTAL: &str = "modelfleet_operator_status_writes_total";
 pub const LEADER: &str = "modelfleet_operator_leader";
 pub const AUTOSCALER_QUERY_FAILURES_TOTAL: &str =
     "modelfleet_operator_autoscaler_query_failures_total";
+pub const AUTOSCALER_TICK_DURATION_SECONDS: &str =
+    "modelfleet_operator_autoscaler_tick_duration_seconds";
+pub const API_REQUESTS_TOTAL: &str = "modelfleet_operator_api_requests_total";
 
 /// Label on [`RECONCILE_ERRORS_TOTAL`]: the kind of error (bounded set, see
 /// [`crate::Error::metric_label`]).
 const ERROR_LABEL: &str = "error";
+/// Label on [`API_REQUESTS_TOTAL`]: the HTTP method (GET, PATCH, …; a watch is a GET).
+const METHOD_LABEL: &str = "method";
+/// Buckets of both duration histograms, in seconds.
+const DURATION_BUCKETS: [f64; 13] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
 
 /// Every metric the operator exports, registered in its own registry (no globals, so two
 /// operators in one process, as in the tests, keep separate counts).
@@ -32,6 +41,8 @@ pub struct Metrics {
     pub status_writes: IntCounter,
     pub leader: IntGauge,
     pub autoscaler_query_failures: IntCounter,
+    pub autoscaler_tick_duration: Histogram,
+    pub api_requests: IntCounterVec,
 }
 
 impl Metrics {
@@ -47,11 +58,22 @@ impl Metrics {
             &[ERROR_LABEL],
         )?;
         let reconcile_duration = Histogram::with_opts(
-            HistogramOpts::new(RECONCILE_DURATION_SECONDS, "Time one reconcile took").buckets(
-                vec![
-                    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-                ],
+            HistogramOpts::new(RECONCILE_DURATION_SECONDS, "Time one reconcile took")
+                .buckets(DURATION_BUCKETS.to_vec()),
+        )?;
+        let autoscaler_tick_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                AUTOSCALER_TICK_DURATION_SECONDS,
+                "Time one autoscaler tick took: every query and decision",
+            )
+            .buckets(DURATION_BUCKETS.to_vec()),
+        )?;
+        let api_requests = IntCounterVec::new(
+            Opts::new(
+                API_REQUESTS_TOTAL,
+                "Requests to the Kubernetes API, by HTTP method",
             ),
+            &[METHOD_LABEL],
         )?;
         let managed = IntGauge::new(
             MANAGED_MODELDEPLOYMENTS,
@@ -77,6 +99,8 @@ impl Metrics {
         registry.register(Box::new(status_writes.clone()))?;
         registry.register(Box::new(leader.clone()))?;
         registry.register(Box::new(autoscaler_query_failures.clone()))?;
+        registry.register(Box::new(autoscaler_tick_duration.clone()))?;
+        registry.register(Box::new(api_requests.clone()))?;
         Ok(Self {
             registry,
             reconciles,
@@ -86,6 +110,8 @@ impl Metrics {
             status_writes,
             leader,
             autoscaler_query_failures,
+            autoscaler_tick_duration,
+            api_requests,
         })
     }
 

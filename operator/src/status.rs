@@ -8,7 +8,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use crate::api::{ModelDeployment, ModelDeploymentStatus, condition};
 use crate::autoscaler::{Activity, Verdict};
 use crate::conditions::{self, Observation, Status};
-use crate::desired::{REVISION_ANNOTATION, endpoint, selector_string};
+use crate::desired::{Authority, REVISION_ANNOTATION, authority, endpoint, selector_string};
 
 /// The Deployment condition reason that means a rollout missed its progress deadline.
 const PROGRESS_DEADLINE_EXCEEDED: &str = "ProgressDeadlineExceeded";
@@ -362,23 +362,21 @@ fn scaling_active(md: &ModelDeployment, desired: i32, view: &AutoscalerView<'_>)
         reason,
         message,
     };
-    let replicas = &md.spec.replicas;
-    if let Some(count) = replicas.count {
-        obs(
+    match authority(&md.spec.replicas) {
+        Authority::ScaleSubresource { .. } => obs(
             Status::False,
             "ScaleSubresource",
             format!(
-                "spec.replicas.count ({count}) is set, so the scale subresource drives the size"
+                "spec.replicas.count ({}) is set, so the scale subresource drives the size",
+                md.spec.replicas.count.unwrap_or_default()
             ),
-        )
-    } else if replicas.min == replicas.max {
-        obs(
+        ),
+        Authority::FixedSize { replicas } => obs(
             Status::False,
             "FixedSize",
-            format!("spec.replicas.min == max == {}", replicas.min),
-        )
-    } else {
-        match view {
+            format!("spec.replicas.min == max == {replicas}"),
+        ),
+        Authority::Autoscaler { .. } => match view {
             AutoscalerView::Off => obs(
                 Status::False,
                 "NoPrometheus",
@@ -416,7 +414,7 @@ fn scaling_active(md: &ModelDeployment, desired: i32, view: &AutoscalerView<'_>)
                     format!("cannot query Prometheus ({error}); holding {desired} replicas"),
                 ),
             },
-        }
+        },
     }
 }
 

@@ -184,6 +184,16 @@ pub fn start_operator(
     prometheus_url: Option<&str>,
     autoscale_interval: Duration,
 ) -> Result<ManagedProcess, Error> {
+    start_operator_with_telemetry(cluster, prometheus_url, autoscale_interval)
+        .map(|(process, _)| process)
+}
+
+/// [`start_operator`], also returning the address of its `/metrics`.
+pub fn start_operator_with_telemetry(
+    cluster: &Cluster,
+    prometheus_url: Option<&str>,
+    autoscale_interval: Duration,
+) -> Result<(ManagedProcess, std::net::SocketAddr), Error> {
     let binary = workspace_binary("modelfleet-operator", "modelfleet-operator")?;
     let telemetry = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -198,13 +208,14 @@ pub fn start_operator(
     if let Some(url) = prometheus_url {
         args.extend(["--prometheus-url".into(), url.to_string()]);
     }
-    ManagedProcess::spawn_with_env(
+    let process = ManagedProcess::spawn_with_env(
         "modelfleet-operator",
         &binary,
         &args,
         &[("KUBECONFIG", cluster.kubeconfig_path().as_os_str())],
         &cluster.dir().join("operator.log"),
-    )
+    )?;
+    Ok((process, telemetry))
 }
 
 /// Installs the generated CRD (`crds/`) and waits until the API server serves it.

@@ -3,6 +3,9 @@
 use std::time::Duration;
 
 use crate::api::ModelDeploymentSpec;
+#[cfg(doc)]
+use crate::desired::Authority;
+use crate::desired::{authority, autoscaler_floor};
 
 /// The autoscaling settings of one ModelDeployment, with durations parsed.
 #[derive(Clone, Debug, PartialEq)]
@@ -23,10 +26,11 @@ pub struct Policy {
     pub scale_to_zero_after: Option<Duration>,
 }
 
-/// Whether the built-in autoscaler decides the size: not when `spec.replicas.count` is set
-/// (the `scale` subresource drives it) and not when `min == max` (a fixed size).
+/// Whether the built-in autoscaler decides the size (see [`Authority`]): not when
+/// `spec.replicas.count` is set (the `scale` subresource drives it) and not when
+/// `min == max` (a fixed size).
 pub fn autoscaling_applies(spec: &ModelDeploymentSpec) -> bool {
-    spec.replicas.count.is_none() && spec.replicas.min < spec.replicas.max
+    authority(&spec.replicas).is_autoscaler()
 }
 
 impl Policy {
@@ -59,7 +63,7 @@ impl Policy {
     /// The fewest replicas a queue-depth recommendation may ask for: zero is reached only
     /// through `scale_to_zero_after`.
     pub fn floor(&self) -> i32 {
-        self.min.max(1).min(self.max)
+        autoscaler_floor(self.min, self.max)
     }
 }
 

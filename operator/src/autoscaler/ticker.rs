@@ -1,7 +1,7 @@
 //! The loop around the pure scaler: every interval, one query per autoscaled
 //! ModelDeployment, one step of its [`Scaler`], and a reconcile whenever the verdict changed.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,7 +19,7 @@ use super::{
     AutoscalerConfig, Policy, Reading, Scaler, Verdict, Verdicts, autoscaling_applies, promql,
 };
 use crate::api::{ModelDeployment, WatchedModelDeployment, watched_ref};
-use crate::desired::desired_replicas;
+use crate::desired::replica_count;
 use crate::metrics::Metrics;
 
 /// Queries in flight at once.
@@ -38,6 +38,7 @@ pub async fn run(
 ) {
     tracing::info!(prometheus = %prometheus.url(), interval = ?config.interval, "autoscaler started");
     let mut scalers: HashMap<ObjectRef<WatchedModelDeployment>, Scaler> = HashMap::new();
+    let mut policies = Policies::default();
     let mut ticker = tokio::time::interval(config.interval.max(Duration::from_millis(10)));
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
@@ -45,38 +46,41 @@ pub async fn run(
             () = shutdown.cancelled() => break,
             _ = ticker.tick() => {}
         }
+        let tick = metrics.autoscaler_tick_duration.start_timer();
         // An object that does not decode is skipped (its status says why); the others are
-        // autoscaled as ever.
-        let autoscaled: Vec<Arc<ModelDeployment>> = store
-            .state()
-            .iter()
-            .filter_map(|watched| watched.0.as_ref().ok())
-            .filter(|md| md.meta().deletion_timestamp.is_none() && autoscaling_applies(&md.spec))
-            .map(|md| Arc::new(md.clone()))
-            .collect();
+        // autoscaled as ever. The cache's objects are shared, not copied.
+        let autoscaled: Vec<Arc<WatchedModelDeployment>> = store.state_filter(|watched| {
+            watched.0.as_ref().is_ok_and(|md| {
+                md.meta().deletion_timestamp.is_none() && autoscaling_applies(&md.spec)
+            })
+        });
         // Forget objects that are gone or no longer autoscaled: a later return starts from
         // their status, as after a restart.
-        let live: std::collections::HashSet<_> =
-            autoscaled.iter().map(|md| watched_ref(md)).collect();
+        let live: HashSet<_> = autoscaled
+            .iter()
+            .map(|watched| ObjectRef::from(watched.as_ref()))
+            .collect();
         scalers.retain(|object, _| live.contains(object));
+        policies.retain(|object| live.contains(object));
         verdicts.retain(|object| live.contains(object));
 
-        let readings: Vec<(Arc<ModelDeployment>, Policy, Reading)> =
-            futures::stream::iter(autoscaled)
-                .filter_map(|md| async move {
-                    match Policy::of(&md.spec) {
-                        Ok(policy) => Some((md, policy)),
-                        Err(reason) => {
-                            tracing::warn!(object = %object_name(&md), %reason, "not autoscaling");
-                            None
-                        }
-                    }
-                })
-                .map(|(md, policy)| {
+        let mut queries = Vec::with_capacity(autoscaled.len());
+        for watched in autoscaled {
+            let object = ObjectRef::from(watched.as_ref());
+            if let Some(policy) = policies.policy_of(object, &watched) {
+                queries.push((watched, policy));
+            }
+        }
+        let readings: Vec<(Arc<WatchedModelDeployment>, Policy, Reading)> =
+            futures::stream::iter(queries)
+                .map(|(watched, policy)| {
                     let prometheus = prometheus.clone();
                     async move {
-                        let reading = read(&prometheus, &md, &policy).await;
-                        (md, policy, reading)
+                        let reading = match &watched.0 {
+                            Ok(md) => read(&prometheus, md, &policy).await,
+                            Err(_) => Reading::NoMetrics,
+                        };
+                        (watched, policy, reading)
                     }
                 })
                 .buffer_unordered(CONCURRENT_QUERIES)
@@ -84,20 +88,21 @@ pub async fn run(
                 .await;
 
         let now = Timestamp::now();
-        for (md, policy, reading) in readings {
-            let object = watched_ref(&md);
+        for (watched, policy, reading) in readings {
+            let Ok(md) = &watched.0 else { continue };
+            let object = watched_ref(md);
             if let Reading::Unavailable(error) = &reading {
                 metrics.autoscaler_query_failures.inc();
-                tracing::debug!(object = %object_name(&md), %error, "queue depth unavailable");
+                tracing::debug!(object = %object_name(md), %error, "queue depth unavailable");
             }
             let scaler = scalers
                 .entry(object.clone())
-                .or_insert_with(|| Scaler::new(running_replicas(&md)));
+                .or_insert_with(|| Scaler::new(replica_count(md, None)));
             let decision = scaler.step(&policy, &reading, now);
             let last_change = match decision.cause(&policy) {
                 Some(cause) => {
                     tracing::info!(
-                        object = %object_name(&md),
+                        object = %object_name(md),
                         from = decision.previous, to = decision.replicas, %cause, "autoscaling"
                     );
                     Some((decision.previous, decision.replicas, cause))
@@ -116,18 +121,9 @@ pub async fn run(
                 return;
             }
         }
+        tick.observe_duration();
     }
     tracing::info!("autoscaler stopped");
-}
-
-/// The size the reconciler runs now: what the status says was decided, kept in bounds.
-fn running_replicas(md: &ModelDeployment) -> i32 {
-    let held = md
-        .status
-        .as_ref()
-        .filter(|s| s.observed_generation.is_some())
-        .map(|s| s.desired_replicas);
-    desired_replicas(&md.spec.replicas, held)
 }
 
 async fn read(prometheus: &PrometheusClient, md: &ModelDeployment, policy: &Policy) -> Reading {
@@ -145,4 +141,40 @@ async fn read(prometheus: &PrometheusClient, md: &ModelDeployment, policy: &Poli
 
 fn object_name(md: &ModelDeployment) -> String {
     format!("{}/{}", md.namespace().unwrap_or_default(), md.name_any())
+}
+
+/// Each object's parsed [`Policy`] by the generation it was parsed at: a tick does no work
+/// for an object that did not change beyond its query.
+#[derive(Default)]
+struct Policies(HashMap<ObjectRef<WatchedModelDeployment>, (Option<i64>, Option<Policy>)>);
+
+impl Policies {
+    /// The policy of `watched`, or `None` (logged once per generation) when its spec does
+    /// not parse.
+    fn policy_of(
+        &mut self,
+        object: ObjectRef<WatchedModelDeployment>,
+        watched: &WatchedModelDeployment,
+    ) -> Option<Policy> {
+        let md = watched.0.as_ref().ok()?;
+        let generation = md.meta().generation;
+        if let Some((parsed_at, policy)) = self.0.get(&object)
+            && *parsed_at == generation
+        {
+            return policy.clone();
+        }
+        let policy = match Policy::of(&md.spec) {
+            Ok(policy) => Some(policy),
+            Err(reason) => {
+                tracing::warn!(object = %object_name(md), %reason, "not autoscaling");
+                None
+            }
+        };
+        self.0.insert(object, (generation, policy.clone()));
+        policy
+    }
+
+    fn retain(&mut self, keep: impl Fn(&ObjectRef<WatchedModelDeployment>) -> bool) {
+        self.0.retain(|object, _| keep(object));
+    }
 }

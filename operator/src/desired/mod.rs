@@ -25,7 +25,7 @@ pub use deployment::{
 pub use labels::{DEPLOYMENT_LABEL, selector_labels, selector_string};
 pub use network_policy::build_network_policy;
 pub use pdb::build_pdb;
-pub use replicas::desired_replicas;
+pub use replicas::{Authority, authority, autoscaler_floor, held_replicas, replica_count};
 pub use service::{build_service, endpoint};
 
 use crate::api::ModelDeployment;
