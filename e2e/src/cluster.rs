@@ -52,6 +52,8 @@ pub struct ClusterOptions {
     /// scheduler may send; `None` keeps their defaults (20 and 50), which pace any test of
     /// thousands of objects.
     pub component_qps: Option<u32>,
+    /// Extra `--flag=value` arguments for kube-controller-manager.
+    pub extra_controller_manager_args: Vec<String>,
 }
 
 impl Default for ClusterOptions {
@@ -63,6 +65,7 @@ impl Default for ClusterOptions {
             ready_timeout: Duration::from_secs(180),
             service_range: DEFAULT_SERVICE_RANGE,
             component_qps: None,
+            extra_controller_manager_args: Vec::new(),
         }
     }
 }
@@ -180,6 +183,7 @@ impl Cluster {
                 &[
                     controller_manager_args(&pki, &config, cm_port, options.service_range),
                     qps_args(options.component_qps),
+                    options.extra_controller_manager_args.clone(),
                 ]
                 .concat(),
                 &logs.join("kube-controller-manager.log"),

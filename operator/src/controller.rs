@@ -192,22 +192,30 @@ pub async fn run_controller(
         .touched_objects();
     // Objects that do not decode arrive as errors of their own instead of failing the whole
     // list (and with it every other tenant's reconciles).
-    let controller = Controller::new(
+    // The ModelDeployments' managed fields are never read here; at fleet sizes they are a
+    // large share of the cache.
+    let (model_deployments, md_cache) = reflector::store::<WatchedModelDeployment>();
+    let md_events = watcher(
         scoped::<WatchedModelDeployment>(&client, &config),
         watcher::Config::default(),
     )
-    .owns_stream(deployment_events)
-    .owns_stream(service_events)
-    .owns_stream(pdb_events)
-    .owns_stream(policy_events)
-    // Pods are not owned directly (their ReplicaSet is), but a crash-looping pod must
-    // turn Degraded on without waiting for the resync. Reconciles read them from this
-    // watch's cache, never with a LIST of their own.
-    .watches_stream(pod_events, model_deployment_of_pod)
-    .reconcile_on(verdict_changes)
-    // Coalesce bursts (a rollout touches many objects) into one reconcile.
-    .with_config(kube::runtime::controller::Config::default().debounce(DEBOUNCE))
-    .graceful_shutdown_on(shutdown.clone().cancelled_owned());
+    .default_backoff()
+    .modify(|md| md.meta_mut().managed_fields = None)
+    .reflect(md_cache)
+    .applied_objects();
+    let controller = Controller::for_stream(md_events, model_deployments)
+        .owns_stream(deployment_events)
+        .owns_stream(service_events)
+        .owns_stream(pdb_events)
+        .owns_stream(policy_events)
+        // Pods are not owned directly (their ReplicaSet is), but a crash-looping pod must
+        // turn Degraded on without waiting for the resync. Reconciles read them from this
+        // watch's cache, never with a LIST of their own.
+        .watches_stream(pod_events, model_deployment_of_pod)
+        .reconcile_on(verdict_changes)
+        // Coalesce bursts (a rollout touches many objects) into one reconcile.
+        .with_config(kube::runtime::controller::Config::default().debounce(DEBOUNCE))
+        .graceful_shutdown_on(shutdown.clone().cancelled_owned());
     let reporter = Reporter {
         controller: FIELD_MANAGER.into(),
         instance: Some(config.identity.clone()),
@@ -487,6 +495,8 @@ impl<K> Child<K> {
     }
 }
 
+/// Applies every child at once: they do not depend on one another, so a reconcile waits for
+/// the slowest request rather than for their sum.
 async fn apply_children(
     client: &Client,
     caches: &ChildCaches,
@@ -497,52 +507,60 @@ async fn apply_children(
     let uid = md.uid().ok_or(Error::MissingField {
         what: "metadata.uid of the ModelDeployment",
     })?;
+    let deployments = Api::namespaced(client.clone(), namespace);
+    let services = Api::namespaced(client.clone(), namespace);
+    let pdbs = Api::namespaced(client.clone(), namespace);
+    let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), namespace);
+    let name = md.name_any();
+    let policy = async {
+        match &desired.network_policy {
+            Some(policy) => {
+                let child =
+                    apply_if_ours(&policies, &caches.policies, policy, &uid, "NetworkPolicy")
+                        .await?;
+                Ok(child.refusal())
+            }
+            None => {
+                delete_if_ours(&policies, &caches.policies, &name, &uid, "NetworkPolicy").await?;
+                Ok(None)
+            }
+        }
+    };
+    let (deployment, service, pdb, policy_refusal) = futures::try_join!(
+        apply_if_ours(
+            &deployments,
+            &caches.deployments,
+            &desired.deployment,
+            &uid,
+            "Deployment"
+        ),
+        apply_if_ours(
+            &services,
+            &caches.services,
+            &desired.service,
+            &uid,
+            "Service"
+        ),
+        apply_if_ours(
+            &pdbs,
+            &caches.pdbs,
+            &desired.pdb,
+            &uid,
+            "PodDisruptionBudget"
+        ),
+        policy,
+    )?;
     let mut refused = Vec::new();
-    let (deployment, created) = match apply_if_ours(
-        &Api::namespaced(client.clone(), namespace),
-        &caches.deployments,
-        &desired.deployment,
-        &uid,
-        "Deployment",
-    )
-    .await?
-    {
+    let (deployment, created) = match deployment {
         Child::Applied { object, created } => (Some(object), created),
         Child::Refused(why) => {
             refused.push(why);
             (None, false)
         }
     };
-    let service = apply_if_ours(
-        &Api::namespaced(client.clone(), namespace),
-        &caches.services,
-        &desired.service,
-        &uid,
-        "Service",
-    )
-    .await?;
-    let pdb = apply_if_ours(
-        &Api::namespaced(client.clone(), namespace),
-        &caches.pdbs,
-        &desired.pdb,
-        &uid,
-        "PodDisruptionBudget",
-    )
-    .await?;
     refused.extend(service.refusal());
     refused.extend(pdb.refusal());
-    let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), namespace);
-    match &desired.network_policy {
-        Some(policy) => {
-            let child =
-                apply_if_ours(&policies, &caches.policies, policy, &uid, "NetworkPolicy").await?;
-            refused.extend(child.refusal());
-        }
-        None => {
-            let name = md.name_any();
-            delete_if_ours(&policies, &caches.policies, &name, &uid, "NetworkPolicy").await?
-        }
-    }
+    refused.extend(policy_refusal);
     Ok(Applied {
         deployment,
         created,

@@ -215,7 +215,7 @@ impl Run {
                 "[bench-operator] {}: Ready in {:.1} s, reconcile p99 {}, {:.1} API requests per reconcile, RSS {:.0} MiB",
                 self.count,
                 f.ready_in.as_secs_f64(),
-                millis(quantile(&f.end.reconcile_buckets, 0.99)),
+                quantile_ms(&f.end.reconcile_buckets, 0.99),
                 per_reconcile(&f.at_ready, &OperatorSample::default()),
                 mib(f.end.rss_bytes)
             ),
@@ -234,6 +234,27 @@ fn per_reconcile(later: &OperatorSample, earlier: &OperatorSample) -> f64 {
 
 fn millis(seconds: Option<f64>) -> String {
     seconds.map_or("–".into(), |s| format!("{:.1} ms", s * 1000.0))
+}
+
+/// The `q` quantile of `buckets` in milliseconds, or "> N ms" when it lies beyond the largest
+/// finite bucket.
+fn quantile_ms(buckets: &[(f64, f64)], q: f64) -> String {
+    let largest = buckets
+        .iter()
+        .map(|(bound, _)| *bound)
+        .filter(|bound| bound.is_finite())
+        .fold(0.0, f64::max);
+    let finite_count = buckets
+        .iter()
+        .filter(|(bound, _)| *bound == largest)
+        .map(|(_, count)| *count)
+        .next()
+        .unwrap_or(0.0);
+    let total = buckets.iter().map(|(_, count)| *count).fold(0.0, f64::max);
+    if total > 0.0 && finite_count < q * total {
+        return format!("> {:.0} ms", largest * 1000.0);
+    }
+    millis(quantile(buckets, q))
 }
 
 fn mib(bytes: u64) -> f64 {
@@ -274,7 +295,7 @@ pub fn report(
     );
     let _ = writeln!(
         out,
-        "| ModelDeployments | created in | all Ready in | reconcile p50 | reconcile p99 | API requests / reconcile (to Ready) | API requests / reconcile (steady) | reconciles / s (steady) | RSS | CPU (to Ready) | CPU (steady) | autoscaler tick p50 / p99 | queue step → replicas |"
+        "| ModelDeployments | created in | all Ready in | reconcile p50 / p99 (to Ready) | reconcile p50 / p99 (after) | API requests / reconcile (to Ready) | API requests / reconcile (steady) | reconciles / s (steady) | RSS | CPU (to Ready) | CPU (steady) | autoscaler tick p50 / p99 | queue step → replicas |"
     );
     let _ = writeln!(
         out,
@@ -290,22 +311,25 @@ pub fn report(
                     .map(|r| format!("{:.1} s", r.as_secs_f64()))
                     .collect();
                 let ticks = delta(&f.end.tick_buckets, &f.at_ready.tick_buckets);
+                let after = delta(&f.end.reconcile_buckets, &f.at_ready.reconcile_buckets);
                 let _ = writeln!(
                     out,
-                    "| {} | {:.1} s | {:.1} s | {} | {} | {:.1} | {:.1} | {:.2} | {:.0} MiB | {:.1} s | {:.0}% | {} / {} | {} |",
+                    "| {} | {:.1} s | {:.1} s | {} / {} | {} / {} | {:.1} | {:.1} | {:.2} | {:.0} MiB | {:.1} s | {:.0}% | {} / {} | {} |",
                     run.count,
                     f.created_in.as_secs_f64(),
                     f.ready_in.as_secs_f64(),
-                    millis(quantile(&f.end.reconcile_buckets, 0.5)),
-                    millis(quantile(&f.end.reconcile_buckets, 0.99)),
+                    quantile_ms(&f.at_ready.reconcile_buckets, 0.5),
+                    quantile_ms(&f.at_ready.reconcile_buckets, 0.99),
+                    quantile_ms(&after, 0.5),
+                    quantile_ms(&after, 0.99),
                     per_reconcile(&f.at_ready, &OperatorSample::default()),
                     per_reconcile(&f.steady, &f.at_ready),
                     (f.steady.reconciles - f.at_ready.reconciles) / steady_s,
                     mib(f.end.rss_bytes),
                     f.at_ready.cpu_seconds,
                     100.0 * (f.steady.cpu_seconds - f.at_ready.cpu_seconds) / steady_s,
-                    millis(quantile(&ticks, 0.5)),
-                    millis(quantile(&ticks, 0.99)),
+                    quantile_ms(&ticks, 0.5),
+                    quantile_ms(&ticks, 0.99),
                     reactions.join(", "),
                 );
             }
@@ -330,9 +354,13 @@ mod tests {
             (f64::INFINITY, 100.0),
         ];
         assert_eq!(quantile(&buckets, 0.5), Some(0.01));
-        let p70 = quantile(&buckets, 0.7).unwrap();
+        let p70 = quantile(&buckets, 0.7).expect("observations");
         assert!((p70 - 0.055).abs() < 1e-9, "{p70}");
         assert_eq!(quantile(&[(0.1, 0.0)], 0.5), None);
+        let slow = [(0.01, 1.0), (10.0, 5.0), (f64::INFINITY, 10.0)];
+        assert_eq!(quantile_ms(&slow, 0.99), "> 10000 ms");
+        // Rank 3 of 10 is the second of the four observations between 10 ms and 10 s.
+        assert_eq!(quantile_ms(&slow, 0.3), "5005.0 ms");
     }
 
     #[test]
