@@ -64,6 +64,8 @@ const BASE_BACKOFF: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
 /// Changes closer together than this are reconciled once.
 const DEBOUNCE: Duration = Duration::from_millis(500);
+/// Reconciles in flight at once (each sends up to five requests of its own at a time).
+const CONCURRENT_RECONCILES: u16 = 16;
 
 /// Where the controller looks and how it names itself.
 #[derive(Clone, Debug)]
@@ -213,8 +215,14 @@ pub async fn run_controller(
         // watch's cache, never with a LIST of their own.
         .watches_stream(pod_events, model_deployment_of_pod)
         .reconcile_on(verdict_changes)
-        // Coalesce bursts (a rollout touches many objects) into one reconcile.
-        .with_config(kube::runtime::controller::Config::default().debounce(DEBOUNCE))
+        // Coalesce bursts (a rollout touches many objects) into one reconcile, and run a
+        // bounded number at once: unbounded, a thousand new objects mean a thousand
+        // reconciles, each with connections of its own, contending for the API server.
+        .with_config(
+            kube::runtime::controller::Config::default()
+                .debounce(DEBOUNCE)
+                .concurrency(CONCURRENT_RECONCILES),
+        )
         .graceful_shutdown_on(shutdown.clone().cancelled_owned());
     let reporter = Reporter {
         controller: FIELD_MANAGER.into(),
