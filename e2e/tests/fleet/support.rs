@@ -8,12 +8,12 @@ use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::api::{Api, ListParams};
 use modelfleet_contract::ports;
 use modelfleet_e2e::fleet::{self, Fleet, FleetOptions, ModelDeploymentStatus, model_deployments};
-use modelfleet_engine::loadgen::{
+use modelfleet_loadgen::{
     Arrival, LoadConfig, LoadGenerator, Prompt, RequestSettings, StopAfter, Target,
 };
-use modelfleet_engine::proto::v1 as pb;
-use modelfleet_engine::proto::v1::generation_client::GenerationClient;
 use modelfleet_operator::api::ModelDeployment;
+use modelfleet_proto::v1 as pb;
+use modelfleet_proto::v1::generation_client::GenerationClient;
 
 pub const NAME: &str = "smollm2";
 /// `spec.model.servedName` of the example.

@@ -9,8 +9,8 @@
 use std::time::Instant;
 
 use modelfleet_engine::engine::{Engine, EngineError, GenerationRequest, StopParams};
-use modelfleet_engine::loadgen::quantile;
 use modelfleet_engine::sampling::SamplingParams;
+use modelfleet_loadgen::quantile;
 
 /// Prompt `sequence` of the benchmark. Must match `prompt_ids` in
 /// bench/engine_cpu_transformers.py: distinct per sequence, so no prefix is shared.

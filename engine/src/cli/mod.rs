@@ -31,7 +31,7 @@ pub enum Command {
     /// drain.
     Serve(ServeArgs),
     /// Fetch a model's files at a pinned revision into a directory (the pod's init container).
-    Fetch(modelfleet_engine::fetch::FetchArgs),
+    Fetch(modelfleet_fetch::FetchArgs),
 }
 
 /// The engine's own tuning of a loaded model: how big its KV cache is, how many tokens a

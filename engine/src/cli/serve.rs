@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use modelfleet_engine::engine::EngineHandle;
-use modelfleet_engine::fetch::marker;
 use modelfleet_engine::server::{
     self, ApiKey, ChatTemplate, ModelInfo, ServerConfig, ServingModel,
 };
+use modelfleet_fetch::marker;
 use tokio::signal::unix::{SignalKind, signal};
 
 use super::ServeArgs;

@@ -2,7 +2,7 @@
 //! a message that names the field and the limit.
 
 use modelfleet_contract::metrics;
-use modelfleet_engine::proto::v1 as pb;
+use modelfleet_proto::v1 as pb;
 use serde_json::json;
 
 use crate::support::{Server, greedy_request, post_json, post_raw};

@@ -13,8 +13,8 @@ use modelfleet_contract::metrics::{
     self, KV_CACHE_USAGE_RATIO as KV_USAGE, OUTCOME, QUEUE_DEPTH, REQUESTS,
     RUNNING_REQUESTS as RUNNING, SLOTS_IN_USE,
 };
-use modelfleet_engine::proto::v1 as pb;
-use modelfleet_engine::proto::v1::generation_client::GenerationClient;
+use modelfleet_proto::v1 as pb;
+use modelfleet_proto::v1::generation_client::GenerationClient;
 use serde_json::json;
 use tonic::transport::Endpoint;
 

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use modelfleet_contract::metrics::{
     self, KV_CACHE_USAGE_RATIO as KV_USAGE, OUTCOME, QUEUE_DEPTH, REQUESTS, SLOTS_IN_USE,
 };
-use modelfleet_engine::proto::v1::generation_client::GenerationClient;
+use modelfleet_proto::v1::generation_client::GenerationClient;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::support::{Server, collect_stream, greedy_request};

@@ -13,7 +13,7 @@ use anyhow::Context as _;
 use modelfleet_contract::{metrics, ports};
 use modelfleet_e2e::fleet::{self, EndpointFollower, Fleet, FleetOptions, ModelDeploymentStatus};
 use modelfleet_e2e::tools;
-use modelfleet_engine::loadgen::{
+use modelfleet_loadgen::{
     Arrival, LiveSnapshot, LoadConfig, LoadGenerator, Prompt, RequestSettings, StopAfter, Target,
 };
 use tokio_util::sync::CancellationToken;
