@@ -85,17 +85,41 @@ fn modified(path: &Path) -> SystemTime {
 fn is_newer_than_sources(binary: &Path, package: &str) -> bool {
     let built = modified(binary);
     let root = repo_root();
-    let package_dir = root.join(package.trim_start_matches("modelfleet-"));
-    [
-        package_dir.join("src"),
-        package_dir.join("proto"),
-        package_dir.join("build.rs"),
-        package_dir.join("Cargo.toml"),
-        root.join("Cargo.toml"),
-        root.join("Cargo.lock"),
-    ]
-    .iter()
-    .all(|path| newest(path) < built)
+    let mut inputs = vec![root.join("Cargo.toml"), root.join("Cargo.lock")];
+    for dir in crate_dirs(&root.join(package.trim_start_matches("modelfleet-"))) {
+        inputs.extend(["src", "build.rs", "Cargo.toml"].map(|p| dir.join(p)));
+        // The generated gRPC types' .proto files.
+        inputs.push(dir.join("modelfleet"));
+    }
+    inputs.iter().all(|path| newest(path) < built)
+}
+
+/// `dir` and the directories of the workspace crates it depends on (`path = "../…"` in its
+/// Cargo.toml), transitively: a binary is stale when any of them changed.
+fn crate_dirs(dir: &Path) -> Vec<PathBuf> {
+    let mut found = vec![dir.to_path_buf()];
+    let mut next = 0;
+    while let Some(dir) = found.get(next).cloned() {
+        next += 1;
+        let manifest = std::fs::read_to_string(dir.join("Cargo.toml")).unwrap_or_default();
+        for dependency in path_dependencies(&manifest) {
+            let dependency = dir.join(dependency);
+            if !found.iter().any(|d| d == &dependency) {
+                found.push(dependency);
+            }
+        }
+    }
+    found
+}
+
+/// The `path = "…"` values of a manifest's dependencies.
+fn path_dependencies(manifest: &str) -> Vec<&str> {
+    manifest
+        .split("path = \"")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        .filter(|path| path.starts_with(".."))
+        .collect()
 }
 
 /// The newest modification time of `path` and everything under it.
@@ -110,4 +134,29 @@ fn newest(path: &Path) -> SystemTime {
         .filter_map(Result::ok)
         .map(|entry| newest(&entry.path()))
         .fold(own, std::cmp::max)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_binary_depends_on_the_workspace_crates_its_package_names() {
+        let root = repo_root();
+        let dirs = crate_dirs(&root.join("engine"));
+        for name in ["engine", "contract", "proto", "fetch", "loadgen"] {
+            assert!(
+                dirs.iter()
+                    .any(|d| d.canonicalize().ok() == root.join(name).canonicalize().ok()),
+                "{name} missing from {dirs:?}"
+            );
+        }
+        let operator = crate_dirs(&root.join("operator"));
+        assert!(
+            !operator
+                .iter()
+                .any(|d| d.canonicalize().ok() == root.join("engine").canonicalize().ok()),
+            "{operator:?}"
+        );
+    }
 }

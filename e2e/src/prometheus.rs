@@ -22,6 +22,12 @@ use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef, Subject};
 use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
+use modelfleet_contract::labels::field_manager::HARNESS as FIELD_MANAGER;
+use modelfleet_contract::labels::{DEPLOYMENT as DEPLOYMENT_LABEL, prometheus_pod_meta_label};
+use modelfleet_contract::metrics::{MODEL_DEPLOYMENT, NAMESPACE, POD};
+use modelfleet_contract::ports;
+pub use modelfleet_contract::prometheus::Sample;
+use modelfleet_contract::prometheus::{PrometheusClient, sum};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -29,14 +35,6 @@ use crate::kubeconfig;
 use crate::process::ManagedProcess;
 use crate::{Cluster, Error};
 
-/// The pod label that marks an engine pod and names its ModelDeployment.
-pub const DEPLOYMENT_LABEL: &str = "modelfleet.dev/deployment";
-/// The container port scraped on each pod.
-pub const METRICS_PORT_NAME: &str = "http";
-/// Series labels set by the relabelling of pod targets.
-pub const NAMESPACE_LABEL: &str = "namespace";
-pub const POD_LABEL: &str = "pod";
-pub const MODEL_DEPLOYMENT_LABEL: &str = "modeldeployment";
 /// Job names in the generated configuration (the `job` label of every series).
 pub const PODS_JOB: &str = "modelfleet-pods";
 pub const STATIC_JOB: &str = "static";
@@ -44,7 +42,6 @@ pub const STATIC_JOB: &str = "static";
 /// Name of the service account (in `kube-system`) Prometheus discovers pods as.
 const SERVICE_ACCOUNT: &str = "modelfleet-prometheus";
 const SYSTEM_NAMESPACE: &str = "kube-system";
-const FIELD_MANAGER: &str = "modelfleet-e2e";
 /// Bytes of the log printed when something fails.
 const LOG_TAIL_BYTES: u64 = 4000;
 
@@ -181,13 +178,6 @@ impl StaticTarget {
         self.labels.insert(name.to_string(), value.to_string());
         self
     }
-}
-
-/// One series of an instant-query answer.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Sample {
-    pub labels: BTreeMap<String, String>,
-    pub value: f64,
 }
 
 /// A running (or stopped) Prometheus. Dropping it stops the process.
@@ -332,16 +322,15 @@ impl Prometheus {
     /// An instant query: every series of the answer (a scalar answer is one unlabelled
     /// sample).
     pub async fn query(&self, promql: &str) -> Result<Vec<Sample>, Error> {
-        let body = self
-            .get(&format!("/api/v1/query?query={}", percent_encode(promql)))
-            .await?;
-        parse_query_answer(&body).map_err(|e| Error::Prometheus(format!("query {promql:?}: {e}")))
+        self.client()?
+            .query(promql)
+            .await
+            .map_err(|e| Error::Prometheus(format!("query {promql:?}: {e}")))
     }
 
     /// The sum of an instant query's values; `None` when the answer is empty.
     pub async fn query_value(&self, promql: &str) -> Result<Option<f64>, Error> {
-        let samples = self.query(promql).await?;
-        Ok((!samples.is_empty()).then(|| samples.iter().map(|s| s.value).sum()))
+        Ok(sum(&self.query(promql).await?))
     }
 
     /// Polls `promql` until `accept` takes its answer; the error names the query, the last
@@ -392,7 +381,7 @@ impl Prometheus {
             data: Data,
         }
         let body = self.get("/api/v1/targets?state=active").await?;
-        let answer: Answer = serde_json::from_str(&body)
+        let answer: Answer = serde_json::from_slice(&body)
             .map_err(|e| Error::Prometheus(format!("reading /api/v1/targets: {e}")))?;
         Ok(answer
             .data
@@ -402,25 +391,27 @@ impl Prometheus {
             .collect())
     }
 
+    /// A client of the HTTP API. A client per call: a kube client belongs to the runtime
+    /// that built it, and callers of one Prometheus may live in different runtimes.
+    fn client(&self) -> Result<PrometheusClient, Error> {
+        PrometheusClient::new(&self.url()).map_err(|e| Error::Prometheus(e.to_string()))
+    }
+
     /// GET `path` from the HTTP API; the body of a 2xx answer.
-    async fn get(&self, path: &str) -> Result<String, Error> {
-        // A client per call: a kube client belongs to the runtime that built it, and callers
-        // of one Prometheus may live in different runtimes.
-        let uri = self
-            .url()
-            .parse()
-            .map_err(|e| Error::Prometheus(format!("bad URL {}: {e}", self.url())))?;
-        let mut config = kube::Config::new(uri);
-        config.connect_timeout = Some(Duration::from_secs(2));
-        config.read_timeout = Some(Duration::from_secs(10));
-        let client = kube::Client::try_from(config)?;
-        let request = http::Request::get(path)
-            .body(Vec::new())
-            .map_err(|e| Error::Prometheus(format!("building a request for {path}: {e}")))?;
-        client
-            .request_text(request)
+    async fn get(&self, path: &str) -> Result<Vec<u8>, Error> {
+        let (status, body) = self
+            .client()?
+            .get(path)
             .await
-            .map_err(|e| Error::Prometheus(format!("GET {}{path}: {e}", self.url())))
+            .map_err(|e| Error::Prometheus(format!("GET {path}: {e}")))?;
+        if !(200..300).contains(&status) {
+            let text = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
+            return Err(Error::Prometheus(format!(
+                "GET {}{path}: HTTP {status}: {text}",
+                self.url()
+            )));
+        }
+        Ok(body)
     }
 }
 
@@ -444,7 +435,7 @@ fn render_config(options: &PrometheusOptions, kubeconfig: &Path) -> Result<Strin
     let interval = format!("{}ms", options.scrape_interval.as_millis().max(1));
     let mut jobs = Vec::new();
     if let Some(pods) = &options.kubernetes_pods {
-        let label = |name: &str| format!("__meta_kubernetes_pod_label_{}", sanitize(name));
+        let label = prometheus_pod_meta_label;
         let mut discovery = json!({
             "role": "pod",
             "kubeconfig_file": kubeconfig.display().to_string(),
@@ -461,11 +452,11 @@ fn render_config(options: &PrometheusOptions, kubeconfig: &Path) -> Result<Strin
             "relabel_configs": [
                 { "source_labels": [label(DEPLOYMENT_LABEL)], "regex": ".+", "action": "keep" },
                 { "source_labels": ["__meta_kubernetes_pod_container_port_name"],
-                  "regex": METRICS_PORT_NAME, "action": "keep" },
+                  "regex": ports::HTTP.name, "action": "keep" },
                 { "source_labels": ["__meta_kubernetes_pod_phase"], "regex": "Running", "action": "keep" },
-                { "source_labels": ["__meta_kubernetes_namespace"], "target_label": NAMESPACE_LABEL },
-                { "source_labels": ["__meta_kubernetes_pod_name"], "target_label": POD_LABEL },
-                { "source_labels": [label(DEPLOYMENT_LABEL)], "target_label": MODEL_DEPLOYMENT_LABEL },
+                { "source_labels": ["__meta_kubernetes_namespace"], "target_label": NAMESPACE },
+                { "source_labels": ["__meta_kubernetes_pod_name"], "target_label": POD },
+                { "source_labels": [label(DEPLOYMENT_LABEL)], "target_label": MODEL_DEPLOYMENT },
             ],
         }));
     }
@@ -492,81 +483,6 @@ fn render_config(options: &PrometheusOptions, kubeconfig: &Path) -> Result<Strin
     });
     serde_yaml::to_string(&config)
         .map_err(|e| Error::Prometheus(format!("rendering prometheus.yml: {e}")))
-}
-
-/// A Kubernetes label name as Prometheus's service discovery spells it in meta labels.
-fn sanitize(name: &str) -> String {
-    name.chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .collect()
-}
-
-fn parse_query_answer(body: &str) -> Result<Vec<Sample>, String> {
-    #[derive(Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    struct Data {
-        result_type: String,
-        result: serde_json::Value,
-    }
-    #[derive(Deserialize)]
-    struct Answer {
-        status: String,
-        data: Option<Data>,
-        error: Option<String>,
-    }
-    #[derive(Deserialize)]
-    struct Series {
-        #[serde(default)]
-        metric: BTreeMap<String, String>,
-        value: (f64, String),
-    }
-    let answer: Answer = serde_json::from_str(body).map_err(|e| format!("{e}: {body}"))?;
-    if answer.status != "success" {
-        return Err(answer.error.unwrap_or(answer.status));
-    }
-    let data = answer.data.ok_or("no data")?;
-    let number = |text: &str| {
-        text.parse::<f64>()
-            .map_err(|e| format!("value {text:?}: {e}"))
-    };
-    match data.result_type.as_str() {
-        "vector" => {
-            let series: Vec<Series> =
-                serde_json::from_value(data.result).map_err(|e| e.to_string())?;
-            series
-                .into_iter()
-                .map(|s| {
-                    Ok(Sample {
-                        labels: s.metric,
-                        value: number(&s.value.1)?,
-                    })
-                })
-                .collect()
-        }
-        "scalar" => {
-            let (_, value): (f64, String) =
-                serde_json::from_value(data.result).map_err(|e| e.to_string())?;
-            Ok(vec![Sample {
-                labels: BTreeMap::new(),
-                value: number(&value)?,
-            }])
-        }
-        other => Err(format!(
-            "a {other} answer where an instant vector was expected"
-        )),
-    }
-}
-
-fn percent_encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() * 3);
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(byte));
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -612,17 +528,5 @@ mod tests {
             static_job["static_configs"][0]["labels"]["a"].as_str(),
             Some("b")
         );
-    }
-
-    #[test]
-    fn answers_parse_into_samples() {
-        let body = r#"{"status":"success","data":{"resultType":"vector","result":[
-            {"metric":{"pod":"a"},"value":[1.5,"3"]}]}}"#;
-        let samples = parse_query_answer(body).expect("parses");
-        assert_eq!(samples.len(), 1);
-        assert_eq!(samples[0].labels["pod"], "a");
-        assert_eq!(samples[0].value, 3.0);
-        let err = parse_query_answer(r#"{"status":"error","error":"bad"}"#).expect_err("error");
-        assert_eq!(err, "bad");
     }
 }

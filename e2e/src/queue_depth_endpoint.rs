@@ -7,14 +7,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
+use modelfleet_contract::metrics::QUEUE_DEPTH;
+
 /// Serves `modelfleet_engine_queue_depth` at the value in `depth` (hundredths) on any path,
 /// the way an engine's `/metrics` would; returns its `host:port`. Runs until the runtime ends.
 pub async fn serve_queue_depth(depth: Arc<AtomicU64>) -> String {
     serve_exposition(move || {
         let value = depth.load(Ordering::SeqCst) as f64 / 100.0;
-        format!(
-            "# TYPE modelfleet_engine_queue_depth gauge\nmodelfleet_engine_queue_depth {value}\n"
-        )
+        format!("# TYPE {QUEUE_DEPTH} gauge\n{QUEUE_DEPTH} {value}\n")
     })
     .await
 }

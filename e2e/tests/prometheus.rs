@@ -10,9 +10,12 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Container, ContainerPort, Pod, PodSpec};
 use kube::api::{Api, ObjectMeta, PostParams};
+use modelfleet_contract::labels::DEPLOYMENT as DEPLOYMENT_LABEL;
+use modelfleet_contract::metrics::{self, MODEL_DEPLOYMENT, QUEUE_DEPTH};
+use modelfleet_contract::ports;
 use modelfleet_e2e::images::Image;
 use modelfleet_e2e::prometheus::{
-    DEPLOYMENT_LABEL, KubernetesPods, Prometheus, PrometheusOptions, Sample, StaticTarget,
+    KubernetesPods, Prometheus, PrometheusOptions, Sample, StaticTarget,
 };
 use modelfleet_e2e::queue_depth_endpoint::serve_queue_depth;
 use modelfleet_e2e::real_node::{RealNode, RealNodeOptions};
@@ -38,15 +41,18 @@ async fn static_targets_are_scraped_with_their_labels_and_data_survives_a_restar
         scrape_interval: Duration::from_millis(500),
         static_targets: vec![
             StaticTarget::new(&address)
-                .label("namespace", "ml")
-                .label("modeldeployment", "chat"),
+                .label(metrics::NAMESPACE, "ml")
+                .label(MODEL_DEPLOYMENT, "chat"),
         ],
         ..PrometheusOptions::default()
     })
     .await
     .expect("Prometheus starts");
 
-    let query = r#"modelfleet_engine_queue_depth{namespace="ml",modeldeployment="chat"}"#;
+    let query = &metrics::series(
+        QUEUE_DEPTH,
+        &[(metrics::NAMESPACE, "ml"), (MODEL_DEPLOYMENT, "chat")],
+    );
     let samples = prometheus
         .wait_for(query, TIMEOUT, |s| single_value(s) == Some(3.0))
         .await
@@ -78,7 +84,10 @@ async fn static_targets_are_scraped_with_their_labels_and_data_survives_a_restar
         .expect("scraping resumes");
     // The value 7 was only ever scraped before the restart: the data directory was kept.
     let before = prometheus
-        .query_value(r#"max_over_time(modelfleet_engine_queue_depth{modeldeployment="chat"}[10m])"#)
+        .query_value(&format!(
+            "max_over_time({}[10m])",
+            metrics::series(QUEUE_DEPTH, &[(MODEL_DEPLOYMENT, "chat")])
+        ))
         .await
         .expect("query");
     assert_eq!(before, Some(7.0));
@@ -110,7 +119,7 @@ fn engine_like_pod(name: &str, labels: BTreeMap<String, String>, queue_depth: f6
                 ]),
                 ports: Some(vec![ContainerPort {
                     container_port: 8000,
-                    name: Some("http".into()),
+                    name: Some(ports::HTTP.name.into()),
                     ..ContainerPort::default()
                 }]),
                 ..Container::default()
@@ -192,16 +201,19 @@ async fn pods_found_through_the_api_server_are_scraped_with_namespace_pod_and_mo
 
     let samples = fleet
         .prometheus
-        .wait_for("modelfleet_engine_queue_depth", TIMEOUT, |s| !s.is_empty())
+        .wait_for(QUEUE_DEPTH, TIMEOUT, |s| !s.is_empty())
         .await
         .expect("the engine pod is discovered and scraped");
     assert_eq!(samples.len(), 1, "only the labelled pod: {samples:?}");
     let labels = &samples[0].labels;
     assert_eq!(samples[0].value, 5.0);
-    assert_eq!(labels.get("namespace").map(String::as_str), Some(NAMESPACE));
-    assert_eq!(labels.get("pod").map(String::as_str), Some("chat-0"));
     assert_eq!(
-        labels.get("modeldeployment").map(String::as_str),
+        labels.get(metrics::NAMESPACE).map(String::as_str),
+        Some(NAMESPACE)
+    );
+    assert_eq!(labels.get(metrics::POD).map(String::as_str), Some("chat-0"));
+    assert_eq!(
+        labels.get(MODEL_DEPLOYMENT).map(String::as_str),
         Some("chat")
     );
     assert_eq!(
@@ -224,7 +236,7 @@ async fn pods_found_through_the_api_server_are_scraped_with_namespace_pod_and_mo
         .expect("delete pod");
     fleet
         .prometheus
-        .wait_for("modelfleet_engine_queue_depth", TIMEOUT, |s| s.is_empty())
+        .wait_for(QUEUE_DEPTH, TIMEOUT, |s| s.is_empty())
         .await
         .expect("the deleted pod's series goes stale");
 

@@ -7,11 +7,8 @@
 pub mod backend;
 pub mod detokenizer;
 pub mod engine;
-pub mod fetch;
 pub mod kv_cache;
-pub mod loadgen;
 pub mod model;
-pub mod proto;
 pub mod sampling;
 pub mod scheduler;
 pub mod server;

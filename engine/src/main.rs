@@ -28,7 +28,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Generate(args) => cli::generate::run(&args),
         Command::Bench(args) => cli::bench::run(&args),
-        Command::Fetch(args) => modelfleet_engine::fetch::run(args)
+        Command::Fetch(args) => modelfleet_fetch::run(args)
             .map(drop)
             .map_err(anyhow::Error::from),
         Command::Serve(args) => cli::serve::run(args),

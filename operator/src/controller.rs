@@ -40,11 +40,8 @@ use crate::api::{
     DEFAULT_ENGINE_IMAGE, ModelDeployment, ModelDeploymentStatus, WatchedModelDeployment,
     watched_ref,
 };
-use crate::autoscaler::prometheus::PrometheusClient;
 use crate::autoscaler::{AutoscalerConfig, Verdicts, ticker};
-use crate::desired::{
-    DEPLOYMENT_LABEL, DesiredState, desired_state, replica_count, selector_labels,
-};
+use crate::desired::{DesiredState, desired_state, replica_count, selector_labels};
 use crate::metrics::Metrics;
 use crate::ownership::ownership;
 use crate::status::{
@@ -52,9 +49,11 @@ use crate::status::{
 };
 use crate::transitions::{Severity, transitions};
 use crate::{Error, Result};
+use modelfleet_contract::labels::DEPLOYMENT as DEPLOYMENT_LABEL;
+use modelfleet_contract::prometheus::PrometheusClient;
 
 /// The one field manager every write of the operator uses.
-pub const FIELD_MANAGER: &str = "modelfleet-operator";
+pub use modelfleet_contract::labels::field_manager::OPERATOR as FIELD_MANAGER;
 /// Selects the children the operator watches (every object it applies carries it).
 const MANAGED_SELECTOR: &str = "app.kubernetes.io/managed-by=modelfleet-operator";
 /// Reconcile every object this often even without a change, to catch anything missed.

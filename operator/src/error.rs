@@ -58,6 +58,15 @@ pub enum Error {
     LeadershipLost { lease: String, deadline: Duration },
 }
 
+impl From<modelfleet_contract::prometheus::InvalidUrl> for Error {
+    fn from(e: modelfleet_contract::prometheus::InvalidUrl) -> Self {
+        Error::Prometheus {
+            url: e.url,
+            reason: e.reason,
+        }
+    }
+}
+
 impl Error {
     /// Wraps a kube error with what the operator was doing.
     pub fn kube(action: impl Into<String>, source: kube::Error) -> Self {

@@ -73,7 +73,7 @@ mod tests {
     use super::*;
 
     const UID: &str = "0b8e6a4c-4f57-4a5e-9d1e-2d7d3b1f7a10";
-    const MANAGER: &str = "modelfleet-operator";
+    use modelfleet_contract::labels::field_manager::OPERATOR as MANAGER;
 
     fn controlled_by(uid: &str) -> ObjectMeta {
         ObjectMeta {

@@ -9,6 +9,7 @@ use crate::api::{ModelDeployment, ModelDeploymentStatus, condition};
 use crate::autoscaler::{Activity, Verdict};
 use crate::conditions::{self, Observation, Status};
 use crate::desired::{Authority, REVISION_ANNOTATION, authority, endpoint, selector_string};
+use modelfleet_contract::metrics::QUEUE_DEPTH;
 
 /// The Deployment condition reason that means a rollout missed its progress deadline.
 const PROGRESS_DEADLINE_EXCEEDED: &str = "ProgressDeadlineExceeded";
@@ -404,7 +405,7 @@ fn scaling_active(md: &ModelDeployment, desired: i32, view: &AutoscalerView<'_>)
                     Status::False,
                     "NoMetrics",
                     format!(
-                        "Prometheus has no modelfleet_engine_queue_depth series for this \
+                        "Prometheus has no {QUEUE_DEPTH} series for this \
                          ModelDeployment (are its pods scraped?); holding {desired} replicas"
                     ),
                 ),

@@ -13,6 +13,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Parser;
+use modelfleet_contract::metrics::QUEUE_DEPTH;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::signal::unix::{SignalKind, signal};
@@ -42,8 +43,8 @@ fn metrics(queue_depth: f64) -> String {
     format!(
         "# TYPE modelfleet_test_server_requests_total counter\n\
          modelfleet_test_server_requests_total {served}\n\
-         # TYPE modelfleet_engine_queue_depth gauge\n\
-         modelfleet_engine_queue_depth {queue_depth}\n"
+         # TYPE {QUEUE_DEPTH} gauge\n\
+         {QUEUE_DEPTH} {queue_depth}\n"
     )
 }
 

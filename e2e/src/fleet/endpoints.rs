@@ -9,7 +9,7 @@ use std::time::Duration;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::Client;
 use kube::api::{Api, ListParams};
-use modelfleet_engine::loadgen::{Target, TargetSet};
+use modelfleet_loadgen::{Target, TargetSet};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 

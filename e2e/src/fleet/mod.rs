@@ -14,6 +14,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::Client;
 use kube::api::{Api, Patch, PatchParams};
+use modelfleet_contract::labels::field_manager::HARNESS as FIELD_MANAGER;
 use modelfleet_operator::api::ModelDeployment;
 
 use crate::binaries::{repo_root, workspace_binary};
@@ -28,14 +29,10 @@ pub use model_deployment::{
     ModelDeploymentStatus, apply, demo_model_deployment, demo_model_dir, model_deployments,
 };
 
-/// The engine's ports, as the operator declares them.
-pub const GRPC_PORT: u16 = 50051;
-pub const HTTP_PORT: u16 = 8000;
 /// The fleet's node, and what it advertises.
 pub const NODE_NAME: &str = "gpu-node-1";
 pub const GPU_PRODUCT: &str = "NVIDIA-H100-80GB-HBM3";
 
-const FIELD_MANAGER: &str = "modelfleet-e2e";
 const CRD_NAME: &str = "modeldeployments.modelfleet.dev";
 
 #[derive(Debug, Clone)]

@@ -4,14 +4,13 @@ use std::path::PathBuf;
 
 use kube::api::{Api, Patch, PatchParams};
 use kube::{Client, ResourceExt};
+use modelfleet_contract::labels::field_manager::HARNESS as FIELD_MANAGER;
 use modelfleet_operator::api::ModelDeployment;
 
 pub use modelfleet_operator::api::ModelDeploymentStatus;
 
 use crate::Error;
 use crate::binaries::repo_root;
-
-const FIELD_MANAGER: &str = "modelfleet-e2e";
 
 /// Where `make tools` put the demo model: `MODELFLEET_DEMO_MODEL`, else the cache.
 pub fn demo_model_dir() -> PathBuf {

@@ -27,6 +27,7 @@ use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Client;
 use kube::api::{Api, Patch, PatchParams};
+use modelfleet_contract::labels::field_manager::HARNESS as FIELD_MANAGER;
 
 use crate::cluster::APISERVER_TLS_NAME;
 use crate::forward::Forwarder;
@@ -55,7 +56,6 @@ const CNI_BIN_DIR: &str = "/usr/lib/cni";
 const NODE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// The port pods dial the `kubernetes` Service on, and the forwarder listens on.
 const APISERVER_SERVICE_PORT: u16 = 443;
-const FIELD_MANAGER: &str = "modelfleet-e2e";
 /// Bytes of each component log printed when something fails.
 const LOG_TAIL_BYTES: u64 = 3000;
 

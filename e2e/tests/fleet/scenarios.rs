@@ -6,7 +6,9 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, DeleteParams};
-use modelfleet_e2e::fleet::{EndpointFollower, HTTP_PORT, model_deployments};
+use modelfleet_contract::metrics::{MODEL_DEPLOYMENT, NAMESPACE, QUEUE_DEPTH, series};
+use modelfleet_contract::ports;
+use modelfleet_e2e::fleet::{EndpointFollower, model_deployments};
 use modelfleet_operator::api::condition::{READY, SCALING_ACTIVE};
 use tokio_util::sync::CancellationToken;
 
@@ -98,7 +100,10 @@ async fn deploy_serves_grpc_and_openai_through_its_service_under_the_restricted_
     let text = generate(&service_ip, "The capital of France is", 8).await;
     assert!(text.contains("Paris"), "through the Service: {text:?}");
     let response = reqwest_post(
-        &format!("http://{service_ip}:{HTTP_PORT}/v1/chat/completions"),
+        &format!(
+            "http://{service_ip}:{}/v1/chat/completions",
+            ports::HTTP.number
+        ),
         serde_json::json!({
             "model": SERVED_NAME, "temperature": 0, "max_tokens": 16,
             "messages": [{"role": "user", "content": "What is 2+2?"}],
@@ -109,8 +114,10 @@ async fn deploy_serves_grpc_and_openai_through_its_service_under_the_restricted_
     assert!(response.1.contains('4'), "{}", response.1);
 
     // Prometheus found the pod and labels its series with the ModelDeployment.
-    let query =
-        format!("modelfleet_engine_queue_depth{{namespace=\"deploy\",modeldeployment=\"{NAME}\"}}");
+    let query = series(
+        QUEUE_DEPTH,
+        &[(NAMESPACE, "deploy"), (MODEL_DEPLOYMENT, NAME)],
+    );
     scenario
         .fleet
         .prometheus()
@@ -147,7 +154,13 @@ async fn load_scales_the_fleet_up_and_its_end_scales_it_back_down() {
         .fleet
         .prometheus()
         .wait_for(
-            &format!("sum(modelfleet_engine_queue_depth{{namespace=\"scale\",modeldeployment=\"{NAME}\"}})"),
+            &format!(
+                "sum({})",
+                series(
+                    QUEUE_DEPTH,
+                    &[(NAMESPACE, "scale"), (MODEL_DEPLOYMENT, NAME)]
+                )
+            ),
             Duration::from_secs(60),
             |samples| samples.first().is_some_and(|s| s.value >= 4.0),
         )

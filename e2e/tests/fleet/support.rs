@@ -6,15 +6,14 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::api::{Api, ListParams};
-use modelfleet_e2e::fleet::{
-    self, Fleet, FleetOptions, GRPC_PORT, HTTP_PORT, ModelDeploymentStatus, model_deployments,
-};
-use modelfleet_engine::loadgen::{
+use modelfleet_contract::ports;
+use modelfleet_e2e::fleet::{self, Fleet, FleetOptions, ModelDeploymentStatus, model_deployments};
+use modelfleet_loadgen::{
     Arrival, LoadConfig, LoadGenerator, Prompt, RequestSettings, StopAfter, Target,
 };
-use modelfleet_engine::proto::v1 as pb;
-use modelfleet_engine::proto::v1::generation_client::GenerationClient;
 use modelfleet_operator::api::ModelDeployment;
+use modelfleet_proto::v1 as pb;
+use modelfleet_proto::v1::generation_client::GenerationClient;
 
 pub const NAME: &str = "smollm2";
 /// `spec.model.servedName` of the example.
@@ -184,16 +183,17 @@ impl Scenario {
 }
 
 pub fn grpc_target(address: &str) -> Target {
-    Target::grpc(format!("{address}:{GRPC_PORT}"))
+    Target::grpc(format!("{address}:{}", ports::GRPC.number))
 }
 
 /// The OpenAI completions endpoint at `address` (a pod's or the Service's).
 pub fn http_target(address: &str) -> Target {
-    Target::http_completions(&format!("http://{address}:{HTTP_PORT}")).expect("an HTTP target")
+    Target::http_completions(&format!("http://{address}:{}", ports::HTTP.number))
+        .expect("an HTTP target")
 }
 
 pub async fn grpc_client(address: &str) -> GenerationClient<tonic::transport::Channel> {
-    GenerationClient::connect(format!("http://{address}:{GRPC_PORT}"))
+    GenerationClient::connect(format!("http://{address}:{}", ports::GRPC.number))
         .await
         .expect("connecting to the engine pod")
 }

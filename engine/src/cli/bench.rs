@@ -9,8 +9,8 @@
 use std::time::Instant;
 
 use modelfleet_engine::engine::{Engine, EngineError, GenerationRequest, StopParams};
-use modelfleet_engine::loadgen::quantile;
 use modelfleet_engine::sampling::SamplingParams;
+use modelfleet_loadgen::quantile;
 
 /// Prompt `sequence` of the benchmark. Must match `prompt_ids` in
 /// bench/engine_cpu_transformers.py: distinct per sequence, so no prefix is shared.
@@ -118,25 +118,27 @@ pub fn run(args: &super::BenchArgs) -> anyhow::Result<()> {
     let max_concurrency = args.concurrency.iter().copied().max().unwrap_or(1).max(1);
     let per_sequence = (args.prompt_len + args.decode_tokens + 1).div_ceil(args.block_size.max(1));
     let longest = args.prompt_len + args.decode_tokens + 1;
-    let model_args = super::ModelArgs {
+    let model_args = modelfleet_contract::serve::ModelArgs {
         model: args.model.clone(),
+        dtype: args.dtype,
         block_size: args.block_size,
+        max_num_seqs: max_concurrency,
+        backend: args.backend,
+        gpu_memory_utilization: args.gpu_memory_utilization,
+    };
+    let tuning = super::TuningArgs {
         num_blocks: Some(max_concurrency * per_sequence),
         kv_cache_bytes: 0,
         // By default every level's prompts are prefilled in one step, as the baseline does.
         max_num_batched_tokens: args
             .max_num_batched_tokens
             .unwrap_or(max_concurrency * args.prompt_len),
-        max_num_seqs: max_concurrency,
         threads: args.threads,
         // Repeated runs reuse the same prompts: each must compute them again.
         no_prefix_caching: true,
         enable_prefix_caching: false,
-        dtype: args.dtype,
         kv_cache_dtype: args.kv_cache_dtype,
         cpu_kernels: args.cpu_kernels,
-        backend: args.backend,
-        gpu_memory_utilization: args.gpu_memory_utilization,
         enforce_eager: args.enforce_eager,
     };
     let super::model::LoadedEngine {
@@ -146,7 +148,7 @@ pub fn run(args: &super::BenchArgs) -> anyhow::Result<()> {
         kv_cache_dtype,
         kernels,
         ..
-    } = super::model::LoadedEngine::load(&model_args, Some(longest))?;
+    } = super::model::LoadedEngine::load(&model_args, &tuning, Some(longest))?;
     let mut next_id = 0;
     let mut level = |engine: &mut Engine, c: usize| -> Result<BenchResult, EngineError> {
         let result = run_level(engine, c, args.prompt_len, args.decode_tokens, next_id);

@@ -14,7 +14,7 @@ pub fn run(args: &GenerateArgs) -> anyhow::Result<()> {
         mut engine,
         tokenizer,
         ..
-    } = LoadedEngine::load(&args.model, None)?;
+    } = LoadedEngine::load(&args.model, &args.tuning, None)?;
     let prompt_token_ids = tokenizer.encode_prompt(&args.prompt)?;
     let request = GenerationRequest {
         prompt_token_ids,

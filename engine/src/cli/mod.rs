@@ -8,6 +8,7 @@ pub mod serve;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use modelfleet_contract::serve::{Backend, DEFAULT_BLOCK_SIZE, Dtype, ModelArgs};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -30,19 +31,14 @@ pub enum Command {
     /// drain.
     Serve(ServeArgs),
     /// Fetch a model's files at a pinned revision into a directory (the pod's init container).
-    Fetch(modelfleet_engine::fetch::FetchArgs),
+    Fetch(modelfleet_fetch::FetchArgs),
 }
 
-/// Where the model is and how big its KV cache is.
+/// The engine's own tuning of a loaded model: how big its KV cache is, how many tokens a
+/// step takes, which kernels run. Which model and how it is placed are the contract's
+/// [`ModelArgs`], which the operator sets too.
 #[derive(Debug, Clone, Args)]
-pub struct ModelArgs {
-    /// A model directory (config.json, safetensors, tokenizer.json, or a GGUF file) or a
-    /// GGUF file.
-    #[arg(long)]
-    pub model: PathBuf,
-    /// Tokens per KV cache block.
-    #[arg(long, default_value_t = modelfleet_engine::kv_cache::DEFAULT_BLOCK_SIZE)]
-    pub block_size: usize,
+pub struct TuningArgs {
     /// KV cache size in blocks (overrides --kv-cache-bytes).
     #[arg(long)]
     pub num_blocks: Option<usize>,
@@ -52,9 +48,6 @@ pub struct ModelArgs {
     /// Most tokens fed to the model in one step.
     #[arg(long, default_value_t = 512)]
     pub max_num_batched_tokens: usize,
-    /// Most sequences running at once.
-    #[arg(long, default_value_t = 64)]
-    pub max_num_seqs: usize,
     /// Worker threads of the CPU backend (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
@@ -64,11 +57,6 @@ pub struct ModelArgs {
     /// Reuse cached prefix blocks (the default; accepted for vLLM-style argument lists).
     #[arg(long, conflicts_with = "no_prefix_caching")]
     pub enable_prefix_caching: bool,
-    /// Precision the weights are kept in: `auto` keeps them as the file stores them
-    /// (quantised GGUF blocks stay quantised, 16-bit weights stay 16-bit); the others
-    /// convert every weight at load.
-    #[arg(long, value_enum, default_value_t = Dtype::Auto)]
-    pub dtype: Dtype,
     /// Precision of the KV cache: `auto` is float32 for float32 weights and float16
     /// otherwise.
     #[arg(long, value_enum, default_value_t = KvCacheDtypeArg::Auto)]
@@ -77,31 +65,9 @@ pub struct ModelArgs {
     /// the best this CPU has).
     #[arg(long)]
     pub cpu_kernels: Option<modelfleet_engine::backend::cpu::simd::Isa>,
-    /// Where the model runs: `cpu`, or `cuda` (an NVIDIA GPU; the driver, NVRTC and cuBLAS
-    /// of CUDA 13 are loaded at start-up).
-    #[arg(long, value_enum, default_value_t = BackendKind::Cpu)]
-    pub backend: BackendKind,
-    /// Fraction of GPU memory for weights, workspace and KV cache (CUDA backend); the CPU
-    /// backend budgets its KV cache with --kv-cache-bytes.
-    #[arg(long, default_value_t = 0.9)]
-    pub gpu_memory_utilization: f32,
     /// Run every step as it comes, without recording decode steps as CUDA graphs.
     #[arg(long)]
     pub enforce_eager: bool,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum BackendKind {
-    Cpu,
-    Cuda,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Dtype {
-    Auto,
-    Float32,
-    Bfloat16,
-    Float16,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -112,24 +78,17 @@ pub enum KvCacheDtypeArg {
     Float16,
 }
 
+/// `serve`'s flags: the contract's [`modelfleet_contract::serve::ServeArgs`] (what the
+/// operator sets, parsed by this same code) and the engine's own.
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     #[command(flatten)]
-    pub model: ModelArgs,
-    /// The name clients ask for (`model` in requests); defaults to the model's file or
-    /// directory name.
-    #[arg(long)]
-    pub served_name: Option<String>,
+    pub serve: modelfleet_contract::serve::ServeArgs,
+    #[command(flatten)]
+    pub tuning: TuningArgs,
     /// Address both servers listen on.
     #[arg(long, default_value = "0.0.0.0")]
     pub host: std::net::IpAddr,
-    #[arg(long, default_value_t = 50051)]
-    pub grpc_port: u16,
-    #[arg(long, default_value_t = 8000)]
-    pub http_port: u16,
-    /// Longest prompt plus output a request may have (default: the model's context).
-    #[arg(long)]
-    pub max_model_len: Option<usize>,
     /// Requests that may wait beyond the running batch before new ones are refused with
     /// RESOURCE_EXHAUSTED / 429.
     #[arg(long, default_value_t = 256)]
@@ -137,11 +96,6 @@ pub struct ServeArgs {
     /// Seconds requests in flight may run after SIGTERM before they are cut off.
     #[arg(long, default_value_t = 30)]
     pub drain_timeout_seconds: u64,
-    /// A file holding the API key that generation and model requests must carry (HTTP
-    /// `Authorization: Bearer <key>`, gRPC `authorization` metadata); health, readiness and
-    /// /metrics stay open. Without it, the API is open to whoever reaches the ports.
-    #[arg(long, value_name = "PATH")]
-    pub api_key_file: Option<PathBuf>,
     /// Seconds a streaming response may wait for its client to read before the request is
     /// cancelled and its slot freed (a client that stopped reading cannot hold capacity).
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
@@ -164,6 +118,8 @@ pub struct ServeArgs {
 pub struct GenerateArgs {
     #[command(flatten)]
     pub model: ModelArgs,
+    #[command(flatten)]
+    pub tuning: TuningArgs,
     /// The prompt, as plain text (no chat template applied).
     #[arg(long)]
     pub prompt: String,
@@ -204,7 +160,7 @@ pub struct BenchArgs {
     /// Comma-separated concurrency levels.
     #[arg(long, value_delimiter = ',', default_value = "1,8,32")]
     pub concurrency: Vec<usize>,
-    #[arg(long, default_value_t = modelfleet_engine::kv_cache::DEFAULT_BLOCK_SIZE)]
+    #[arg(long, default_value_t = DEFAULT_BLOCK_SIZE)]
     pub block_size: usize,
     /// Runs per concurrency level; the best figures are kept.
     #[arg(long, default_value_t = 2)]
@@ -215,10 +171,10 @@ pub struct BenchArgs {
     pub kv_cache_dtype: KvCacheDtypeArg,
     #[arg(long)]
     pub cpu_kernels: Option<modelfleet_engine::backend::cpu::simd::Isa>,
-    #[arg(long, value_enum, default_value_t = BackendKind::Cpu)]
-    pub backend: BackendKind,
+    #[arg(long, value_enum, default_value_t = Backend::Cpu)]
+    pub backend: Backend,
     #[arg(long, default_value_t = 0.9)]
-    pub gpu_memory_utilization: f32,
+    pub gpu_memory_utilization: f64,
     /// Tokens per step (default: every level's prompts in one step).
     #[arg(long)]
     pub max_num_batched_tokens: Option<usize>,

@@ -3,15 +3,16 @@
 
 use std::sync::Arc;
 
+use modelfleet_contract::serve::{Backend, Dtype, ModelArgs};
+use modelfleet_engine::backend::KvCacheShape;
 use modelfleet_engine::backend::cpu::linear::WeightDtype;
 use modelfleet_engine::backend::cpu::{CpuConfig, CpuKernels, CpuModel};
 use modelfleet_engine::backend::kernels::KvCacheDtype;
-use modelfleet_engine::backend::{Backend, KvCacheShape};
 use modelfleet_engine::engine::{Engine, EngineConfig, FaultyBackend, InjectedFault, ModelSpec};
 use modelfleet_engine::model::{Decoder, LoadedModel, ModelConfig, Tokenizer};
 use modelfleet_engine::scheduler::SchedulerConfig;
 
-use super::{BackendKind, Dtype, KvCacheDtypeArg, ModelArgs};
+use super::{KvCacheDtypeArg, TuningArgs};
 
 /// An engine ready to step, and what else the model brought.
 pub struct LoadedEngine {
@@ -31,7 +32,7 @@ pub struct LoadedEngine {
 
 /// A model placed on its device with a backend over a KV cache.
 struct Placed {
-    backend: Box<dyn Backend>,
+    backend: Box<dyn modelfleet_engine::backend::Backend>,
     kv_cache_dtype: KvCacheDtype,
     weight_bytes: usize,
     kernels: String,
@@ -40,20 +41,25 @@ struct Placed {
 impl LoadedEngine {
     /// `max_model_len` (default: the model's context) bounds the longest sequence, which
     /// the CUDA backend sizes its block tables for.
-    pub fn load(args: &ModelArgs, max_model_len: Option<usize>) -> anyhow::Result<Self> {
-        Self::load_with_fault(args, max_model_len, None)
+    pub fn load(
+        model: &ModelArgs,
+        tuning: &TuningArgs,
+        max_model_len: Option<usize>,
+    ) -> anyhow::Result<Self> {
+        Self::load_with_fault(model, tuning, max_model_len, None)
     }
 
     /// Like [`LoadedEngine::load`], with an injected fault in the backend (tests only).
     pub fn load_with_fault(
-        args: &ModelArgs,
+        model: &ModelArgs,
+        tuning: &TuningArgs,
         max_model_len: Option<usize>,
         fault: Option<InjectedFault>,
     ) -> anyhow::Result<Self> {
-        let loaded = LoadedModel::load(&args.model)?;
-        let placed = match args.backend {
-            BackendKind::Cpu => place_cpu(args, &loaded)?,
-            BackendKind::Cuda => place_cuda(args, &loaded, max_model_len)?,
+        let loaded = LoadedModel::load(&model.model)?;
+        let placed = match model.backend {
+            Backend::Cpu => place_cpu(model, tuning, &loaded)?,
+            Backend::Cuda => place_cuda(model, tuning, &loaded, max_model_len)?,
         };
         let LoadedModel {
             config,
@@ -78,10 +84,10 @@ impl LoadedEngine {
             spec,
             EngineConfig {
                 scheduler: SchedulerConfig {
-                    max_num_batched_tokens: args.max_num_batched_tokens,
-                    max_num_seqs: args.max_num_seqs,
+                    max_num_batched_tokens: tuning.max_num_batched_tokens,
+                    max_num_seqs: model.max_num_seqs,
                 },
-                enable_prefix_caching: !args.no_prefix_caching,
+                enable_prefix_caching: !tuning.no_prefix_caching,
             },
         );
         Ok(Self {
@@ -98,19 +104,23 @@ impl LoadedEngine {
     }
 }
 
-fn place_cpu(args: &ModelArgs, loaded: &LoadedModel) -> anyhow::Result<Placed> {
+fn place_cpu(
+    model: &ModelArgs,
+    tuning: &TuningArgs,
+    loaded: &LoadedModel,
+) -> anyhow::Result<Placed> {
     let placed = CpuModel::place(
         loaded,
         CpuConfig {
-            weight_dtype: weight_dtype(args.dtype),
-            isa: args.cpu_kernels,
-            threads: args.threads,
+            weight_dtype: weight_dtype(model.dtype),
+            isa: tuning.cpu_kernels,
+            threads: tuning.threads,
         },
     )?;
     let weight_bytes = placed.weight_bytes();
-    let kv_cache_dtype = kv_cache_dtype(args.kv_cache_dtype, &placed.model, weight_bytes);
-    let block_size = args.block_size;
-    let num_blocks = args.num_blocks.unwrap_or_else(|| {
+    let kv_cache_dtype = kv_cache_dtype(tuning.kv_cache_dtype, &placed.model, weight_bytes);
+    let block_size = model.block_size;
+    let num_blocks = tuning.num_blocks.unwrap_or_else(|| {
         placed
             .model
             .kv_cache_layout(
@@ -120,12 +130,12 @@ fn place_cpu(args: &ModelArgs, loaded: &LoadedModel) -> anyhow::Result<Placed> {
                 },
                 kv_cache_dtype,
             )
-            .blocks_in(args.kv_cache_bytes)
+            .blocks_in(tuning.kv_cache_bytes)
     });
     anyhow::ensure!(
         num_blocks > 0,
         "a KV cache of {} bytes holds no block of {block_size} tokens for this model; raise --kv-cache-bytes",
-        args.kv_cache_bytes,
+        tuning.kv_cache_bytes,
     );
     let shape = KvCacheShape {
         num_blocks,
@@ -141,7 +151,8 @@ fn place_cpu(args: &ModelArgs, loaded: &LoadedModel) -> anyhow::Result<Placed> {
 
 #[cfg(feature = "cuda")]
 fn place_cuda(
-    args: &ModelArgs,
+    model: &ModelArgs,
+    tuning: &TuningArgs,
     loaded: &LoadedModel,
     max_model_len: Option<usize>,
 ) -> anyhow::Result<Placed> {
@@ -150,26 +161,26 @@ fn place_cuda(
     // Before anything touches CUDA: a machine without it gets this, not a placement error.
     driver::check_libraries()?;
     anyhow::ensure!(
-        matches!(args.dtype, Dtype::Auto | Dtype::Bfloat16),
+        matches!(model.dtype, Dtype::Auto | Dtype::Bfloat16),
         "the CUDA backend keeps weights in bfloat16; use --dtype auto or bfloat16"
     );
-    let kv_cache_dtype = match args.kv_cache_dtype {
+    let kv_cache_dtype = match tuning.kv_cache_dtype {
         KvCacheDtypeArg::Auto | KvCacheDtypeArg::Bfloat16 => KvCacheDtype::Bf16,
         KvCacheDtypeArg::Float16 => KvCacheDtype::F16,
         KvCacheDtypeArg::Float32 => KvCacheDtype::F32,
     };
     let config = CudaConfig {
         device: 0,
-        gpu_memory_utilization: args.gpu_memory_utilization,
-        max_num_batched_tokens: args.max_num_batched_tokens,
-        max_num_seqs: args.max_num_seqs,
+        gpu_memory_utilization: model.gpu_memory_utilization as f32,
+        max_num_batched_tokens: tuning.max_num_batched_tokens,
+        max_num_seqs: model.max_num_seqs,
         max_model_len: max_model_len.unwrap_or(loaded.config.max_position_embeddings),
-        block_size: args.block_size,
+        block_size: model.block_size,
         kv_cache_dtype,
-        cuda_graphs: !args.enforce_eager,
+        cuda_graphs: !tuning.enforce_eager,
     };
     let placed = CudaModel::place(loaded, config)?;
-    let num_blocks = match args.num_blocks {
+    let num_blocks = match tuning.num_blocks {
         Some(blocks) => blocks,
         None => {
             let plan = placed.plan_kv_cache()?;
@@ -184,7 +195,7 @@ fn place_cuda(
     );
     let backend = placed.backend(KvCacheShape {
         num_blocks,
-        block_size: args.block_size,
+        block_size: model.block_size,
     })?;
     Ok(Placed {
         backend: Box::new(backend),
@@ -196,7 +207,8 @@ fn place_cuda(
 
 #[cfg(not(feature = "cuda"))]
 fn place_cuda(
-    _args: &ModelArgs,
+    _model: &ModelArgs,
+    _tuning: &TuningArgs,
     _loaded: &LoadedModel,
     _max_model_len: Option<usize>,
 ) -> anyhow::Result<Placed> {

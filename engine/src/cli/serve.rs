@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use modelfleet_engine::engine::EngineHandle;
-use modelfleet_engine::fetch::marker;
 use modelfleet_engine::server::{
     self, ApiKey, ChatTemplate, ModelInfo, ServerConfig, ServingModel,
 };
+use modelfleet_fetch::marker;
 use tokio::signal::unix::{SignalKind, signal};
 
 use super::ServeArgs;
@@ -19,10 +19,12 @@ use modelfleet_engine::backend::KvCacheShape;
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     check_backend(&args)?;
     let served_name = args
+        .serve
         .served_name
         .clone()
-        .unwrap_or_else(|| default_served_name(&args.model.model));
+        .unwrap_or_else(|| default_served_name(&args.serve.model.model));
     let api_key = args
+        .serve
         .api_key_file
         .as_deref()
         .map(ApiKey::from_file)
@@ -31,9 +33,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let config = ServerConfig {
         served_name: served_name.clone(),
-        grpc_addr: SocketAddr::new(args.host, args.grpc_port),
-        http_addr: SocketAddr::new(args.host, args.http_port),
-        max_num_seqs: args.model.max_num_seqs,
+        grpc_addr: SocketAddr::new(args.host, args.serve.grpc_port),
+        http_addr: SocketAddr::new(args.host, args.serve.http_port),
+        max_num_seqs: args.serve.model.max_num_seqs,
         max_queued_requests: args.max_queued_requests,
         drain_timeout: Duration::from_secs(args.drain_timeout_seconds),
         preprocess_concurrency: args
@@ -62,7 +64,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 fn check_backend(args: &ServeArgs) -> anyhow::Result<()> {
-    let utilization = args.model.gpu_memory_utilization;
+    let utilization = args.serve.model.gpu_memory_utilization;
     anyhow::ensure!(
         utilization > 0.0 && utilization <= 1.0,
         "--gpu-memory-utilization must be in (0, 1], got {utilization}"
@@ -92,9 +94,17 @@ fn load(args: &ServeArgs, served_name: String) -> anyhow::Result<ServingModel> {
         weight_bytes,
         backend,
         kernels,
-    } = LoadedEngine::load_with_fault(&args.model, args.max_model_len, args.inject_fault)?;
-    let max_model_len =
-        max_model_len(args.max_model_len, config.max_position_embeddings, kv_cache)?;
+    } = LoadedEngine::load_with_fault(
+        &args.serve.model,
+        &args.tuning,
+        args.serve.max_model_len,
+        args.inject_fault,
+    )?;
+    let max_model_len = max_model_len(
+        args.serve.max_model_len,
+        config.max_position_embeddings,
+        kv_cache,
+    )?;
     let token_text = |id: Option<u32>| {
         id.and_then(|id| tokenizer.id_to_token(id))
             .unwrap_or_default()
@@ -116,16 +126,16 @@ fn load(args: &ServeArgs, served_name: String) -> anyhow::Result<ServingModel> {
         max_model_len,
         block_size: kv_cache.block_size,
         num_kv_blocks: kv_cache.num_blocks,
-        max_num_seqs: args.model.max_num_seqs,
+        max_num_seqs: args.serve.model.max_num_seqs,
         backend: backend.into(),
         eos_token_ids: config.eos_token_ids.clone(),
-        revision: fetched_revision(&args.model.model),
+        revision: fetched_revision(&args.serve.model.model),
         weight_bytes: weight_bytes as u64,
         kv_cache_dtype: kv_cache_dtype.name().into(),
         kernels,
     };
     tracing::info!(
-        model = %args.model.model.display(),
+        model = %args.serve.model.model.display(),
         served_name = %info.served_name,
         max_model_len,
         kv_cache_blocks = kv_cache.num_blocks,

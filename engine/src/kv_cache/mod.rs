@@ -15,9 +15,6 @@ pub use error::KvCacheError;
 pub use hash::{BlockHash, hash_block};
 pub use manager::{Allocation, KvCacheManager, PrefixHit, SequenceId};
 
-/// Tokens per block unless configured otherwise.
-pub const DEFAULT_BLOCK_SIZE: usize = 16;
-
 /// Number of blocks needed to hold `num_tokens` tokens.
 pub fn blocks_for_tokens(num_tokens: usize, block_size: usize) -> usize {
     num_tokens.div_ceil(block_size)

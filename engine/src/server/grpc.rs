@@ -8,9 +8,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::engine::FinishReason;
-use crate::proto::v1 as pb;
-use crate::proto::v1::generate_request::Prompt;
 use crate::sampling::SamplingParams;
+use modelfleet_proto::v1 as pb;
+use modelfleet_proto::v1::generate_request::Prompt;
 
 use super::generation::Delta;
 use super::model::ServingModel;

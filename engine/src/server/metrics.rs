@@ -1,4 +1,6 @@
-//! The engine's Prometheus series. Every name lives here.
+//! The engine's Prometheus series. Their names and labels live in the contract crate
+//! ([`modelfleet_contract::metrics`]), where the operator's autoscaler and the harness read
+//! them too; what they measure is registered here.
 //!
 //! The `modelfleet_engine_*` family is ModelFleet's own; `modelfleet_engine_queue_depth` is
 //! the signal the operator's autoscaler reads. The `vllm:*` family repeats the same
@@ -10,35 +12,16 @@ use prometheus::{
     TextEncoder,
 };
 
+use modelfleet_contract::metrics::{
+    GENERATION_TOKENS, INTER_TOKEN_LATENCY, KV_CACHE_USAGE_RATIO, MODEL_NAME, OUTCOME, PREEMPTIONS,
+    PROMPT_TOKENS, QUEUE_DEPTH, REQUEST_DURATION, REQUESTS, RUNNING_REQUESTS, SLOTS_IN_USE,
+    TIME_TO_FIRST_TOKEN, VLLM_FINISHED_REASON, VLLM_GENERATION_TOKENS, VLLM_INTER_TOKEN_LATENCY,
+    VLLM_KV_CACHE_USAGE, VLLM_PREEMPTIONS, VLLM_PROMPT_TOKENS, VLLM_REQUEST_LATENCY,
+    VLLM_REQUEST_SUCCESS, VLLM_REQUESTS_RUNNING, VLLM_REQUESTS_WAITING, VLLM_TIME_TO_FIRST_TOKEN,
+};
+
 use crate::engine::FinishReason;
 use crate::scheduler::SchedulerStats;
-
-pub const QUEUE_DEPTH: &str = "modelfleet_engine_queue_depth";
-pub const RUNNING_REQUESTS: &str = "modelfleet_engine_running_requests";
-pub const KV_CACHE_USAGE_RATIO: &str = "modelfleet_engine_kv_cache_usage_ratio";
-pub const TIME_TO_FIRST_TOKEN: &str = "modelfleet_engine_time_to_first_token_seconds";
-pub const INTER_TOKEN_LATENCY: &str = "modelfleet_engine_inter_token_latency_seconds";
-pub const REQUEST_DURATION: &str = "modelfleet_engine_request_duration_seconds";
-pub const PROMPT_TOKENS: &str = "modelfleet_engine_prompt_tokens_total";
-pub const GENERATION_TOKENS: &str = "modelfleet_engine_generation_tokens_total";
-pub const REQUESTS: &str = "modelfleet_engine_requests_total";
-pub const PREEMPTIONS: &str = "modelfleet_engine_preemptions_total";
-/// Slots held: requests admitted and not yet ended, wherever they are (being tokenised,
-/// waiting, running, or streaming their last tokens to a client).
-pub const SLOTS_IN_USE: &str = "modelfleet_engine_slots_in_use";
-
-pub const VLLM_REQUESTS_WAITING: &str = "vllm:num_requests_waiting";
-pub const VLLM_REQUESTS_RUNNING: &str = "vllm:num_requests_running";
-pub const VLLM_KV_CACHE_USAGE: &str = "vllm:kv_cache_usage_perc";
-pub const VLLM_TIME_TO_FIRST_TOKEN: &str = "vllm:time_to_first_token_seconds";
-pub const VLLM_INTER_TOKEN_LATENCY: &str = "vllm:inter_token_latency_seconds";
-pub const VLLM_REQUEST_LATENCY: &str = "vllm:e2e_request_latency_seconds";
-pub const VLLM_PROMPT_TOKENS: &str = "vllm:prompt_tokens_total";
-pub const VLLM_GENERATION_TOKENS: &str = "vllm:generation_tokens_total";
-pub const VLLM_REQUEST_SUCCESS: &str = "vllm:request_success_total";
-pub const VLLM_PREEMPTIONS: &str = "vllm:num_preemptions_total";
-
-const MODEL_NAME_LABEL: &str = "model_name";
 
 const TTFT_BUCKETS: &[f64] = &[
     0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0,
@@ -129,7 +112,7 @@ impl Metrics {
     pub fn new(model_name: &str) -> Result<Self, prometheus::Error> {
         let registry = Registry::new_custom(
             None,
-            Some([(MODEL_NAME_LABEL.to_string(), model_name.to_string())].into()),
+            Some([(MODEL_NAME.to_string(), model_name.to_string())].into()),
         )?;
         let gauge = |name: &str, help: &str| -> Result<IntGauge, prometheus::Error> {
             register(&registry, IntGauge::with_opts(Opts::new(name, help))?)
@@ -158,7 +141,7 @@ impl Metrics {
             &registry,
             IntCounterVec::new(
                 Opts::new(REQUESTS, "Requests by how they ended"),
-                &["outcome"],
+                &[OUTCOME],
             )?,
         )?;
         for outcome in Outcome::ALL {
@@ -169,7 +152,7 @@ impl Metrics {
             &registry,
             IntCounterVec::new(
                 Opts::new(VLLM_REQUEST_SUCCESS, "Requests finished, by finish reason"),
-                &["finished_reason"],
+                &[VLLM_FINISHED_REASON],
             )?,
         )?;
         Ok(Metrics {

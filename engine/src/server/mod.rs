@@ -32,8 +32,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::engine::{GenerationRequest, StopParams};
-use crate::proto::v1::generation_server::GenerationServer;
 use crate::sampling::SamplingParams;
+use modelfleet_proto::v1::generation_server::GenerationServer;
 
 pub use auth::ApiKey;
 pub use chat_template::{ChatMessage, ChatTemplate};
@@ -111,7 +111,7 @@ where
 
     let stop_servers = CancellationToken::new();
     let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(crate::proto::v1::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(modelfleet_proto::v1::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(|e| ServeError::Server {

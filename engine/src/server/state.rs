@@ -13,7 +13,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
-use crate::proto::v1::generation_server::GenerationServer;
+use modelfleet_proto::v1::generation_server::GenerationServer;
 
 use super::ServerConfig;
 use super::error::ApiError;

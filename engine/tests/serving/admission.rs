@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use modelfleet_engine::proto::v1 as pb;
+use modelfleet_proto::v1 as pb;
 use tokio::task::JoinHandle;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;

@@ -1,7 +1,7 @@
 //! `--api-key-file`: without the key, generation and model requests get HTTP 401 and gRPC
 //! UNAUTHENTICATED; with it, they are served; probes and `/metrics` stay open.
 
-use modelfleet_engine::proto::v1 as pb;
+use modelfleet_proto::v1 as pb;
 use tonic::metadata::MetadataValue;
 use tonic_health::pb::health_check_response::ServingStatus;
 

@@ -1,7 +1,8 @@
 //! Malformed requests: the right gRPC status or HTTP status with OpenAI's error body, and
 //! a message that names the field and the limit.
 
-use modelfleet_engine::proto::v1 as pb;
+use modelfleet_contract::metrics;
+use modelfleet_proto::v1 as pb;
 use serde_json::json;
 
 use crate::support::{Server, greedy_request, post_json, post_raw};
@@ -136,12 +137,9 @@ async fn bad_requests_get_clear_errors_on_both_apis() {
     assert_eq!(body["error"]["param"], "messages");
 
     // Every refusal was counted, and none reached the engine.
-    let invalid = "modelfleet_engine_requests_total{outcome=\"invalid\"}";
-    assert_eq!(server.metric(invalid).await, 13.0);
-    assert_eq!(
-        server.metric("modelfleet_engine_prompt_tokens_total").await,
-        0.0
-    );
+    let invalid = metrics::series(metrics::REQUESTS, &[(metrics::OUTCOME, "invalid")]);
+    assert_eq!(server.metric(&invalid).await, 13.0);
+    assert_eq!(server.metric(metrics::PROMPT_TOKENS).await, 0.0);
 }
 
 #[tokio::test]

@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use modelfleet_engine::proto::v1 as pb;
+use modelfleet_proto::v1 as pb;
 use serde_json::json;
 
 use crate::support::{

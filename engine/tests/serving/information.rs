@@ -2,7 +2,7 @@
 //! `fetch` recorded, and gRPC server reflection.
 
 use modelfleet_engine::model::LoadedModel;
-use modelfleet_engine::proto::v1 as pb;
+use modelfleet_proto::v1 as pb;
 use tokio_stream::StreamExt as _;
 use tonic_reflection::pb::v1::ServerReflectionRequest;
 use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;

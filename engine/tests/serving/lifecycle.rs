@@ -110,7 +110,7 @@ async fn sigterm_drains_in_flight_streams_then_exits_zero() {
     assert_eq!(first.finish_reason, 0);
     assert_eq!(
         rest.last().map(|m| m.finish_reason()),
-        Some(modelfleet_engine::proto::v1::FinishReason::Length)
+        Some(modelfleet_proto::v1::FinishReason::Length)
     );
     let status = server.wait_exit().await;
     assert_eq!(status.code(), Some(0), "log:\n{}", server.log_text());

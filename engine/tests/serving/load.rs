@@ -7,13 +7,13 @@ use crate::support::{
     JsonBody as _, Server, collect_stream, greedy_request, metric_value, post_json,
 };
 
-const QUEUE_DEPTH: &str = "modelfleet_engine_queue_depth";
-const VLLM_WAITING: &str = "vllm:num_requests_waiting";
-const RUNNING: &str = "modelfleet_engine_running_requests";
-const KV_USAGE: &str = "modelfleet_engine_kv_cache_usage_ratio";
+use modelfleet_contract::metrics::{
+    self, KV_CACHE_USAGE_RATIO as KV_USAGE, OUTCOME, QUEUE_DEPTH, REQUESTS,
+    RUNNING_REQUESTS as RUNNING, VLLM_REQUESTS_WAITING as VLLM_WAITING,
+};
 
 fn requests_total(outcome: &str) -> String {
-    format!("modelfleet_engine_requests_total{{outcome=\"{outcome}\"}}")
+    metrics::series(REQUESTS, &[(OUTCOME, outcome)])
 }
 
 #[tokio::test]

@@ -9,17 +9,16 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use modelfleet_engine::proto::v1 as pb;
-use modelfleet_engine::proto::v1::generation_client::GenerationClient;
+use modelfleet_contract::metrics::{
+    self, KV_CACHE_USAGE_RATIO as KV_USAGE, OUTCOME, QUEUE_DEPTH, REQUESTS,
+    RUNNING_REQUESTS as RUNNING, SLOTS_IN_USE,
+};
+use modelfleet_proto::v1 as pb;
+use modelfleet_proto::v1::generation_client::GenerationClient;
 use serde_json::json;
 use tonic::transport::Endpoint;
 
 use crate::support::{JsonBody as _, Server, collect_stream, greedy_request, http_client};
-
-const SLOTS_IN_USE: &str = "modelfleet_engine_slots_in_use";
-const QUEUE_DEPTH: &str = "modelfleet_engine_queue_depth";
-const RUNNING: &str = "modelfleet_engine_running_requests";
-const KV_USAGE: &str = "modelfleet_engine_kv_cache_usage_ratio";
 
 /// The KV cache: 64 blocks of 16 tokens.
 const NUM_BLOCKS: usize = 64;
@@ -414,7 +413,7 @@ async fn soak_mixed_clients_leave_no_blocks_slots_or_memory_behind() {
         "unavailable",
         "failed",
     ] {
-        let series = format!("modelfleet_engine_requests_total{{outcome=\"{outcome}\"}}");
+        let series = metrics::series(REQUESTS, &[(OUTCOME, outcome)]);
         println!("  server {outcome:<25} {:>7}", server.metric(&series).await);
     }
     println!(

@@ -4,15 +4,13 @@
 
 use std::time::{Duration, Instant};
 
-use modelfleet_engine::proto::v1::generation_client::GenerationClient;
+use modelfleet_contract::metrics::{
+    self, KV_CACHE_USAGE_RATIO as KV_USAGE, OUTCOME, QUEUE_DEPTH, REQUESTS, SLOTS_IN_USE,
+};
+use modelfleet_proto::v1::generation_client::GenerationClient;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::support::{Server, collect_stream, greedy_request};
-
-const SLOTS_IN_USE: &str = "modelfleet_engine_slots_in_use";
-const QUEUE_DEPTH: &str = "modelfleet_engine_queue_depth";
-const KV_USAGE: &str = "modelfleet_engine_kv_cache_usage_ratio";
-const CANCELLED: &str = "modelfleet_engine_requests_total{outcome=\"cancelled\"}";
 
 /// Never-reading clients, each on a connection of its own.
 const STALLED_CLIENTS: usize = 200;
@@ -91,7 +89,8 @@ async fn a_few_hundred_never_reading_clients_do_not_hold_the_replica_at_capacity
     assert_eq!(served.expect("served").len(), 4);
 
     server.wait_metric(SLOTS_IN_USE, |v| v == 0.0).await;
-    server.wait_metric(CANCELLED, |v| v == 4.0).await;
+    let cancelled = metrics::series(REQUESTS, &[(OUTCOME, "cancelled")]);
+    server.wait_metric(&cancelled, |v| v == 4.0).await;
     assert_eq!(server.metric(QUEUE_DEPTH).await, 0.0);
     assert_eq!(server.metric(KV_USAGE).await, 0.0);
     assert!(

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use modelfleet_engine::proto::v1 as pb;
-use modelfleet_engine::proto::v1::generation_client::GenerationClient;
+use modelfleet_proto::v1 as pb;
+use modelfleet_proto::v1::generation_client::GenerationClient;
 use tonic::transport::Channel;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;

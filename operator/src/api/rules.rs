@@ -3,6 +3,7 @@
 //! would otherwise let through but that could never run.
 
 use kube::core::{Message, Rule};
+use modelfleet_contract::serve::OPERATOR_FLAGS;
 use schemars::{Schema, SchemaGenerator, json_schema};
 
 /// An image reference: `[registry[:port]/]path[:tag][@digest]`, the grammar of the
@@ -15,30 +16,14 @@ pub const IMAGE_PATTERN: &str = concat!(
     r"(@[A-Za-z][A-Za-z0-9]*([-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?$",
 );
 
-/// The `modelfleet-engine serve` flags the operator sets from the spec. `extraArgs` may not
-/// repeat them: the engine would take the last one, silently overriding the field (or, for
-/// the ports, breaking the probes and the Service).
-pub const OPERATOR_ENGINE_FLAGS: &[&str] = &[
-    "--model",
-    "--served-name",
-    "--dtype",
-    "--block-size",
-    "--max-num-seqs",
-    "--gpu-memory-utilization",
-    "--grpc-port",
-    "--http-port",
-    "--max-model-len",
-    "--api-key-file",
-    // From spec.resources.gpus: replicas with GPUs run the CUDA backend.
-    "--backend",
-];
-
 /// The largest count a Deployment takes for `maxSurge` / `maxUnavailable` (an int32).
 const MAX_COUNT: i64 = i32::MAX as i64;
 
-/// `extraArgs` holds no flag of [`OPERATOR_ENGINE_FLAGS`], as `--flag value` or `--flag=value`.
+/// `extraArgs` holds no flag of [`OPERATOR_FLAGS`] (the `serve` flags the operator sets from
+/// the spec), as `--flag value` or `--flag=value`: the engine would take the last one,
+/// silently overriding the field (or, for the ports, breaking the probes and the Service).
 pub fn extra_args_rule() -> Rule {
-    let names: Vec<&str> = OPERATOR_ENGINE_FLAGS
+    let names: Vec<&str> = OPERATOR_FLAGS
         .iter()
         .map(|f| f.trim_start_matches("--"))
         .collect();
@@ -49,7 +34,7 @@ pub fn extra_args_rule() -> Rule {
     .message(Message::Message(format!(
         "spec.engine.extraArgs must not repeat a flag the operator sets ({}): set the matching \
          spec.engine field instead",
-        OPERATOR_ENGINE_FLAGS.join(", ")
+        OPERATOR_FLAGS.join(", ")
     )))
 }
 
@@ -120,7 +105,7 @@ mod tests {
     #[test]
     fn the_extra_args_rule_names_every_operator_flag() {
         let rule = extra_args_rule();
-        for flag in OPERATOR_ENGINE_FLAGS {
+        for flag in OPERATOR_FLAGS {
             assert!(rule.rule.contains(flag.trim_start_matches("--")), "{flag}");
         }
     }

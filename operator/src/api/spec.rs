@@ -16,6 +16,8 @@ use serde::{Deserialize, Serialize};
 
 use super::ModelDeploymentStatus;
 use super::rules;
+/// `spec.engine.dtype` is the engine's `--dtype`, one enum for both.
+pub use modelfleet_contract::serve::Dtype;
 
 /// The image the engine containers run when neither `spec.engine.image` nor the operator's
 /// `--engine-image` (the Helm chart's `engine.image`) says otherwise.
@@ -105,30 +107,6 @@ pub struct ModelSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 256))]
     pub served_name: Option<String>,
-}
-
-/// Numeric precision the engine computes in.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Dtype {
-    /// The engine picks from the weights and the device.
-    #[default]
-    Auto,
-    Float32,
-    Float16,
-    Bfloat16,
-}
-
-impl Dtype {
-    /// The value the engine's `--dtype` flag takes.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Auto => "auto",
-            Self::Float32 => "float32",
-            Self::Float16 => "float16",
-            Self::Bfloat16 => "bfloat16",
-        }
-    }
 }
 
 /// Engine settings; each maps to a `modelfleet-engine serve` flag.

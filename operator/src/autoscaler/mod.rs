@@ -2,7 +2,8 @@
 //!
 //! - [`policy`]: `spec.replicas` and `spec.autoscaling`, parsed.
 //! - [`scaler`]: the pure decision, one reading per tick, with stabilization windows.
-//! - [`promql`]: the query text; [`prometheus`]: the HTTP API client.
+//! - [`promql`]: the query text, asked through the contract's Prometheus HTTP API client
+//!   ([`modelfleet_contract::prometheus`]).
 //! - [`ticker`]: the loop that reads Prometheus for every ModelDeployment on an interval and
 //!   hands each verdict to the reconciler, which applies it like any other desired state.
 //!
@@ -11,7 +12,6 @@
 //! from it.
 
 pub mod policy;
-pub mod prometheus;
 pub mod promql;
 pub mod scaler;
 pub mod ticker;

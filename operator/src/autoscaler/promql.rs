@@ -2,11 +2,12 @@
 
 use std::time::Duration;
 
-/// The engine metric the autoscaler reads: requests waiting to be scheduled, per pod.
-pub const QUEUE_DEPTH_METRIC: &str = "modelfleet_engine_queue_depth";
-/// Series labels Prometheus's relabelling puts on every engine pod's samples.
-pub const NAMESPACE_LABEL: &str = "namespace";
-pub const MODEL_DEPLOYMENT_LABEL: &str = "modeldeployment";
+// The engine metric the autoscaler reads (requests waiting to be scheduled, per pod) and
+// the series labels Prometheus's relabelling puts on every engine pod's samples.
+use modelfleet_contract::metrics::{
+    MODEL_DEPLOYMENT as MODEL_DEPLOYMENT_LABEL, NAMESPACE as NAMESPACE_LABEL,
+    QUEUE_DEPTH as QUEUE_DEPTH_METRIC,
+};
 
 /// Waiting requests of one ModelDeployment: each pod's queue depth averaged over `window`,
 /// summed over its pods, e.g.

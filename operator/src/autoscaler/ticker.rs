@@ -13,7 +13,6 @@ use kube::{Resource, ResourceExt};
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
-use super::prometheus::PrometheusClient;
 use super::scaler::round2;
 use super::{
     AutoscalerConfig, Policy, Reading, Scaler, Verdict, Verdicts, autoscaling_applies, promql,
@@ -21,6 +20,7 @@ use super::{
 use crate::api::{ModelDeployment, WatchedModelDeployment, watched_ref};
 use crate::desired::replica_count;
 use crate::metrics::Metrics;
+use modelfleet_contract::prometheus::PrometheusClient;
 
 /// Queries in flight at once.
 const CONCURRENT_QUERIES: usize = 8;

@@ -21,6 +21,8 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use kube::ResourceExt;
+use modelfleet_contract::ports::{self, EnginePort};
+use modelfleet_contract::serve::{Backend, ModelArgs, ServeArgs};
 
 use super::labels::{common_labels, selector_labels};
 use super::owned_metadata;
@@ -28,10 +30,6 @@ use super::source::{FetchSource, fetch_source};
 use crate::api::{ModelDeployment, ModelDeploymentSpec};
 use crate::{Error, Result};
 
-/// gRPC port (`modelfleet.engine.v1.Generation` and `grpc.health.v1`).
-pub const GRPC_PORT: i32 = 50051;
-/// HTTP port (OpenAI-compatible API and `/metrics`).
-pub const HTTP_PORT: i32 = 8000;
 /// Where the init container puts the weights and the engine reads them.
 pub const MODEL_DIR: &str = "/models";
 /// Pod-template annotation carrying the model revision.
@@ -70,6 +68,7 @@ const FETCH_MEMORY_LIMIT: &str = "2Gi";
 const EPHEMERAL_STORAGE: &str = "ephemeral-storage";
 
 const ENGINE_BINARY: &str = "modelfleet-engine";
+const SERVE_COMMAND: &str = "serve";
 const INIT_CONTAINER: &str = "fetch";
 const MODEL_VOLUME: &str = "model-cache";
 const SHM_VOLUME: &str = "dshm";
@@ -105,7 +104,7 @@ pub fn build_deployment(
             }),
             progress_deadline_seconds: Some(progress_deadline_seconds(md)?),
             revision_history_limit: Some(REVISION_HISTORY_LIMIT),
-            template: pod_template(md, default_image),
+            template: pod_template(md, default_image)?,
             ..DeploymentSpec::default()
         }),
         status: None,
@@ -124,11 +123,11 @@ fn progress_deadline_seconds(md: &ModelDeployment) -> Result<i32> {
     i32::try_from(seconds.max(1)).map_err(|_| invalid("too long".into()))
 }
 
-fn pod_template(md: &ModelDeployment, default_image: &str) -> PodTemplateSpec {
+fn pod_template(md: &ModelDeployment, default_image: &str) -> Result<PodTemplateSpec> {
     let spec = &md.spec;
     let image = spec.engine.image.as_deref().unwrap_or(default_image);
     let source = fetch_source(&spec.model.source);
-    PodTemplateSpec {
+    Ok(PodTemplateSpec {
         metadata: Some(ObjectMeta {
             labels: Some(common_labels(md)),
             annotations: Some(BTreeMap::from([(
@@ -139,7 +138,7 @@ fn pod_template(md: &ModelDeployment, default_image: &str) -> PodTemplateSpec {
         }),
         spec: Some(PodSpec {
             init_containers: Some(vec![fetch_container(spec, image, &source)]),
-            containers: vec![engine_container(md, image)],
+            containers: vec![engine_container(md, image)?],
             volumes: Some(volumes(spec, source.volume)),
             security_context: Some(PodSecurityContext {
                 run_as_non_root: Some(true),
@@ -160,7 +159,7 @@ fn pod_template(md: &ModelDeployment, default_image: &str) -> PodTemplateSpec {
             topology_spread_constraints: non_empty_vec(topology_spread(md)),
             ..PodSpec::default()
         }),
-    }
+    })
 }
 
 fn fetch_container(spec: &ModelDeploymentSpec, image: &str, source: &FetchSource) -> Container {
@@ -205,51 +204,62 @@ fn fetch_container(spec: &ModelDeploymentSpec, image: &str, source: &FetchSource
 
 /// The engine backend for replicas of `gpus` GPUs: the GPUs a pod requests are the GPUs it
 /// runs on.
-pub fn engine_backend(gpus: i32) -> &'static str {
-    if gpus > 0 { "cuda" } else { "cpu" }
+pub fn engine_backend(gpus: i32) -> Backend {
+    if gpus > 0 {
+        Backend::Cuda
+    } else {
+        Backend::Cpu
+    }
 }
 
-fn engine_container(md: &ModelDeployment, image: &str) -> Container {
+/// The `serve` flags for `md`'s engines, as the engine parses them.
+pub fn serve_args(md: &ModelDeployment) -> Result<ServeArgs> {
     let spec = &md.spec;
     let engine = &spec.engine;
-    let served_name = spec
-        .model
-        .served_name
-        .clone()
-        .unwrap_or_else(|| md.name_any());
-    let mut args = vec![
-        "serve".to_string(),
-        "--model".into(),
-        MODEL_DIR.into(),
-        "--served-name".into(),
-        served_name,
-        "--dtype".into(),
-        engine.dtype.as_str().into(),
-        "--block-size".into(),
-        engine.block_size.to_string(),
-        "--max-num-seqs".into(),
-        engine.max_num_seqs.to_string(),
-        "--gpu-memory-utilization".into(),
-        engine.gpu_memory_utilization.to_string(),
-        "--grpc-port".into(),
-        GRPC_PORT.to_string(),
-        "--http-port".into(),
-        HTTP_PORT.to_string(),
-    ];
-    if let Some(len) = engine.max_model_len {
-        args.extend(["--max-model-len".to_string(), len.to_string()]);
-    }
-    args.extend([
-        "--backend".into(),
-        engine_backend(spec.resources.gpus).into(),
-    ]);
+    let invalid = |field: &str, value: i32| Error::InvalidSpec {
+        object: format!("{}/{}", md.namespace().unwrap_or_default(), md.name_any()),
+        reason: format!("spec.engine.{field} {value} must be positive"),
+    };
+    let count = |field: &str, value: i32| usize::try_from(value).map_err(|_| invalid(field, value));
+    Ok(ServeArgs {
+        model: ModelArgs {
+            model: MODEL_DIR.into(),
+            dtype: engine.dtype,
+            block_size: count("blockSize", engine.block_size)?,
+            max_num_seqs: count("maxNumSeqs", engine.max_num_seqs)?,
+            backend: engine_backend(spec.resources.gpus),
+            gpu_memory_utilization: engine.gpu_memory_utilization,
+        },
+        served_name: Some(
+            spec.model
+                .served_name
+                .clone()
+                .unwrap_or_else(|| md.name_any()),
+        ),
+        grpc_port: ports::GRPC.number,
+        http_port: ports::HTTP.number,
+        max_model_len: engine
+            .max_model_len
+            .map(|len| count("maxModelLen", len))
+            .transpose()?,
+        api_key_file: engine
+            .api_key_secret_ref
+            .as_ref()
+            .map(|_| API_KEY_FILE.into()),
+    })
+}
+
+fn engine_container(md: &ModelDeployment, image: &str) -> Result<Container> {
+    let spec = &md.spec;
+    let engine = &spec.engine;
+    let mut args = vec![SERVE_COMMAND.to_string()];
+    args.extend(serve_args(md)?.to_args());
     let mut mounts = vec![
         mount(MODEL_VOLUME, MODEL_DIR),
         mount(SHM_VOLUME, "/dev/shm"),
         mount(TMP_VOLUME, "/tmp"),
     ];
     if engine.api_key_secret_ref.is_some() {
-        args.extend(["--api-key-file".to_string(), API_KEY_FILE.into()]);
         mounts.push(VolumeMount {
             read_only: Some(true),
             ..mount(API_KEY_VOLUME, API_KEY_DIR)
@@ -257,12 +267,12 @@ fn engine_container(md: &ModelDeployment, image: &str) -> Container {
     }
     args.extend(engine.extra_args.iter().cloned());
 
-    Container {
+    Ok(Container {
         name: engine_container_name().into(),
         image: Some(image.to_string()),
         command: Some(vec![ENGINE_BINARY.into()]),
         args: Some(args),
-        ports: Some(vec![port("grpc", GRPC_PORT), port("http", HTTP_PORT)]),
+        ports: Some(vec![port(ports::GRPC), port(ports::HTTP)]),
         resources: Some(resources(spec)),
         // The engine reports SERVING on grpc.health.v1 only once weights are loaded and
         // warmed up; the startup probe gives loading its own, long budget so liveness does
@@ -285,13 +295,13 @@ fn engine_container(md: &ModelDeployment, image: &str) -> Container {
         volume_mounts: Some(mounts),
         security_context: Some(restricted_container_security()),
         ..Container::default()
-    }
+    })
 }
 
 fn grpc_probe(failure_threshold: i32) -> Probe {
     Probe {
         grpc: Some(GRPCAction {
-            port: GRPC_PORT,
+            port: ports::GRPC.k8s(),
             service: None,
         }),
         period_seconds: Some(PROBE_PERIOD_SECONDS),
@@ -448,10 +458,10 @@ fn mount(volume: &str, path: &str) -> VolumeMount {
     }
 }
 
-fn port(name: &str, number: i32) -> ContainerPort {
+fn port(port: EnginePort) -> ContainerPort {
     ContainerPort {
-        name: Some(name.into()),
-        container_port: number,
+        name: Some(port.name.into()),
+        container_port: port.k8s(),
         protocol: Some("TCP".into()),
         ..ContainerPort::default()
     }
@@ -530,7 +540,7 @@ mod tests {
         assert!(written.contains(&"--backend"), "{written:?}");
         for flag in written {
             assert!(
-                crate::api::rules::OPERATOR_ENGINE_FLAGS.contains(&flag),
+                modelfleet_contract::serve::OPERATOR_FLAGS.contains(&flag),
                 "{flag} is written by the operator but extraArgs may repeat it"
             );
         }
@@ -711,6 +721,45 @@ mod tests {
     }
 
     #[test]
+    fn the_engine_args_parse_with_the_engines_own_serve_parser() {
+        let plain = minimal("chat");
+        let mut everything = minimal("chat");
+        everything.spec.model.served_name = Some("--help me, I start with dashes".into());
+        everything.spec.engine.dtype = crate::api::Dtype::Bfloat16;
+        everything.spec.engine.block_size = 32;
+        everything.spec.engine.max_num_seqs = 7;
+        everything.spec.engine.gpu_memory_utilization = 0.875;
+        everything.spec.engine.max_model_len = Some(8192);
+        everything.spec.resources.gpus = 2;
+        everything.spec.engine.api_key_secret_ref = Some(crate::api::SecretKeyRef {
+            name: "chat-key".into(),
+            key: "key".into(),
+        });
+        for md in [plain, everything] {
+            let d = build_deployment(&md, 1, DEFAULT_ENGINE_IMAGE).expect("deployment");
+            let args = args(engine(&d));
+            assert_eq!(args[0], "serve");
+            let parsed = ServeArgs::parse_from(&args[1..])
+                .unwrap_or_else(|e| panic!("{args:?} does not parse: {e}"));
+            assert_eq!(parsed, serve_args(&md).expect("serve args"));
+            assert_eq!(
+                parsed.served_name.as_deref(),
+                Some(md.spec.model.served_name.as_deref().unwrap_or("chat"))
+            );
+        }
+    }
+
+    #[test]
+    fn a_negative_count_that_bypassed_the_schema_is_an_invalid_spec() {
+        let mut md = minimal("chat");
+        md.spec.engine.max_num_seqs = -1;
+        assert!(matches!(
+            build_deployment(&md, 1, DEFAULT_ENGINE_IMAGE),
+            Err(Error::InvalidSpec { .. })
+        ));
+    }
+
+    #[test]
     fn engine_exposes_named_grpc_and_http_ports() {
         let d = build_deployment(&minimal("chat"), 1, DEFAULT_ENGINE_IMAGE).expect("deployment");
         let ports = engine(&d).ports.as_ref().expect("ports");
@@ -730,7 +779,11 @@ mod tests {
             ("readiness", &engine.readiness_probe),
         ] {
             let grpc = probe.as_ref().and_then(|p| p.grpc.as_ref());
-            assert_eq!(grpc.map(|g| g.port), Some(GRPC_PORT), "{what} probe");
+            assert_eq!(
+                grpc.map(|g| g.port),
+                Some(ports::GRPC.k8s()),
+                "{what} probe"
+            );
         }
         let startup = engine.startup_probe.as_ref().expect("startup probe");
         let budget = startup.failure_threshold.unwrap_or(0) * startup.period_seconds.unwrap_or(0);

@@ -3,12 +3,11 @@
 use std::collections::BTreeMap;
 
 use kube::ResourceExt;
+// Names the ModelDeployment a pod (or Deployment, Service, PDB) belongs to; Prometheus
+// relabels it into the `modeldeployment` label the autoscaler queries by.
+use modelfleet_contract::labels::{DEPLOYMENT as DEPLOYMENT_LABEL, field_manager};
 
 use crate::api::ModelDeployment;
-
-/// Names the ModelDeployment a pod (or Deployment, Service, PDB) belongs to. Prometheus
-/// relabels it into the `modeldeployment` label the autoscaler queries by.
-pub const DEPLOYMENT_LABEL: &str = "modelfleet.dev/deployment";
 
 const NAME_LABEL: &str = "app.kubernetes.io/name";
 const INSTANCE_LABEL: &str = "app.kubernetes.io/instance";
@@ -44,7 +43,7 @@ pub fn common_labels(md: &ModelDeployment) -> BTreeMap<String, String> {
     labels.insert(PART_OF_LABEL.to_string(), "modelfleet".to_string());
     labels.insert(
         MANAGED_BY_LABEL.to_string(),
-        "modelfleet-operator".to_string(),
+        field_manager::OPERATOR.to_string(),
     );
     labels
 }

@@ -19,10 +19,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 use kube::{Resource, ResourceExt};
 
 pub use deployment::{
-    API_KEY_FILE, GRPC_PORT, HTTP_PORT, MODEL_DIR, REVISION_ANNOTATION, build_deployment,
-    engine_container_name,
+    API_KEY_FILE, MODEL_DIR, REVISION_ANNOTATION, build_deployment, engine_container_name,
 };
-pub use labels::{DEPLOYMENT_LABEL, selector_labels, selector_string};
+pub use labels::{selector_labels, selector_string};
 pub use network_policy::build_network_policy;
 pub use pdb::build_pdb;
 pub use replicas::{Authority, authority, autoscaler_floor, held_replicas, replica_count};

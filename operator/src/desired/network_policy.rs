@@ -7,8 +7,8 @@ use k8s_openapi::api::networking::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use modelfleet_contract::ports;
 
-use super::deployment::{GRPC_PORT, HTTP_PORT};
 use super::labels::selector_labels;
 use super::owned_metadata;
 use crate::Result;
@@ -23,10 +23,13 @@ pub fn build_network_policy(md: &ModelDeployment) -> Result<Option<NetworkPolicy
     // non-empty list: with no rules at all, the policy admits nobody.
     let mut ingress = Vec::new();
     if !wanted.clients.is_empty() {
-        ingress.push(rule(&wanted.clients, &[GRPC_PORT, HTTP_PORT]));
+        ingress.push(rule(
+            &wanted.clients,
+            &[ports::GRPC.k8s(), ports::HTTP.k8s()],
+        ));
     }
     if !wanted.prometheus.is_empty() {
-        ingress.push(rule(&wanted.prometheus, &[HTTP_PORT]));
+        ingress.push(rule(&wanted.prometheus, &[ports::HTTP.k8s()]));
     }
     Ok(Some(NetworkPolicy {
         metadata: owned_metadata(md)?,
@@ -122,11 +125,14 @@ mod tests {
         assert_eq!(spec.policy_types, Some(vec!["Ingress".to_string()]));
         let ingress = spec.ingress.expect("ingress");
         assert_eq!(ingress.len(), 2);
-        assert_eq!(ports(&ingress[0]), vec![GRPC_PORT, HTTP_PORT]);
+        assert_eq!(
+            ports(&ingress[0]),
+            vec![ports::GRPC.k8s(), ports::HTTP.k8s()]
+        );
         let clients = ingress[0].from.as_ref().expect("from");
         assert_eq!(clients[0].pod_selector, labels("app", "gateway"));
         assert_eq!(clients[0].namespace_selector, None);
-        assert_eq!(ports(&ingress[1]), vec![HTTP_PORT]);
+        assert_eq!(ports(&ingress[1]), vec![ports::HTTP.k8s()]);
         let prometheus = ingress[1].from.as_ref().expect("from");
         assert_eq!(
             prometheus[0].namespace_selector,

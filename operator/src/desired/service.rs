@@ -4,7 +4,8 @@ use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 
-use super::deployment::{GRPC_PORT, HTTP_PORT};
+use modelfleet_contract::ports::{self, EnginePort};
+
 use super::labels::selector_labels;
 use super::owned_metadata;
 use crate::Result;
@@ -19,8 +20,8 @@ pub fn build_service(md: &ModelDeployment) -> Result<Service> {
             selector: Some(selector_labels(md)),
             ports: Some(vec![
                 // h2c tells gateways and meshes to speak HTTP/2 cleartext, which gRPC needs.
-                service_port("grpc", GRPC_PORT, "kubernetes.io/h2c"),
-                service_port("http", HTTP_PORT, "http"),
+                service_port(ports::GRPC, "kubernetes.io/h2c"),
+                service_port(ports::HTTP, "http"),
             ]),
             ..ServiceSpec::default()
         }),
@@ -31,17 +32,19 @@ pub fn build_service(md: &ModelDeployment) -> Result<Service> {
 /// The in-cluster URL of the OpenAI-compatible API.
 pub fn endpoint(md: &ModelDeployment) -> String {
     format!(
-        "http://{}.{}.svc:{HTTP_PORT}",
+        "http://{}.{}.svc:{}",
         md.name_any(),
-        md.namespace().unwrap_or_default()
+        md.namespace().unwrap_or_default(),
+        ports::HTTP.number
     )
 }
 
-fn service_port(name: &str, port: i32, app_protocol: &str) -> ServicePort {
+fn service_port(port: EnginePort, app_protocol: &str) -> ServicePort {
     ServicePort {
-        name: Some(name.into()),
-        port,
-        target_port: Some(IntOrString::String(name.into())),
+        name: Some(port.name.into()),
+        port: port.k8s(),
+        // The Service's port forwards to the container port of the same name.
+        target_port: Some(IntOrString::String(port.name.into())),
         protocol: Some("TCP".into()),
         app_protocol: Some(app_protocol.into()),
         ..ServicePort::default()

@@ -5,7 +5,9 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::{Arc, RwLock};
 
-use modelfleet_e2e::prometheus::{MODEL_DEPLOYMENT_LABEL, NAMESPACE_LABEL};
+use modelfleet_contract::metrics::{
+    MODEL_DEPLOYMENT as MODEL_DEPLOYMENT_LABEL, NAMESPACE as NAMESPACE_LABEL, QUEUE_DEPTH,
+};
 use modelfleet_e2e::queue_depth_endpoint::serve_exposition;
 
 /// The queue depth of each (namespace, name), 0 until set.
@@ -33,11 +35,11 @@ impl SyntheticQueues {
 
     fn exposition(&self) -> String {
         let depths = self.depths.read().unwrap_or_else(|e| e.into_inner());
-        let mut body = String::from("# TYPE modelfleet_engine_queue_depth gauge\n");
+        let mut body = format!("# TYPE {QUEUE_DEPTH} gauge\n");
         for ((namespace, name), depth) in depths.iter() {
             let _ = writeln!(
                 body,
-                "modelfleet_engine_queue_depth{{{NAMESPACE_LABEL}=\"{namespace}\",{MODEL_DEPLOYMENT_LABEL}=\"{name}\"}} {depth}"
+                "{QUEUE_DEPTH}{{{NAMESPACE_LABEL}=\"{namespace}\",{MODEL_DEPLOYMENT_LABEL}=\"{name}\"}} {depth}"
             );
         }
         body

@@ -10,11 +10,10 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use modelfleet_e2e::fleet::{
-    self, EndpointFollower, Fleet, FleetOptions, GRPC_PORT, ModelDeploymentStatus,
-};
+use modelfleet_contract::{metrics, ports};
+use modelfleet_e2e::fleet::{self, EndpointFollower, Fleet, FleetOptions, ModelDeploymentStatus};
 use modelfleet_e2e::tools;
-use modelfleet_engine::loadgen::{
+use modelfleet_loadgen::{
     Arrival, LiveSnapshot, LoadConfig, LoadGenerator, Prompt, RequestSettings, StopAfter, Target,
 };
 use tokio_util::sync::CancellationToken;
@@ -177,7 +176,9 @@ async fn run_phase(
         let queue = fleet
             .prometheus()
             .query_value(&format!(
-                "sum(modelfleet_engine_queue_depth{{namespace=\"{NAMESPACE}\"}})"
+                "sum({}{{{}=\"{NAMESPACE}\"}})",
+                metrics::QUEUE_DEPTH,
+                metrics::NAMESPACE
             ))
             .await
             .ok()
@@ -231,7 +232,7 @@ async fn load_generator(fleet: &Fleet, clients: usize) -> anyhow::Result<LoadGen
 }
 
 fn grpc_target(address: &str) -> Target {
-    Target::grpc(format!("{address}:{GRPC_PORT}"))
+    Target::grpc(format!("{address}:{}", ports::GRPC.number))
 }
 
 fn print_header() {

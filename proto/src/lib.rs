@@ -1,4 +1,5 @@
-//! The gRPC API (`engine/proto`), generated at build time.
+//! ModelFleet's gRPC API, `modelfleet.engine.v1` (`proto/modelfleet/engine/v1/`), generated
+//! at build time: the engine serves it, the load generator and the harness call it.
 
 #![allow(clippy::all, clippy::pedantic, missing_docs)]
 

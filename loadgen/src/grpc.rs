@@ -8,8 +8,8 @@ use tonic::{Code, Status};
 
 use super::config::RequestSettings;
 use super::record::{Completion, Failure, Outcome, TokenTimer};
-use crate::proto::v1::generation_client::GenerationClient;
-use crate::proto::v1::{
+use modelfleet_proto::v1::generation_client::GenerationClient;
+use modelfleet_proto::v1::{
     FinishReason, GenerateRequest, SamplingParams, StopParams, generate_request,
 };
 

@@ -7,8 +7,8 @@
 //! latency percentiles and failures by kind. Running figures can be read while it runs:
 //!
 //! ```no_run
-//! # async fn example() -> Result<(), modelfleet_engine::loadgen::LoadgenError> {
-//! use modelfleet_engine::loadgen::{Arrival, LoadConfig, LoadGenerator, RequestSettings, StopAfter};
+//! # async fn example() -> Result<(), modelfleet_loadgen::LoadgenError> {
+//! use modelfleet_loadgen::{Arrival, LoadConfig, LoadGenerator, RequestSettings, StopAfter};
 //! use tokio_util::sync::CancellationToken;
 //!
 //! let config = LoadConfig {

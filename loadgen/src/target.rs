@@ -12,7 +12,7 @@ use super::config::RequestSettings;
 use super::error::LoadgenError;
 use super::record::{Completion, Failure, TokenTimer};
 use super::{grpc, http};
-use crate::proto::v1::generation_client::GenerationClient;
+use modelfleet_proto::v1::generation_client::GenerationClient;
 
 /// Which OpenAI-compatible endpoint an HTTP target streams from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]

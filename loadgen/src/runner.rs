@@ -61,7 +61,9 @@ impl LoadGenerator {
     /// Runs until the stop condition or `cancel`, and reports. Requests in flight when a stop
     /// condition is reached are waited for; those in flight at cancellation are dropped.
     pub async fn run(self, cancel: CancellationToken) -> Result<Report, LoadgenError> {
-        crate::fetch::http::install_crypto_provider();
+        // rustls needs one process-wide crypto provider; the workspace builds ring. A provider
+        // already installed (by the embedding program, or an earlier run) is fine.
+        let _already_installed = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
             .user_agent(concat!("modelfleet-loadgen/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(10))

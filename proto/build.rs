@@ -1,5 +1,5 @@
-//! Generates the gRPC code for `engine/proto` and the descriptor set that server
-//! reflection serves.
+//! Generates the gRPC code for `modelfleet/engine/v1/*.proto` and the descriptor set that
+//! the engine's server reflection serves.
 
 use std::path::PathBuf;
 
@@ -10,7 +10,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
     tonic_prost_build::configure()
         .file_descriptor_set_path(out_dir.join("modelfleet_engine_v1_descriptor.bin"))
-        .compile_protos(&["proto/modelfleet/engine/v1/generation.proto"], &["proto"])?;
-    println!("cargo:rerun-if-changed=proto");
+        .compile_protos(&["modelfleet/engine/v1/generation.proto"], &["."])?;
+    println!("cargo:rerun-if-changed=modelfleet");
     Ok(())
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::{ArgAction, Parser, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
-use modelfleet_engine::loadgen::{
+use modelfleet_loadgen::{
     Arrival, LoadConfig, LoadGenerator, Prompt, RequestSettings, StopAfter, Target, parse_duration,
 };
 
