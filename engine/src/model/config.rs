@@ -727,6 +727,7 @@ mod tests {
         }
         let mut local = llama();
         local.local_layers = vec![true];
-        assert!(local.validate().unwrap_err().contains("no sliding_window"));
+        let error = local.validate().expect_err("local layers need a window");
+        assert!(error.contains("no sliding_window"), "{error}");
     }
 }
