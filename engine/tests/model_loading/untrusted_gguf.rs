@@ -290,9 +290,19 @@ fn shapes_that_cannot_run_are_refused_with_the_cause() {
         ),
         ("llama.attention.head_count_kv", 3, "must be a multiple of"),
         (
-            "llama.rope.dimension_count",
+            "llama.attention.key_length",
             0,
             "head_dim must be between 1",
+        ),
+        (
+            "llama.rope.dimension_count",
+            0,
+            "the rotary dimensions (0) must be even",
+        ),
+        (
+            "llama.rope.dimension_count",
+            3,
+            "the rotary dimensions (3) must be even",
         ),
         (
             "llama.block_count",
