@@ -254,10 +254,9 @@ impl<K: Kernels> Decoder<K> {
             attn: kernels.activations(tokens, attention.q_width())?,
             gate_up: kernels.activations(tokens, 2 * c.intermediate_size)?,
             act: kernels.activations(tokens, c.intermediate_size)?,
-            projected: match needs_projected {
-                true => Some(kernels.activations(tokens, c.hidden_size)?),
-                false => None,
-            },
+            projected: needs_projected
+                .then(|| kernels.activations(tokens, c.hidden_size))
+                .transpose()?,
         };
         let ctx = Step {
             step,

@@ -166,39 +166,22 @@ pub struct Run {
     outcome: Result<Figures, String>,
 }
 
-struct Figures {
-    created_in: Duration,
-    ready_in: Duration,
-    at_ready: OperatorSample,
-    steady: OperatorSample,
-    end: OperatorSample,
-    steady_for: Duration,
-    reactions: Vec<Duration>,
+/// What one fleet size measured.
+pub struct Figures {
+    pub created_in: Duration,
+    pub ready_in: Duration,
+    pub at_ready: OperatorSample,
+    pub steady: OperatorSample,
+    pub end: OperatorSample,
+    pub steady_for: Duration,
+    pub reactions: Vec<Duration>,
 }
 
 impl Run {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        count: usize,
-        created_in: Duration,
-        ready_in: Duration,
-        at_ready: OperatorSample,
-        steady: OperatorSample,
-        end: OperatorSample,
-        steady_for: Duration,
-        reactions: Vec<Duration>,
-    ) -> Self {
+    pub fn new(count: usize, figures: Figures) -> Self {
         Self {
             count,
-            outcome: Ok(Figures {
-                created_in,
-                ready_in,
-                at_ready,
-                steady,
-                end,
-                steady_for,
-                reactions,
-            }),
+            outcome: Ok(figures),
         }
     }
 

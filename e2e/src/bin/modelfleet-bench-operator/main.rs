@@ -30,7 +30,7 @@ use modelfleet_e2e::{Cluster, ClusterOptions};
 use modelfleet_operator::api::ModelDeployment;
 
 use exporter::SyntheticQueues;
-use figures::{OperatorSample, Run};
+use figures::{Figures, OperatorSample, Run};
 
 /// How often the operator's autoscaler ticks and Prometheus scrapes, as in a small cluster.
 const AUTOSCALE_INTERVAL: Duration = Duration::from_secs(5);
@@ -173,7 +173,16 @@ async fn run(count: usize) -> anyhow::Result<Run> {
     drop(kwok);
     cluster.stop();
     Ok(Run::new(
-        count, created_in, ready_in, at_ready, steady, end, STEADY, reactions,
+        count,
+        Figures {
+            created_in,
+            ready_in,
+            at_ready,
+            steady,
+            end,
+            steady_for: STEADY,
+            reactions,
+        },
     ))
 }
 

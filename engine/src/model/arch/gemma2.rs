@@ -12,12 +12,10 @@ pub(super) const SPEC: ArchitectureSpec = ArchitectureSpec {
     hf_class: "Gemma2ForCausalLM",
     gguf_arch: Some("gemma2"),
     activation: GatedActivation::GeluTanh,
-    qkv_bias_by_default: false,
     scales_embeddings: true,
     norm_gain_offset: true,
     sandwich_norms: true,
-    qk_norm: false,
-    fused_projections: false,
     gguf_rotary_interleaved: false,
     local_layers: Some(|layer| layer % 2 == 0),
+    ..super::llama::SPEC
 };

@@ -12,14 +12,13 @@ pub(super) const SPEC: ArchitectureSpec = ArchitectureSpec {
     hf_class: "Gemma3ForCausalLM",
     gguf_arch: Some("gemma3"),
     activation: GatedActivation::GeluTanh,
-    qkv_bias_by_default: false,
     scales_embeddings: true,
     norm_gain_offset: true,
     sandwich_norms: true,
     qk_norm: true,
-    fused_projections: false,
     gguf_rotary_interleaved: false,
     local_layers: Some(|layer| (layer + 1) % 6 != 0),
+    ..super::llama::SPEC
 };
 
 /// RoPE's base frequency of the local layers when the config does not give one.

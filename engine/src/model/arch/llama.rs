@@ -5,6 +5,7 @@
 use super::{Architecture, ArchitectureSpec};
 use crate::backend::kernels::GatedActivation;
 
+/// The plain decoder every other architecture's spec starts from.
 pub(super) const SPEC: ArchitectureSpec = ArchitectureSpec {
     architecture: Architecture::Llama,
     name: "llama",

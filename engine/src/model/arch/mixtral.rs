@@ -5,20 +5,11 @@
 //! with the experts stacked into 3-D tensors.
 
 use super::{Architecture, ArchitectureSpec};
-use crate::backend::kernels::GatedActivation;
 
 pub(super) const SPEC: ArchitectureSpec = ArchitectureSpec {
     architecture: Architecture::Mixtral,
     name: "mixtral",
     hf_class: "MixtralForCausalLM",
     gguf_arch: None,
-    activation: GatedActivation::Silu,
-    qkv_bias_by_default: false,
-    scales_embeddings: false,
-    norm_gain_offset: false,
-    sandwich_norms: false,
-    qk_norm: false,
-    fused_projections: false,
-    gguf_rotary_interleaved: true,
-    local_layers: None,
+    ..super::llama::SPEC
 };

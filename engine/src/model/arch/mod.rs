@@ -27,7 +27,8 @@ pub enum Architecture {
     Mixtral,
 }
 
-/// What one architecture is, as the shared definition and the loaders read it.
+/// What one architecture is, as the shared definition and the loaders read it. Each file
+/// writes what sets its family apart and takes the rest from Llama's (`..llama::SPEC`).
 #[derive(Debug)]
 pub struct ArchitectureSpec {
     pub architecture: Architecture,
