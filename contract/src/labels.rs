@@ -5,6 +5,13 @@
 /// the series label the autoscaler queries by.
 pub const DEPLOYMENT: &str = "modelfleet.dev/deployment";
 
+/// On the pods of a canary rollout's new template, with the value [`CANARY_TRACK`]; the
+/// stable pods do not carry it. Prometheus relabels it into [`crate::metrics::TRACK`], so a
+/// canary's analysis can tell the two apart.
+pub const TRACK: &str = "modelfleet.dev/track";
+/// The value of [`TRACK`] on a canary's pods.
+pub const CANARY_TRACK: &str = "canary";
+
 /// Server-side-apply field managers: who owns which fields of an object.
 pub mod field_manager {
     /// The operator, for everything it reconciles.

@@ -45,6 +45,9 @@ pub const VLLM_FINISHED_REASON: &str = "finished_reason";
 pub const NAMESPACE: &str = "namespace";
 pub const POD: &str = "pod";
 pub const MODEL_DEPLOYMENT: &str = "modeldeployment";
+/// The series label of a canary's pods (from the pod label [`crate::labels::TRACK`]): absent
+/// on the stable pods' series.
+pub const TRACK: &str = "track";
 
 /// `name{label="value",…}`: one series as the text exposition format prints it, the way
 /// tests look a value up in a `/metrics` page. Values are printed as given (no escaping).

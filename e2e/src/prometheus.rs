@@ -23,8 +23,10 @@ use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef, Subject};
 use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
 use modelfleet_contract::labels::field_manager::HARNESS as FIELD_MANAGER;
-use modelfleet_contract::labels::{DEPLOYMENT as DEPLOYMENT_LABEL, prometheus_pod_meta_label};
-use modelfleet_contract::metrics::{MODEL_DEPLOYMENT, NAMESPACE, POD};
+use modelfleet_contract::labels::{
+    DEPLOYMENT as DEPLOYMENT_LABEL, TRACK as TRACK_LABEL, prometheus_pod_meta_label,
+};
+use modelfleet_contract::metrics::{MODEL_DEPLOYMENT, NAMESPACE, POD, TRACK};
 use modelfleet_contract::ports;
 pub use modelfleet_contract::prometheus::Sample;
 use modelfleet_contract::prometheus::{PrometheusClient, sum};
@@ -457,6 +459,8 @@ fn render_config(options: &PrometheusOptions, kubeconfig: &Path) -> Result<Strin
                 { "source_labels": ["__meta_kubernetes_namespace"], "target_label": NAMESPACE },
                 { "source_labels": ["__meta_kubernetes_pod_name"], "target_label": POD },
                 { "source_labels": [label(DEPLOYMENT_LABEL)], "target_label": MODEL_DEPLOYMENT },
+                // A canary's pods; absent (so no label) on the stable ones.
+                { "source_labels": [label(TRACK_LABEL)], "target_label": TRACK },
             ],
         }));
     }
@@ -515,7 +519,7 @@ mod tests {
             .iter()
             .filter_map(|r| r["target_label"].as_str())
             .collect();
-        assert_eq!(targets, ["namespace", "pod", "modeldeployment"]);
+        assert_eq!(targets, ["namespace", "pod", "modeldeployment", "track"]);
         let sd = &pods["kubernetes_sd_configs"][0];
         assert_eq!(sd["role"].as_str(), Some("pod"));
         assert_eq!(

@@ -12,3 +12,6 @@ mod support;
 
 #[path = "fleet/scenarios.rs"]
 mod scenarios;
+
+#[path = "fleet/canary.rs"]
+mod canary;

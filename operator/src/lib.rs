@@ -8,6 +8,7 @@
 //! - [`controller`]: the reconciler, the only part that talks to the API server about
 //!   ModelDeployments; [`leader`] and [`operator`] decide when it runs.
 //! - [`autoscaler`]: the queue-depth autoscaler (Prometheus in, a replica count out).
+//! - [`rollout`]: canary rollouts, their step machine and their analysis.
 //! - [`metrics`], [`telemetry`]: what the operator tells about itself.
 
 pub mod api;
@@ -23,6 +24,7 @@ pub mod metrics;
 pub mod operator;
 pub mod ownership;
 pub mod rbac;
+pub mod rollout;
 pub mod status;
 pub mod telemetry;
 pub mod transitions;

@@ -5,7 +5,9 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use crate::api::{ModelDeployment, ModelDeploymentStatus, condition};
+use crate::api::{
+    AnalysisVerdict, ModelDeployment, ModelDeploymentStatus, RolloutPhase, RolloutStatus, condition,
+};
 use crate::autoscaler::{Activity, Verdict};
 use crate::conditions::{self, Observation, Status};
 use crate::desired::{Authority, REVISION_ANNOTATION, authority, endpoint, selector_string};
@@ -66,6 +68,10 @@ pub struct Observed<'a> {
     pub crash_looping_pods: Vec<String>,
     /// What the queue-depth autoscaler said.
     pub autoscaler: AutoscalerView<'a>,
+    /// The canary's Deployment, while one exists.
+    pub canary: Option<&'a Deployment>,
+    /// The canary rollout as the step machine left it.
+    pub rollout: Option<&'a RolloutStatus>,
 }
 
 /// The autoscaler as the status reports it.
@@ -88,7 +94,15 @@ pub fn compute_status(
     now: &Time,
 ) -> ModelDeploymentStatus {
     let previous = md.status.clone().unwrap_or_default();
-    let rollout = Rollout::of(observed.deployment, desired_replicas);
+    // During a canary the stable Deployment is asked for its share only.
+    let stable_replicas = observed
+        .rollout
+        .map_or(desired_replicas, |r| r.stable_replicas);
+    let mut rollout = Rollout::of(observed.deployment, stable_replicas);
+    let canary = Rollout::of(observed.canary, 0);
+    rollout.replicas += canary.replicas;
+    rollout.ready += canary.ready;
+    rollout.available += canary.available;
 
     let updated_revision = if rollout.observed {
         rollout
@@ -111,7 +125,7 @@ pub fn compute_status(
         previous.last_scale_time.clone()
     };
 
-    let observations = match observed.blocker {
+    let mut observations = match observed.blocker {
         None => vec![
             ready(md, desired_replicas, &rollout),
             progressing(&rollout, updated_revision.as_deref()),
@@ -125,6 +139,7 @@ pub fn compute_status(
             scaling_active(md, desired_replicas, &observed.autoscaler),
         ],
     };
+    observations.extend(observed.rollout.map(rollout_healthy));
     ModelDeploymentStatus {
         observed_generation: md.metadata.generation,
         replicas: rollout.replicas,
@@ -140,6 +155,7 @@ pub fn compute_status(
         },
         endpoint: Some(endpoint(md)),
         selector: Some(selector_string(md)),
+        rollout: observed.rollout.cloned(),
         conditions: conditions::merge(
             &previous.conditions,
             observations,
@@ -352,6 +368,33 @@ fn degraded(rollout: &Rollout, crash_looping: &[String]) -> Observation {
         "AsExpected",
         "no failing rollout and no crash-looping pods".into(),
     )
+}
+
+/// Whether the canary's figures hold: True while its analysis passes (and once promoted),
+/// False once it rolled back or was aborted, Unknown while no verdict can be had.
+fn rollout_healthy(rollout: &RolloutStatus) -> Observation {
+    let obs = |status, reason, message| Observation {
+        type_: condition::ROLLOUT_HEALTHY,
+        status,
+        reason,
+        message,
+    };
+    let message = rollout.message.clone();
+    match rollout.phase {
+        RolloutPhase::RolledBack => obs(Status::False, "AnalysisFailed", message),
+        RolloutPhase::Aborted => obs(Status::False, "Aborted", message),
+        RolloutPhase::Promoted => obs(Status::True, "Promoted", message),
+        RolloutPhase::Promoting => obs(Status::True, "Promoting", message),
+        RolloutPhase::Paused => obs(Status::Unknown, "AnalysisInconclusive", message),
+        RolloutPhase::Progressing => match rollout.analysis.as_ref().map(|a| a.verdict) {
+            Some(AnalysisVerdict::Pass) => obs(Status::True, "AnalysisPassing", message),
+            Some(AnalysisVerdict::Fail) => obs(Status::False, "AnalysisFailed", message),
+            Some(AnalysisVerdict::Inconclusive) => {
+                obs(Status::Unknown, "AnalysisInconclusive", message)
+            }
+            None => obs(Status::Unknown, "AwaitingAnalysis", message),
+        },
+    }
 }
 
 /// Who decides the replica count. The queue-depth autoscaler is active only when neither a

@@ -1,7 +1,7 @@
 //! The user-visible transitions between two statuses, each of which becomes an Event.
 //! Pure: the reconciler publishes what this returns.
 
-use crate::api::{ModelDeploymentStatus, condition};
+use crate::api::{Figures, ModelDeploymentStatus, RolloutPhase, RolloutStatus, condition};
 use crate::conditions::is_true;
 
 /// Normal or Warning.
@@ -103,7 +103,93 @@ pub fn transitions(
         }
         _ => {}
     }
+    if let Some(rollout) = &new.rollout {
+        out.extend(canary_transition(old.rollout.as_ref(), rollout));
+    }
     out
+}
+
+/// The event of a canary's move from `old` to `new`, if it moved: started, a step passed,
+/// paused, resumed, promoting, promoted, rolled back or aborted. The note carries the
+/// analysis's figures where a verdict caused the move.
+fn canary_transition(old: Option<&RolloutStatus>, new: &RolloutStatus) -> Option<Transition> {
+    let figures = || {
+        new.analysis
+            .as_ref()
+            .map(|a| {
+                format!(
+                    " (canary {}; stable {})",
+                    describe(&a.canary),
+                    describe(&a.stable)
+                )
+            })
+            .unwrap_or_default()
+    };
+    let action = |what: &str| format!("{what}{}Step{}", new.canary, new.step);
+    let warning = |reason: &str, note: String| Transition {
+        severity: Severity::Warning,
+        reason: reason.into(),
+        note,
+        action: action(reason),
+    };
+    let Some(old) = old.filter(|old| old.canary == new.canary) else {
+        return Some(
+            Transition::normal(
+                "CanaryStarted",
+                format!(
+                    "canary of revision {} (template {}) started: {} steps",
+                    new.revision, new.canary, new.steps
+                ),
+            )
+            .with_action(action("CanaryStarted")),
+        );
+    };
+    if old.phase == new.phase && old.step == new.step {
+        return None;
+    }
+    let note = format!("{}{}", new.message, figures());
+    Some(match new.phase {
+        RolloutPhase::Progressing if new.step > old.step => Transition::normal(
+            "CanaryStepPassed",
+            format!("step {} of {} passed{}", old.step, new.steps, figures()),
+        )
+        .with_action(action("CanaryStepPassed")),
+        RolloutPhase::Progressing => {
+            Transition::normal("CanaryResumed", note).with_action(action("CanaryResumed"))
+        }
+        RolloutPhase::Paused => warning("CanaryPaused", note),
+        RolloutPhase::Promoting => {
+            Transition::normal("CanaryPromoting", note).with_action(action("CanaryPromoting"))
+        }
+        RolloutPhase::Promoted => {
+            Transition::normal("CanaryPromoted", note).with_action(action("CanaryPromoted"))
+        }
+        RolloutPhase::RolledBack => warning("CanaryRolledBack", note),
+        RolloutPhase::Aborted => warning("CanaryAborted", note),
+    })
+}
+
+/// `40 requests, 0 failed, TTFT p95 0.12s, inter-token p95 0.03s`, leaving out what is
+/// missing.
+fn describe(figures: &Figures) -> String {
+    let mut parts = Vec::new();
+    if let Some(requests) = figures.requests {
+        parts.push(format!("{} requests", requests.round()));
+    }
+    if let Some(ratio) = figures.failed_request_ratio {
+        parts.push(format!("{ratio} failed"));
+    }
+    if let Some(p95) = figures.time_to_first_token_p95_seconds {
+        parts.push(format!("TTFT p95 {p95}s"));
+    }
+    if let Some(p95) = figures.inter_token_latency_p95_seconds {
+        parts.push(format!("inter-token p95 {p95}s"));
+    }
+    if parts.is_empty() {
+        "no figures".into()
+    } else {
+        parts.join(", ")
+    }
 }
 
 #[cfg(test)]

@@ -256,6 +256,74 @@ async fn invalid_manifests_are_refused_naming_the_field() {
             "spec.rollout: maxSurge and maxUnavailable must not both be 0",
         ),
         (
+            "canary settings with the rolling strategy",
+            with(
+                "c1",
+                &["rollout"],
+                json!({ "canary": { "steps": [{ "weight": 10 }] } }),
+            ),
+            "spec.rollout.canary is set but spec.rollout.strategy is not Canary",
+        ),
+        (
+            "unknown rollout strategy",
+            with("c2", &["rollout"], json!({ "strategy": "BlueGreen" })),
+            "spec.rollout.strategy",
+        ),
+        (
+            "canary step with both weight and replicas",
+            with(
+                "c3",
+                &["rollout"],
+                json!({ "strategy": "Canary", "canary": { "steps": [{ "weight": 10, "replicas": 1 }] } }),
+            ),
+            "spec.rollout.canary.steps: each step sets exactly one of weight",
+        ),
+        (
+            "canary step of 100%",
+            with(
+                "c4",
+                &["rollout"],
+                json!({ "strategy": "Canary", "canary": { "steps": [{ "weight": 100 }] } }),
+            ),
+            "spec.rollout.canary.steps[0].weight",
+        ),
+        (
+            "canary without steps",
+            with(
+                "c5",
+                &["rollout"],
+                json!({ "strategy": "Canary", "canary": { "steps": [] } }),
+            ),
+            "spec.rollout.canary.steps",
+        ),
+        (
+            "canary pause that is no duration",
+            with(
+                "c6",
+                &["rollout"],
+                json!({ "strategy": "Canary", "canary": { "steps": [{ "weight": 10, "pause": "soon" }] } }),
+            ),
+            "spec.rollout.canary.steps[0].pause",
+        ),
+        (
+            "failed-request ratio above 1",
+            with(
+                "c7",
+                &["rollout"],
+                json!({ "strategy": "Canary", "canary": { "analysis": { "maxFailedRequestRatio": 1.5 } } }),
+            ),
+            "spec.rollout.canary.analysis.maxFailedRequestRatio",
+        ),
+        (
+            "unknown missing-metrics policy",
+            with(
+                "c8",
+                &["rollout"],
+                json!({ "strategy": "Canary", "canary": { "analysis": { "missingMetrics": "Ignore" } } }),
+            ),
+            "spec.rollout.canary.analysis.missingMetrics",
+        ),
+        (
             "maxUnavailable above 100%",
             with("r3", &["rollout"], json!({ "maxUnavailable": "101%" })),
             "spec.rollout.maxUnavailable must be a count from 0 to 2147483647 or a percentage",
@@ -460,7 +528,7 @@ async fn kubectl_get_md_shows_the_printer_columns() {
     assert_eq!(
         header,
         vec![
-            "NAME", "READY", "DESIRED", "REVISION", "QUEUE", "STATUS", "AGE"
+            "NAME", "READY", "DESIRED", "REVISION", "QUEUE", "STATUS", "ROLLOUT", "AGE"
         ],
         "{stdout}"
     );

@@ -4,6 +4,7 @@
 //! the validation the API server enforces (ranges, enums, patterns, CEL rules) is declared
 //! here beside the field it guards, so a bad manifest is refused with the field's name.
 
+mod canary;
 pub mod rules;
 mod spec;
 mod status;
@@ -11,6 +12,7 @@ mod status;
 use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
 
+pub use canary::*;
 pub use spec::*;
 pub use status::*;
 

@@ -15,6 +15,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::ModelDeploymentStatus;
+use super::canary::{CanarySpec, RolloutStrategy};
 use super::rules;
 /// `spec.engine.dtype` is the engine's `--dtype`, one enum for both.
 pub use modelfleet_contract::serve::Dtype;
@@ -49,6 +50,8 @@ pub const DEFAULT_ENGINE_IMAGE: &str =
     printcolumn(name = "Queue", type_ = "number", json_path = ".status.queueDepth", description = "Waiting requests across all replicas"),
     printcolumn(name = "Status", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason", description = "Why the ModelDeployment is or is not Ready (e.g. ReplicasAvailable, InvalidSpec, NotOwned)"),
     printcolumn(name = "Message", type_ = "string", priority = 1, json_path = ".status.conditions[?(@.type==\"Ready\")].message", description = "The Ready condition's message"),
+    printcolumn(name = "Rollout", type_ = "string", json_path = ".status.rollout.phase", description = "The canary rollout's phase (Progressing, Paused, Promoting, Promoted, RolledBack, Aborted)"),
+    printcolumn(name = "Rollout-Message", type_ = "string", priority = 1, json_path = ".status.rollout.message", description = "What the canary rollout is doing and why"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     // The name also names the Service, so it must be a DNS-1035 label.
     validation = Rule::new("self.metadata.name.size() <= 63 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')")
@@ -346,7 +349,17 @@ fn default_scale_down_stabilization() -> String {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = rules::rollout_not_stuck_rule())]
+#[x_kube(validation = Rule::new("!has(self.canary) || self.strategy == 'Canary'").message("spec.rollout.canary is set but spec.rollout.strategy is not Canary: set strategy: Canary, or remove canary"))]
 pub struct RolloutSpec {
+    /// `Rolling` (the default): a rolling update gated on readiness. `Canary`: the new
+    /// template runs on a share of the replicas step by step, each step gated on its own
+    /// metrics, and rolls back by itself when they are worse (see `canary`).
+    #[serde(default)]
+    pub strategy: RolloutStrategy,
+    /// The steps and analysis of a `Canary` rollout; unset with `strategy: Canary`: two
+    /// steps of 10% and 50% of the replicas, five minutes each, with the default analysis.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<CanarySpec>,
     /// Extra pods allowed during a rollout: a count (0 to 2147483647) or a percentage of the
     /// replicas such as `25%`, rounded up.
     #[serde(default = "default_max_surge")]
@@ -367,6 +380,8 @@ pub struct RolloutSpec {
 impl Default for RolloutSpec {
     fn default() -> Self {
         Self {
+            strategy: RolloutStrategy::default(),
+            canary: None,
             max_surge: default_max_surge(),
             max_unavailable: default_max_unavailable(),
             progress_deadline: default_progress_deadline(),

@@ -28,6 +28,7 @@ use super::labels::{common_labels, selector_labels};
 use super::owned_metadata;
 use super::source::{FetchSource, fetch_source};
 use crate::api::{ModelDeployment, ModelDeploymentSpec};
+use crate::rollout::{TEMPLATE_HASH_LABEL, template_hash};
 use crate::{Error, Result};
 
 /// Where the init container puts the weights and the engine reads them.
@@ -87,8 +88,16 @@ pub fn build_deployment(
     default_image: &str,
 ) -> Result<Deployment> {
     let spec = &md.spec;
+    let template = pod_template(md, default_image)?;
+    let mut metadata = owned_metadata(md)?;
+    // Which template the pods run, readable from a metadata-only cache: a canary rollout
+    // compares it with the spec's.
+    metadata
+        .labels
+        .get_or_insert_default()
+        .insert(TEMPLATE_HASH_LABEL.to_string(), template_hash(&template));
     Ok(Deployment {
-        metadata: owned_metadata(md)?,
+        metadata,
         spec: Some(DeploymentSpec {
             replicas: Some(replicas),
             selector: LabelSelector {
@@ -104,7 +113,7 @@ pub fn build_deployment(
             }),
             progress_deadline_seconds: Some(progress_deadline_seconds(md)?),
             revision_history_limit: Some(REVISION_HISTORY_LIMIT),
-            template: pod_template(md, default_image)?,
+            template,
             ..DeploymentSpec::default()
         }),
         status: None,

@@ -3,6 +3,7 @@
 //! Nothing here talks to the cluster. The reconciler calls [`desired_state`] and applies
 //! what comes back, so every field the operator owns is decided (and unit-tested) here.
 
+mod canary;
 mod deployment;
 mod labels;
 mod network_policy;
@@ -18,6 +19,7 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::{Resource, ResourceExt};
 
+pub use canary::build_canary_deployment;
 pub use deployment::{
     API_KEY_FILE, MODEL_DIR, REVISION_ANNOTATION, build_deployment, engine_container_name,
 };
@@ -38,6 +40,9 @@ pub struct DesiredState {
     pub pdb: PodDisruptionBudget,
     /// `None`: the ModelDeployment wants no NetworkPolicy (and one it owns is deleted).
     pub network_policy: Option<NetworkPolicy>,
+    /// The canary's Deployment while a canary rollout runs one; `None`: there is none (and
+    /// one it owns is deleted). [`desired_state`] leaves it to the rollout's decision.
+    pub canary: Option<Deployment>,
 }
 
 /// Builds everything `md` owns, running `replicas` engine pods of `spec.engine.image` or,
@@ -52,6 +57,7 @@ pub fn desired_state(
         service: build_service(md)?,
         pdb: build_pdb(md)?,
         network_policy: build_network_policy(md)?,
+        canary: None,
     })
 }
 
