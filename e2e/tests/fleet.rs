@@ -2,7 +2,8 @@
 //! run by the kubelet through containerd under the restricted security context), clients
 //! reach them through the Service (kube-proxy), Prometheus discovers and scrapes their queue
 //! depth, the operator's autoscaler sizes the fleet from it, rollouts swap weights under
-//! load, a killed engine container is restarted, and deletion leaves nothing on the node.
+//! load (and canaries promote, roll back or pause on their own metrics), a killed engine
+//! container is restarted, and deletion leaves nothing on the node.
 //!
 //! The scenarios run one at a time: each starts a whole fleet, and together they would
 //! starve each other's engines of CPU on a small machine.

@@ -34,7 +34,12 @@ pub fn controller_rules() -> Vec<PolicyRule> {
             &["modeldeployments/finalizers"],
             &["update"],
         ),
-        rule("apps", &["deployments"], &owned),
+        // A canary rollout's Deployment is deleted when the rollout ends.
+        rule(
+            "apps",
+            &["deployments"],
+            &["get", "list", "watch", "create", "patch", "delete"],
+        ),
         rule("", &["services"], &owned),
         rule("policy", &["poddisruptionbudgets"], &owned),
         // A NetworkPolicy is deleted when the spec stops asking for one.

@@ -128,13 +128,13 @@ pub fn compute_status(
     let mut observations = match observed.blocker {
         None => vec![
             ready(md, desired_replicas, &rollout),
-            progressing(&rollout, updated_revision.as_deref()),
+            progressing(&rollout, updated_revision.as_deref(), observed.rollout),
             degraded(&rollout, &observed.crash_looping_pods),
             scaling_active(md, desired_replicas, &observed.autoscaler),
         ],
         Some(blocker) => vec![
             blocked(condition::READY, Status::False, blocker),
-            progressing(&rollout, updated_revision.as_deref()),
+            progressing(&rollout, updated_revision.as_deref(), observed.rollout),
             blocked(condition::DEGRADED, Status::True, blocker),
             scaling_active(md, desired_replicas, &observed.autoscaler),
         ],
@@ -299,13 +299,24 @@ fn ready(md: &ModelDeployment, desired: i32, rollout: &Rollout) -> Observation {
     }
 }
 
-fn progressing(rollout: &Rollout, revision: Option<&str>) -> Observation {
+fn progressing(
+    rollout: &Rollout,
+    revision: Option<&str>,
+    canary: Option<&RolloutStatus>,
+) -> Observation {
     let obs = |status, reason, message| Observation {
         type_: condition::PROGRESSING,
         status,
         reason,
         message,
     };
+    if let Some(canary) = canary.filter(|c| !c.phase.is_final()) {
+        return obs(
+            Status::True,
+            "CanaryInProgress",
+            format!("canary of revision {}: {}", canary.revision, canary.message),
+        );
+    }
     let revision = revision.unwrap_or("(none yet)");
     if let Some(message) = &rollout.deadline_exceeded {
         obs(Status::False, PROGRESS_DEADLINE_EXCEEDED, message.clone())
@@ -563,6 +574,57 @@ mod tests {
             (s.replicas, s.updated_replicas, s.ready_replicas),
             (3, 1, 2)
         );
+    }
+
+    #[test]
+    fn a_canary_counts_its_pods_and_says_whether_its_analysis_holds() {
+        let md = minimal("chat");
+        let stable = deployment(&md, 3, 1, dstatus(1, 3, 3, 3, 3));
+        let canary = deployment(&md, 1, 1, dstatus(1, 1, 1, 1, 1));
+        let mut rollout = RolloutStatus {
+            canary: "abc".into(),
+            revision: "new".into(),
+            phase: RolloutPhase::Progressing,
+            step: 1,
+            steps: 2,
+            observing_since: None,
+            canary_replicas: 1,
+            stable_replicas: 3,
+            message: "step 1 of 2".into(),
+            analysis: None,
+        };
+        let status = |rollout: &RolloutStatus| {
+            compute_status(
+                &md,
+                4,
+                &Observed {
+                    deployment: Some(&stable),
+                    canary: Some(&canary),
+                    rollout: Some(rollout),
+                    ..Observed::default()
+                },
+                &at(10),
+            )
+        };
+        let s = status(&rollout);
+        assert_eq!(
+            (s.replicas, s.ready_replicas, s.desired_replicas),
+            (4, 4, 4)
+        );
+        assert_eq!(s.rollout.as_ref(), Some(&rollout));
+        assert_eq!(cond(&s, "RolloutHealthy").status, "Unknown");
+        assert_eq!(cond(&s, "RolloutHealthy").reason, "AwaitingAnalysis");
+        assert_eq!(cond(&s, "Progressing").reason, "CanaryInProgress");
+
+        rollout.phase = RolloutPhase::RolledBack;
+        rollout.message = "rolled back at step 1 of 2: TTFT".into();
+        let s = status(&rollout);
+        let healthy = cond(&s, "RolloutHealthy");
+        assert_eq!(
+            (healthy.status.as_str(), healthy.reason.as_str()),
+            ("False", "AnalysisFailed")
+        );
+        assert!(healthy.message.contains("TTFT"));
     }
 
     #[test]

@@ -79,7 +79,7 @@ impl CanaryPlan {
             .and_then(|i| self.steps.get(i))
     }
 
-    pub fn len(&self) -> i32 {
+    pub fn step_count(&self) -> i32 {
         i32::try_from(self.steps.len()).unwrap_or(i32::MAX)
     }
 }
@@ -203,14 +203,17 @@ mod tests {
         assert_eq!(plan.steps[1].pause, Duration::from_secs(90));
 
         let both = CanaryPlan::of(&canary_spec(vec![step(Some(5), Some(1), "1m")]));
-        assert!(both.unwrap_err().contains("spec.rollout.canary.steps[0]"));
+        assert!(
+            both.expect_err("both set")
+                .contains("spec.rollout.canary.steps[0]")
+        );
         let bad_pause = CanaryPlan::of(&canary_spec(vec![
             step(Some(5), None, "1m"),
             step(Some(5), None, "soon"),
         ]));
         assert!(
             bad_pause
-                .unwrap_err()
+                .expect_err("no duration")
                 .contains("spec.rollout.canary.steps[1].pause")
         );
     }

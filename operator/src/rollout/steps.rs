@@ -149,14 +149,14 @@ pub fn decide(inputs: &Inputs<'_>) -> Decision {
         revision: desired.revision.clone(),
         phase: RolloutPhase::Progressing,
         step: 1,
-        steps: plan.len(),
+        steps: plan.step_count(),
         observing_since: None,
         canary_replicas: 0,
         stable_replicas: stable.replicas,
         message: "starting the canary".into(),
         analysis: None,
     });
-    status.steps = plan.len();
+    status.steps = plan.step_count();
     if status.phase == RolloutPhase::Promoted {
         // The stable Deployment was put back to another template behind the operator's
         // back; promote again.
@@ -277,7 +277,7 @@ fn step(inputs: &Inputs<'_>, plan: &CanaryPlan, mut status: RolloutStatus) -> De
     }
     match fresh {
         Some(a) if a.status.verdict == AnalysisVerdict::Pass => {
-            if status.step >= plan.len() {
+            if status.step >= plan.step_count() {
                 status.phase = RolloutPhase::Promoting;
                 status.message = format!(
                     "promoting revision {}: all {} steps passed",
