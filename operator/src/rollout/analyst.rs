@@ -60,7 +60,7 @@ pub async fn run(
                     async move {
                         let md = watched.0.as_ref().ok()?;
                         let plan = CanaryPlan::of(&md.spec).ok().flatten()?;
-                        let analysis = measure(&prometheus, md, &plan, &rollout, since).await;
+                        let analysis = analyse(&prometheus, md, &plan, &rollout, since).await;
                         Some((ObjectRef::from(watched.as_ref()), analysis))
                     }
                 })
@@ -91,8 +91,9 @@ fn under_observation(md: &ModelDeployment) -> Option<(RolloutStatus, Time)> {
     Some((rollout, since))
 }
 
-/// One analysis of `md`'s canary step.
-async fn measure(
+/// One analysis of the step `rollout` of `md` is at, observed since `since`: the figures of
+/// both sides from Prometheus, and their verdict under `plan`'s bounds.
+pub async fn analyse(
     prometheus: &PrometheusClient,
     md: &ModelDeployment,
     plan: &CanaryPlan,

@@ -52,8 +52,10 @@ pub fn queries(namespace: &str, name: &str, side: Side, window: Duration) -> Que
         )
     };
     Queries {
-        // `clamp_min` keeps the ratio defined (0) when nothing ended.
-        failed_request_ratio: format!("{failed} / clamp_min({ended}, 1)"),
+        // No failed series (an engine that exports outcomes only once they happen) is no
+        // failure; `clamp_min` keeps the ratio defined (0) when nothing ended, and no ended
+        // series at all leaves it undefined.
+        failed_request_ratio: format!("({failed} or vector(0)) / clamp_min({ended}, 1)"),
         requests: ended,
         time_to_first_token_p95: p95(TIME_TO_FIRST_TOKEN),
         inter_token_latency_p95: p95(INTER_TOKEN_LATENCY),
