@@ -41,15 +41,10 @@ use crate::api::{
     watched_ref,
 };
 use crate::autoscaler::{AutoscalerConfig, Verdicts, ticker};
-use crate::desired::{
-    DesiredState, build_canary_deployment, desired_state, replica_count, selector_labels,
-};
+use crate::desired::{DesiredState, desired_state, replica_count, selector_labels};
 use crate::metrics::Metrics;
 use crate::ownership::ownership;
-use crate::rollout::{
-    self, Analyses, CanaryPlan, Decision, Inputs, ObservedDeployment, StableTemplate,
-    TEMPLATE_HASH_LABEL, canary_name, decide,
-};
+use crate::rollout::{self, Analyses, RolloutContext, canary_name};
 use crate::status::{
     AutoscalerView, Blocker, Observed, compute_status, crash_looping_pods, undecodable_status,
 };
@@ -358,7 +353,15 @@ async fn reconcile_model_deployment(md: &ModelDeployment, ctx: &Context) -> Resu
     let verdict = ctx.verdicts.as_ref().and_then(|v| v.get(&watched_ref(md)));
     let replicas = replica_count(md, verdict.as_ref().map(|v| v.replicas));
     let prepared = match desired_state(md, replicas, &ctx.engine_image) {
-        Ok(desired) => with_rollout(md, &namespace, ctx, desired, replicas).await,
+        Ok(desired) => {
+            let rollout = RolloutContext {
+                client: &ctx.client,
+                deployments: &ctx.children.deployments,
+                analyses: ctx.analyses.as_ref(),
+                now: now(),
+            };
+            rollout.apply_to(md, &namespace, desired, replicas).await
+        }
         Err(error) => Err(error),
     };
     let mut rollout = None;
@@ -440,142 +443,6 @@ async fn reconcile_model_deployment(md: &ModelDeployment, ctx: &Context) -> Resu
                 .and_then(|d| d.recheck_in)
                 .map_or(RESYNC, |due| due.clamp(Duration::from_millis(500), RESYNC)),
         )),
-    }
-}
-
-/// `desired` as the rollout strategy has it: for a canary, the stable Deployment keeps its
-/// template (or takes the spec's on promotion) at its share of `total`, and the canary's
-/// Deployment runs the spec's template at the rest. The Deployments are read only while a
-/// canary runs or winds down; otherwise the watch cache's labels are enough.
-async fn with_rollout(
-    md: &ModelDeployment,
-    namespace: &str,
-    ctx: &Context,
-    mut desired: DesiredState,
-    total: i32,
-) -> Result<(DesiredState, Option<Decision>)> {
-    let plan = CanaryPlan::of(&md.spec).map_err(|reason| Error::InvalidSpec {
-        object: object_name(md),
-        reason,
-    })?;
-    let cached = |name: &str| {
-        ctx.children
-            .deployments
-            .get(&ObjectRef::new(name).within(namespace))
-    };
-    let stable_name = md.name_any();
-    let canary_name = canary_name(md);
-    let cached_canary = cached(&canary_name);
-    if plan.is_none() && cached_canary.is_none() {
-        return Ok((desired, None));
-    }
-    let hash = desired
-        .deployment
-        .labels()
-        .get(TEMPLATE_HASH_LABEL)
-        .cloned()
-        .unwrap_or_default();
-    let cached_stable = cached(&stable_name);
-    let stable_hash = cached_stable
-        .as_ref()
-        .and_then(|d| d.labels().get(TEMPLATE_HASH_LABEL).cloned());
-    let previous = md.status.as_ref().and_then(|s| s.rollout.as_ref());
-    let quiet = cached_canary.is_none()
-        && (cached_stable.is_none() || stable_hash.as_deref() == Some(hash.as_str()))
-        && previous.is_none_or(|p| p.canary != hash || p.phase.is_final());
-    let uid = md.uid().unwrap_or_default();
-    let (observed, stable) = if quiet {
-        let observed = rollout::Observed {
-            stable: cached_stable.map(|_| ObservedDeployment {
-                hash: stable_hash,
-                ..ObservedDeployment::default()
-            }),
-            canary: None,
-        };
-        (observed, None)
-    } else {
-        let api = Api::<Deployment>::namespaced(ctx.client.clone(), namespace);
-        let read = |name: String| {
-            let api = api.clone();
-            let uid = uid.clone();
-            async move {
-                let found = api
-                    .get_opt(&name)
-                    .await
-                    .map_err(|e| Error::kube("reading a Deployment of a canary rollout", e))?;
-                Ok::<_, Error>(
-                    found.filter(|d| ownership(d.meta(), &uid, FIELD_MANAGER).may_apply()),
-                )
-            }
-        };
-        let (stable, canary) = futures::try_join!(read(stable_name), read(canary_name))?;
-        let observed = rollout::Observed {
-            stable: stable.as_ref().map(observed_deployment),
-            canary: canary.as_ref().map(observed_deployment),
-        };
-        (observed, stable)
-    };
-    let analysis = ctx.analyses.as_ref().and_then(|a| a.get(&watched_ref(md)));
-    let decision = decide(&Inputs {
-        plan: plan.as_ref(),
-        desired: &rollout::Template {
-            hash: hash.clone(),
-            revision: md.spec.model.revision.clone(),
-        },
-        observed: &observed,
-        previous,
-        analysis: analysis.as_ref(),
-        analyst_running: ctx.analyses.is_some(),
-        command: rollout::command(md, &hash),
-        total,
-        now: &now(),
-    });
-    desired.canary = decision
-        .canary_replicas
-        .map(|replicas| build_canary_deployment(md, &desired.deployment, replicas));
-    if decision.stable == StableTemplate::Kept
-        && let Some(stable) = stable
-        && let Some(kept) = stable.spec.map(|s| s.template)
-        && let Some(spec) = desired.deployment.spec.as_mut()
-    {
-        spec.template = kept;
-        let labels = desired.deployment.metadata.labels.get_or_insert_default();
-        match stable
-            .metadata
-            .labels
-            .and_then(|l| l.get(TEMPLATE_HASH_LABEL).cloned())
-        {
-            Some(kept_hash) => labels.insert(TEMPLATE_HASH_LABEL.into(), kept_hash),
-            None => labels.remove(TEMPLATE_HASH_LABEL),
-        };
-    }
-    if let Some(spec) = desired.deployment.spec.as_mut() {
-        spec.replicas = Some(decision.stable_replicas);
-    }
-    Ok((desired, Some(decision)))
-}
-
-/// What the step machine reads of a Deployment.
-fn observed_deployment(deployment: &Deployment) -> ObservedDeployment {
-    let replicas = deployment
-        .spec
-        .as_ref()
-        .and_then(|s| s.replicas)
-        .unwrap_or(1);
-    let status = deployment.status.clone().unwrap_or_default();
-    let seen = match (status.observed_generation, deployment.metadata.generation) {
-        (Some(seen), Some(generation)) => seen >= generation,
-        _ => false,
-    };
-    let settled = seen
-        && status.updated_replicas.unwrap_or(0) == replicas
-        && status.replicas.unwrap_or(0) == replicas
-        && status.available_replicas.unwrap_or(0) == replicas;
-    ObservedDeployment {
-        hash: deployment.labels().get(TEMPLATE_HASH_LABEL).cloned(),
-        replicas,
-        ready: status.ready_replicas.unwrap_or(0),
-        settled,
     }
 }
 

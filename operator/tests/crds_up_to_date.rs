@@ -43,7 +43,15 @@ fn crd_declares_the_scale_subresource_and_printer_columns() {
     assert_eq!(
         columns,
         vec![
-            "Ready", "Desired", "Revision", "Queue", "Status", "Message", "Age"
+            "Ready",
+            "Desired",
+            "Revision",
+            "Queue",
+            "Status",
+            "Message",
+            "Rollout",
+            "Rollout-Message",
+            "Age"
         ]
     );
 }

@@ -7,6 +7,7 @@
 //! - [`analyst`]: the loop that measures every canary under way and hands each analysis to
 //!   the reconciler.
 //! - [`template`]: the pod-template hash that tells the stable template from the canary's.
+//! - `reconcile`: what a reconcile reads for the step machine and does with its decision.
 //!
 //! The stable template runs in the ModelDeployment's Deployment (named as it), the canary's
 //! in a second one named `<name>-canary`, both behind the one Service, so traffic follows
@@ -15,6 +16,7 @@
 pub mod analyst;
 pub mod plan;
 pub mod promql;
+mod reconcile;
 pub mod steps;
 pub mod template;
 pub mod verdict;
@@ -27,6 +29,7 @@ use kube::runtime::reflector::ObjectRef;
 
 use crate::api::{ModelDeployment, WatchedModelDeployment};
 pub use plan::CanaryPlan;
+pub use reconcile::RolloutContext;
 pub use steps::{
     Analysis, Command, Decision, Inputs, Observed, ObservedDeployment, StableTemplate, Template,
     decide,
