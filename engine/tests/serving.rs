@@ -23,6 +23,8 @@ mod information;
 mod lifecycle;
 #[path = "serving/load.rs"]
 mod load;
+#[path = "serving/openai_fields.rs"]
+mod openai_fields;
 #[path = "serving/soak.rs"]
 mod soak;
 #[path = "serving/stalled_clients.rs"]

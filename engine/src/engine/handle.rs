@@ -208,7 +208,7 @@ impl OutputStream {
         item: Option<Result<RequestOutput, EngineError>>,
     ) -> Option<Result<RequestOutput, EngineError>> {
         match &item {
-            Some(Ok(output)) if output.finish_reason.is_none() => {}
+            Some(Ok(output)) if !output.last => {}
             _ => self.done = true,
         }
         item
@@ -334,7 +334,7 @@ fn route(
 ) {
     for output in outputs {
         let id = output.request_id;
-        let finished = output.finish_reason.is_some();
+        let finished = output.last;
         let delivered = sinks
             .get(&id)
             .is_some_and(|sink| sink.send(Ok(output)).is_ok());

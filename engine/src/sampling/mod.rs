@@ -6,8 +6,10 @@
 //! top-p and min-p, then a draw. The filters are pure functions in [`logits`].
 
 pub mod logits;
+mod logprobs;
 mod params;
 mod sampler;
 
-pub use params::{MAX_LOGPROBS, SamplingError, SamplingParams};
-pub use sampler::{SampledToken, Sampler, TokenLogprob};
+pub use logprobs::{PositionLogprobs, TokenLogprob, position_logprobs};
+pub use params::{MAX_CHOICES, MAX_LOGPROBS, SamplingError, SamplingParams};
+pub use sampler::{SampledToken, Sampler};

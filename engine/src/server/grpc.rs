@@ -135,6 +135,8 @@ fn params_from_proto(
                 .unwrap_or(defaults.presence_penalty),
             seed: sampling.seed,
             logprobs: None,
+            prompt_logprobs: None,
+            n: 1,
         },
         max_tokens: (stop.max_tokens > 0).then_some(stop.max_tokens as usize),
         stop: stop.stop,

@@ -253,7 +253,7 @@ async fn warm_up(model: &ServingModel) -> Result<(), ServeError> {
         .map_err(|e| ServeError::WarmUp(e.to_string()))?;
     while let Some(output) = outputs.next().await {
         let output = output.map_err(|e| ServeError::WarmUp(e.to_string()))?;
-        if output.finish_reason.is_some() {
+        if output.last {
             return Ok(());
         }
     }

@@ -41,6 +41,7 @@ impl ModelInfo {
             vocab_size: self.vocab_size,
             max_model_len: self.max_model_len,
             kv_cache_tokens: self.kv_cache_tokens(),
+            block_size: self.block_size,
         }
     }
 }

@@ -122,11 +122,11 @@ async fn bad_requests_get_clear_errors_on_both_apis() {
         "{body}"
     );
 
-    // What the engine cannot honour is refused, not ignored.
+    // Values out of range are refused by the field's name.
     let (code, _, body) = post_json(
         &server,
         "/v1/completions",
-        &json!({"prompt": "Hello", "n": 2}),
+        &json!({"prompt": "Hello", "n": 0}),
     )
     .await;
     assert_eq!(code, 400);

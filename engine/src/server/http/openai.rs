@@ -4,6 +4,7 @@
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use super::logprobs::{ChatLogprobs, CompletionLogprobs};
 use crate::engine::{FinishReason, Usage};
 use crate::sampling::SamplingParams;
 use crate::server::chat_template::ChatMessage;
@@ -61,7 +62,8 @@ pub struct CompletionRequest {
     pub echo: bool,
     pub best_of: Option<u32>,
     pub suffix: Option<String>,
-    pub logprobs: Option<u32>,
+    /// Report log-probabilities, with this many alternatives per token.
+    pub logprobs: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -80,6 +82,8 @@ pub struct ChatCompletionRequest {
     pub max_completion_tokens: Option<usize>,
     #[serde(default)]
     pub logprobs: bool,
+    /// Alternatives per token, with `logprobs`.
+    pub top_logprobs: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -110,17 +114,15 @@ impl CompletionRequest {
         sampling: SamplingFields,
         model: &ServingModel,
     ) -> Result<GenerateParams, ApiError> {
-        if self.echo {
-            return Err(unsupported("echo", "echo is not supported"));
-        }
-        if self.best_of.is_some_and(|n| n != 1) {
-            return Err(unsupported("best_of", "best_of must be 1"));
+        let n = sampling.n.unwrap_or(1);
+        if self.best_of.is_some_and(|best_of| best_of != n) {
+            return Err(unsupported(
+                "best_of",
+                "best_of must equal n: every choice generated is returned",
+            ));
         }
         if self.suffix.is_some() {
             return Err(unsupported("suffix", "suffix is not supported"));
-        }
-        if self.logprobs.is_some() {
-            return Err(unsupported("logprobs", "logprobs is not supported yet"));
         }
         let prompt_token_ids = match self.prompt {
             PromptInput::Text(text) => model.tokenize(&text)?,
@@ -135,10 +137,15 @@ impl CompletionRequest {
                 }
             },
         };
-        sampling.into_params(
+        let mut params = sampling.into_params(
             prompt_token_ids,
             Some(self.max_tokens.unwrap_or(COMPLETIONS_DEFAULT_MAX_TOKENS)),
-        )
+        )?;
+        params.sampling.logprobs = self.logprobs;
+        // Echoing the prompt with log-probabilities scores the prompt too: what evaluation
+        // harnesses use for log-likelihoods.
+        params.sampling.prompt_logprobs = self.logprobs.filter(|_| self.echo);
+        Ok(params)
     }
 }
 
@@ -148,8 +155,11 @@ impl ChatCompletionRequest {
         sampling: SamplingFields,
         model: &ServingModel,
     ) -> Result<GenerateParams, ApiError> {
-        if self.logprobs {
-            return Err(unsupported("logprobs", "logprobs is not supported yet"));
+        if self.top_logprobs.is_some() && !self.logprobs {
+            return Err(unsupported(
+                "top_logprobs",
+                "top_logprobs needs logprobs set to true",
+            ));
         }
         if self.messages.is_empty() {
             return Err(unsupported("messages", "messages must not be empty"));
@@ -167,10 +177,12 @@ impl ChatCompletionRequest {
             .collect::<Result<Vec<_>, _>>()?;
         let prompt = template.render(&messages)?;
         let prompt_token_ids = model.tokenize_rendered(&prompt)?;
-        sampling.into_params(
+        let mut params = sampling.into_params(
             prompt_token_ids,
             self.max_completion_tokens.or(self.max_tokens),
-        )
+        )?;
+        params.sampling.logprobs = self.logprobs.then_some(self.top_logprobs.unwrap_or(0));
+        Ok(params)
     }
 }
 
@@ -208,9 +220,6 @@ impl SamplingFields {
         prompt_token_ids: Vec<u32>,
         max_tokens: Option<usize>,
     ) -> Result<GenerateParams, ApiError> {
-        if self.n.is_some_and(|n| n != 1) {
-            return Err(unsupported("n", "n must be 1"));
-        }
         // OpenAI samples at temperature 1 unless told otherwise.
         let defaults = SamplingParams {
             temperature: 1.0,
@@ -236,6 +245,11 @@ impl SamplingFields {
                 presence_penalty: self.presence_penalty.unwrap_or(defaults.presence_penalty),
                 seed: self.seed,
                 logprobs: None,
+                prompt_logprobs: None,
+                // Out of range (0, or beyond the engine's most) is refused by validation.
+                n: self
+                    .n
+                    .map_or(1, |n| usize::try_from(n).unwrap_or(usize::MAX)),
             },
             max_tokens,
             stop: match self.stop {
@@ -294,7 +308,7 @@ pub fn finish_reason(reason: Option<&FinishReason>) -> Option<&'static str> {
 pub struct CompletionChoice {
     pub index: u32,
     pub text: String,
-    pub logprobs: Option<()>,
+    pub logprobs: Option<CompletionLogprobs>,
     pub finish_reason: Option<&'static str>,
 }
 
@@ -319,7 +333,7 @@ pub struct AssistantMessage {
 pub struct ChatChoice {
     pub index: u32,
     pub message: AssistantMessage,
-    pub logprobs: Option<()>,
+    pub logprobs: Option<ChatLogprobs>,
     pub finish_reason: Option<&'static str>,
 }
 
@@ -345,7 +359,7 @@ pub struct ChatDelta {
 pub struct ChatChunkChoice {
     pub index: u32,
     pub delta: ChatDelta,
-    pub logprobs: Option<()>,
+    pub logprobs: Option<ChatLogprobs>,
     pub finish_reason: Option<&'static str>,
 }
 
