@@ -21,7 +21,7 @@ pub const PREEMPTIONS: &str = "modelfleet_engine_preemptions_total";
 /// waiting, running, or streaming their last tokens to a client).
 pub const SLOTS_IN_USE: &str = "modelfleet_engine_slots_in_use";
 /// Requests admitted that asked for one of the OpenAI API's optional features, by
-/// [`FEATURE`] (`logprobs`, `prompt_logprobs`, `parallel_sampling`).
+/// [`FEATURE`] (`logprobs`, `prompt_logprobs`, `parallel_sampling`, `structured_output`).
 pub const REQUEST_FEATURES: &str = "modelfleet_engine_request_features_total";
 
 pub const VLLM_REQUESTS_WAITING: &str = "vllm:num_requests_waiting";

@@ -29,3 +29,5 @@ mod openai_fields;
 mod soak;
 #[path = "serving/stalled_clients.rs"]
 mod stalled_clients;
+#[path = "serving/structured_output.rs"]
+mod structured_output;

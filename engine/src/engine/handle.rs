@@ -41,7 +41,8 @@ type OutputSink = UnboundedSender<Result<RequestOutput, EngineError>>;
 enum Command {
     Add {
         id: RequestId,
-        request: ValidatedRequest,
+        // Boxed: a request with a grammar is large, and the channel holds commands by value.
+        request: Box<ValidatedRequest>,
         outputs: OutputSink,
     },
     Abort(RequestId),
@@ -137,7 +138,7 @@ impl EngineHandle {
             .commands
             .send(Command::Add {
                 id,
-                request,
+                request: Box::new(request),
                 outputs,
             })
             .is_err()
@@ -302,7 +303,7 @@ fn apply(
             request,
             outputs,
         } => {
-            let added = engine.add(id, request);
+            let added = engine.add(id, *request);
             // Publish the scheduler's count before this request stops counting as pending,
             // so a reader never sees it in neither.
             *stats.lock().unwrap_or_else(PoisonError::into_inner) = engine.stats();

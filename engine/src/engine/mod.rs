@@ -34,7 +34,7 @@ pub use validation::{InvalidRequest, RequestLimits, ValidatedRequest};
 use crate::backend::Backend;
 use crate::detokenizer::Decode;
 use crate::kv_cache::{KvCacheManager, SequenceId};
-use crate::sampling::{PositionLogprobs, SampledToken, Sampler, position_logprobs};
+use crate::sampling::{Grammar, PositionLogprobs, SampledToken, Sampler, position_logprobs};
 use crate::scheduler::{Scheduler, SchedulerConfig, SchedulerStats, StepPlan};
 use choices::{Choices, ForkIds};
 
@@ -72,6 +72,8 @@ struct SequenceState {
     /// The prompt's log-probabilities as the scored prompt is computed, delivered with the
     /// first output.
     prompt_logprobs: Option<Vec<Option<PositionLogprobs>>>,
+    /// The grammar the output follows (structured output).
+    grammar: Option<Grammar>,
 }
 
 /// The synchronous engine core.
@@ -130,7 +132,8 @@ impl Engine {
         if self.requests.contains_key(&id) {
             return Err(EngineError::DuplicateRequest(id));
         }
-        let request = request.into_inner();
+        let mut request = request.into_inner();
+        let grammar = request.sampling.grammar.take().map(|g| g.start());
         let n = request.sampling.n;
         let prompt_logprobs = request
             .sampling
@@ -152,6 +155,7 @@ impl Engine {
                 sampler,
                 output,
                 prompt_logprobs,
+                grammar,
             },
         );
         self.requests.insert(id, Choices::new(id, n));
@@ -232,6 +236,7 @@ impl Engine {
             && ids.iter().all(|id| {
                 self.sequences.get(id).is_some_and(|s| {
                     s.sampler.can_pick_on_device()
+                        && s.grammar.is_none()
                         // A request still to fork samples its choices from one row on the host.
                         && self
                             .requests
@@ -332,21 +337,36 @@ impl Engine {
             if !chunk.needs_logits {
                 continue;
             }
-            let values = logits.row(row);
+            let masked = state
+                .grammar
+                .as_mut()
+                .map(|g| g.masked(logits.row(row), &self.model.eos_token_ids));
+            let values = masked.as_deref().unwrap_or(logits.row(row));
             row += 1;
             let token =
                 state
                     .sampler
                     .sample(values, seq.prompt_token_ids(), seq.output_token_ids());
-            sampled.push((id, token));
             let forks = match self.requests.get_mut(&state.request) {
                 Some(choices) if state.index == 0 => choices.take_forks(&mut self.fork_ids),
                 _ => Vec::new(),
             };
             let (params, output) = (state.sampler.params().clone(), state.output.clone());
-            for (index, child) in forks {
+            // Forks continue from the grammar's state before the parent's own token.
+            let fork_grammars: Vec<Option<Grammar>> = forks
+                .iter()
+                .map(|_| state.grammar.as_mut().map(Grammar::fork))
+                .collect();
+            if let Some(grammar) = state.grammar.as_mut() {
+                grammar.advance(token.token);
+            }
+            sampled.push((id, token));
+            for ((index, child), mut grammar) in forks.into_iter().zip(fork_grammars) {
                 let mut sampler = Sampler::for_choice(params.clone(), index);
                 let token = sampler.sample(values, seq.prompt_token_ids(), &[]);
+                if let Some(grammar) = grammar.as_mut() {
+                    grammar.advance(token.token);
+                }
                 self.sequences.insert(
                     child,
                     SequenceState {
@@ -355,6 +375,7 @@ impl Engine {
                         sampler,
                         output: output.clone(),
                         prompt_logprobs: None,
+                        grammar,
                     },
                 );
                 sampled.push((child, token));

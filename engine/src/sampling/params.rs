@@ -1,5 +1,7 @@
 //! Sampling parameters and their validation at the edge.
 
+use super::CompiledGrammar;
+
 /// Most alternatives a request may ask log-probabilities for.
 pub const MAX_LOGPROBS: usize = 20;
 
@@ -32,6 +34,8 @@ pub struct SamplingParams {
     pub prompt_logprobs: Option<usize>,
     /// Independent choices to generate from the one prompt (they share its KV blocks).
     pub n: usize,
+    /// A grammar the output must follow (structured output), compiled at the edge.
+    pub grammar: Option<CompiledGrammar>,
 }
 
 impl Default for SamplingParams {
@@ -48,6 +52,7 @@ impl Default for SamplingParams {
             logprobs: None,
             prompt_logprobs: None,
             n: 1,
+            grammar: None,
         }
     }
 }

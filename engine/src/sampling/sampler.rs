@@ -65,6 +65,7 @@ impl Sampler {
             && p.presence_penalty == 0.0
             && p.logprobs.is_none()
             && p.prompt_logprobs.is_none()
+            && p.grammar.is_none()
     }
 
     /// The device's pick of the next token, as [`Self::sample`] would make it: a sampled

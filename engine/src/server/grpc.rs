@@ -137,6 +137,7 @@ fn params_from_proto(
             logprobs: None,
             prompt_logprobs: None,
             n: 1,
+            grammar: None,
         },
         max_tokens: (stop.max_tokens > 0).then_some(stop.max_tokens as usize),
         stop: stop.stop,

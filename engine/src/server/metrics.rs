@@ -90,7 +90,12 @@ impl Outcome {
 
 /// The optional features a request may ask for, as the `feature` label of
 /// `modelfleet_engine_request_features_total`.
-const FEATURES: [&str; 3] = ["logprobs", "prompt_logprobs", "parallel_sampling"];
+const FEATURES: [&str; 4] = [
+    "logprobs",
+    "prompt_logprobs",
+    "parallel_sampling",
+    "structured_output",
+];
 
 /// A measurement recorded under both names.
 struct Twin<T> {
@@ -254,11 +259,12 @@ impl Metrics {
 
     /// Counts the optional features an admitted request asked for.
     pub fn observe_features(&self, sampling: &SamplingParams) {
-        let [logprobs, prompt_logprobs, parallel] = FEATURES;
+        let [logprobs, prompt_logprobs, parallel, structured] = FEATURES;
         for (feature, used) in [
             (logprobs, sampling.logprobs.is_some()),
             (prompt_logprobs, sampling.prompt_logprobs.is_some()),
             (parallel, sampling.n > 1),
+            (structured, sampling.grammar.is_some()),
         ] {
             if used {
                 self.features.with_label_values(&[feature]).inc();

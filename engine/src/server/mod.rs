@@ -14,6 +14,7 @@ pub mod auth;
 pub mod chat_template;
 pub mod error;
 pub mod generation;
+pub mod grammar;
 pub mod grpc;
 pub mod http;
 mod listener;

@@ -39,6 +39,13 @@ const SHARED: &[&str] = &[
     "stream_options",
     "max_tokens",
     "user",
+    // Structured output (`structured.rs`).
+    "response_format",
+    "guided_json",
+    "guided_regex",
+    "guided_grammar",
+    "guided_choice",
+    "structured_outputs",
 ];
 
 const COMPLETIONS: &[&str] = &["prompt", "echo", "best_of", "suffix", "logprobs"];
@@ -56,7 +63,6 @@ type AsksNothing = fn(&Value) -> bool;
 /// Fields of OpenAI's API the engine cannot honour, each with the values that ask for
 /// nothing and so may pass.
 const UNSUPPORTED: &[(&str, AsksNothing)] = &[
-    ("response_format", |v| v["type"] == "text"),
     ("tools", is_empty),
     ("tool_choice", |v| v == "none"),
     ("parallel_tool_calls", |_| false),
@@ -141,10 +147,6 @@ mod tests {
     fn unsupported_fields_are_refused_by_name_on_both_endpoints() {
         for endpoint in [Endpoint::Completions, Endpoint::ChatCompletions] {
             for (body, param) in [
-                (
-                    json!({"response_format": {"type": "json_object"}}),
-                    "response_format",
-                ),
                 (json!({"tools": [{"type": "function"}]}), "tools"),
                 (json!({"tool_choice": "auto"}), "tool_choice"),
                 (json!({"logit_bias": {"50256": -100}}), "logit_bias"),

@@ -7,6 +7,7 @@ mod fields;
 mod logprobs;
 mod openai;
 mod sse;
+mod structured;
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -5,6 +5,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::logprobs::{ChatLogprobs, CompletionLogprobs};
+use super::structured::StructuredFields;
 use crate::engine::{FinishReason, Usage};
 use crate::sampling::SamplingParams;
 use crate::server::chat_template::ChatMessage;
@@ -39,6 +40,8 @@ pub struct SamplingFields {
     #[serde(default)]
     pub stream: bool,
     pub stream_options: Option<StreamOptions>,
+    #[serde(flatten)]
+    pub structured: StructuredFields,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -111,7 +114,7 @@ pub struct ContentPart {
 impl CompletionRequest {
     pub fn into_params(
         self,
-        sampling: SamplingFields,
+        mut sampling: SamplingFields,
         model: &ServingModel,
     ) -> Result<GenerateParams, ApiError> {
         let n = sampling.n.unwrap_or(1);
@@ -122,7 +125,10 @@ impl CompletionRequest {
             ));
         }
         if self.suffix.is_some() {
-            return Err(unsupported("suffix", "suffix is not supported"));
+            return Err(unsupported(
+                "suffix",
+                "`suffix` is not supported by this engine; remove it from the request",
+            ));
         }
         let prompt_token_ids = match self.prompt {
             PromptInput::Text(text) => model.tokenize(&text)?,
@@ -137,10 +143,12 @@ impl CompletionRequest {
                 }
             },
         };
+        let structured = std::mem::take(&mut sampling.structured);
         let mut params = sampling.into_params(
             prompt_token_ids,
             Some(self.max_tokens.unwrap_or(COMPLETIONS_DEFAULT_MAX_TOKENS)),
         )?;
+        params.sampling.grammar = structured.compile(model)?;
         params.sampling.logprobs = self.logprobs;
         // Echoing the prompt with log-probabilities scores the prompt too: what evaluation
         // harnesses use for log-likelihoods.
@@ -152,7 +160,7 @@ impl CompletionRequest {
 impl ChatCompletionRequest {
     pub fn into_params(
         self,
-        sampling: SamplingFields,
+        mut sampling: SamplingFields,
         model: &ServingModel,
     ) -> Result<GenerateParams, ApiError> {
         if self.top_logprobs.is_some() && !self.logprobs {
@@ -177,11 +185,13 @@ impl ChatCompletionRequest {
             .collect::<Result<Vec<_>, _>>()?;
         let prompt = template.render(&messages)?;
         let prompt_token_ids = model.tokenize_rendered(&prompt)?;
+        let structured = std::mem::take(&mut sampling.structured);
         let mut params = sampling.into_params(
             prompt_token_ids,
             self.max_completion_tokens.or(self.max_tokens),
         )?;
         params.sampling.logprobs = self.logprobs.then_some(self.top_logprobs.unwrap_or(0));
+        params.sampling.grammar = structured.compile(model)?;
         Ok(params)
     }
 }
@@ -250,6 +260,7 @@ impl SamplingFields {
                 n: self
                     .n
                     .map_or(1, |n| usize::try_from(n).unwrap_or(usize::MAX)),
+                grammar: None,
             },
             max_tokens,
             stop: match self.stop {
