@@ -31,3 +31,5 @@ mod soak;
 mod stalled_clients;
 #[path = "serving/structured_output.rs"]
 mod structured_output;
+#[path = "serving/tools.rs"]
+mod tools;

@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod model;
 pub mod relay;
 pub mod state;
+pub mod tools;
 pub mod validate;
 
 use std::future::Future;

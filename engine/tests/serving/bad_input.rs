@@ -161,8 +161,8 @@ async fn fields_the_engine_cannot_honour_are_refused_by_name() {
     };
     for (path, body, param) in [
         (
-            "/v1/chat/completions",
-            chat(json!({"tools": [{"type": "function", "function": {"name": "f"}}]})),
+            "/v1/completions",
+            completion(json!({"tools": [{"type": "function", "function": {"name": "f"}}]})),
             "tools",
         ),
         (

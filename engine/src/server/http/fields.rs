@@ -55,6 +55,10 @@ const CHAT_COMPLETIONS: &[&str] = &[
     "max_completion_tokens",
     "logprobs",
     "top_logprobs",
+    // Tool calling (`server/tools`).
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
 ];
 
 /// Whether a value of an unsupported field asks for nothing.
@@ -145,10 +149,14 @@ mod tests {
 
     #[test]
     fn unsupported_fields_are_refused_by_name_on_both_endpoints() {
+        for (body, param) in [
+            (json!({"tools": [{"type": "function"}]}), "tools"),
+            (json!({"tool_choice": "auto"}), "tool_choice"),
+        ] {
+            assert_eq!(refused_param(body, Endpoint::Completions), Some(param));
+        }
         for endpoint in [Endpoint::Completions, Endpoint::ChatCompletions] {
             for (body, param) in [
-                (json!({"tools": [{"type": "function"}]}), "tools"),
-                (json!({"tool_choice": "auto"}), "tool_choice"),
                 (json!({"logit_bias": {"50256": -100}}), "logit_bias"),
                 (json!({"store": true}), "store"),
             ] {

@@ -5,12 +5,13 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::logprobs::{ChatLogprobs, CompletionLogprobs};
-use super::structured::StructuredFields;
+use super::structured::{StructuredFields, compact};
 use crate::engine::{FinishReason, Usage};
 use crate::sampling::SamplingParams;
 use crate::server::chat_template::ChatMessage;
 use crate::server::error::ApiError;
 use crate::server::model::ServingModel;
+use crate::server::tools::{self, ToolCall, ToolChoice, ToolDef, ToolMode};
 use crate::server::validate::GenerateParams;
 
 /// OpenAI's default for `/v1/completions` when `max_tokens` is absent.
@@ -87,6 +88,12 @@ pub struct ChatCompletionRequest {
     pub logprobs: bool,
     /// Alternatives per token, with `logprobs`.
     pub top_logprobs: Option<usize>,
+    #[serde(default)]
+    pub tools: Vec<ToolDef>,
+    pub tool_choice: Option<ToolChoice>,
+    /// Calls the model writes are all returned; a forced call is one.
+    #[allow(dead_code)]
+    pub parallel_tool_calls: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -94,6 +101,11 @@ pub struct ChatMessageInput {
     pub role: String,
     #[serde(default)]
     pub content: Option<ContentInput>,
+    /// An assistant's earlier calls.
+    pub tool_calls: Option<Vec<serde_json::Value>>,
+    /// A `tool` message's answer to this call.
+    pub tool_call_id: Option<String>,
+    pub name: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -183,7 +195,17 @@ impl ChatCompletionRequest {
             .into_iter()
             .map(ChatMessageInput::into_message)
             .collect::<Result<Vec<_>, _>>()?;
-        let prompt = template.render(&messages)?;
+        let mode = tools::mode(
+            &self.tools,
+            self.tool_choice.as_ref(),
+            template.tool_syntax(),
+        )?;
+        let offered = serde_json::to_value(&self.tools)
+            .map_err(|e| ApiError::Internal(format!("tools: {e}")))?;
+        let prompt = match mode {
+            ToolMode::Off => template.render(&messages)?,
+            _ => template.render_with_tools(&messages, Some(&offered))?,
+        };
         let prompt_token_ids = model.tokenize_rendered(&prompt)?;
         let structured = std::mem::take(&mut sampling.structured);
         let mut params = sampling.into_params(
@@ -192,6 +214,19 @@ impl ChatCompletionRequest {
         )?;
         params.sampling.logprobs = self.logprobs.then_some(self.top_logprobs.unwrap_or(0));
         params.sampling.grammar = structured.compile(model)?;
+        if let ToolMode::Forced { schema } = mode {
+            if params.sampling.grammar.is_some() {
+                return Err(unsupported(
+                    "tool_choice",
+                    "a forced tool call and an output structure cannot be asked for together",
+                ));
+            }
+            // The call is written as JSON, whatever the family's own syntax: it is forced.
+            let source = format!("tool_choice: {schema}");
+            let grammar = llguidance::api::TopLevelGrammar::from_json_schema(compact(schema));
+            params.sampling.grammar =
+                Some(model.compile_grammar(grammar, source, "tool_choice")?);
+        }
         Ok(params)
     }
 }
@@ -217,9 +252,16 @@ impl ChatMessageInput {
                 text
             }
         };
+        let tool_calls = self
+            .tool_calls
+            .map(|calls| tools::calls_for_template(&calls))
+            .transpose()?;
         Ok(ChatMessage {
             role: self.role,
             content,
+            tool_calls,
+            tool_call_id: self.tool_call_id,
+            name: self.name,
         })
     }
 }
@@ -337,7 +379,10 @@ pub struct CompletionResponse {
 #[derive(Debug, Serialize)]
 pub struct AssistantMessage {
     pub role: &'static str,
-    pub content: String,
+    /// `null` when the answer is only tool calls.
+    pub content: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
 }
 
 #[derive(Debug, Serialize)]
@@ -364,6 +409,16 @@ pub struct ChatDelta {
     pub role: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub content: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCallDelta>,
+}
+
+/// A call in a streamed chunk: OpenAI's shape, with its position among the choice's calls.
+#[derive(Debug, Serialize)]
+pub struct ToolCallDelta {
+    pub index: u32,
+    #[serde(flatten)]
+    pub call: ToolCall,
 }
 
 #[derive(Debug, Serialize)]

@@ -164,7 +164,7 @@ impl Wanted {
 /// JSON written as `json.dumps` writes it (`", "` and `": "`, no other whitespace), unless
 /// the schema says otherwise (`x-guidance`): free whitespace lets a model pad its output
 /// until `max_tokens` runs out.
-fn compact(mut schema: Value) -> Value {
+pub fn compact(mut schema: Value) -> Value {
     if let Value::Object(fields) = &mut schema
         && !fields.contains_key("x-guidance")
     {
