@@ -332,9 +332,13 @@ impl Engine {
                         }
                     }
                 }
+                // Every row but the last; that one samples if the chunk ends the prompt.
                 row += chunk.token_ids.len() - 1;
             }
             if !chunk.needs_logits {
+                if chunk.every_token_logits {
+                    row += 1;
+                }
                 continue;
             }
             let masked = state

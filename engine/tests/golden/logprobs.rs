@@ -10,6 +10,7 @@ use modelfleet_engine::engine::{
     Engine, EngineConfig, GenerationRequest, ModelSpec, RequestOutput, StopParams,
 };
 use modelfleet_engine::sampling::SamplingParams;
+use modelfleet_engine::scheduler::SchedulerConfig;
 
 use crate::logits::{Fixture, backend, fixture_at};
 
@@ -24,6 +25,10 @@ fn tiny_llama() -> Fixture {
 }
 
 fn engine(fixture: &Fixture) -> Engine {
+    engine_with(fixture, SchedulerConfig::default())
+}
+
+fn engine_with(fixture: &Fixture, scheduler: SchedulerConfig) -> Engine {
     let model = &fixture.model;
     let spec = ModelSpec {
         decoder: Arc::new(model.tokenizer.clone_handle()),
@@ -34,11 +39,11 @@ fn engine(fixture: &Fixture) -> Engine {
         Box::new(backend(model)),
         spec,
         EngineConfig {
+            scheduler,
             // The reference logits are computed without a prefix cache either way; this
             // keeps two identical prompts from sharing blocks through it, so any sharing
             // below is the fork's.
             enable_prefix_caching: false,
-            ..EngineConfig::default()
         },
     )
 }
@@ -66,10 +71,24 @@ fn run_to_end(engine: &mut Engine) -> Vec<RequestOutput> {
 
 #[test]
 fn prompt_and_token_logprobs_equal_log_softmax_of_the_reference_logits() {
+    prompt_and_token_logprobs_match_with(SchedulerConfig::default());
+}
+
+#[test]
+fn a_prompt_scored_in_chunks_gets_the_same_logprobs() {
+    // 5 tokens a step: the 12-token prompt runs as chunks of 5, 5 and 2, the middle ones
+    // without a sampling row.
+    prompt_and_token_logprobs_match_with(SchedulerConfig {
+        max_num_batched_tokens: 5,
+        ..SchedulerConfig::default()
+    });
+}
+
+fn prompt_and_token_logprobs_match_with(scheduler: SchedulerConfig) {
     let fixture = tiny_llama();
     let reference = &fixture.reference;
     let prompt: Vec<u32> = reference.token_ids[..12].to_vec();
-    let mut engine = engine(&fixture);
+    let mut engine = engine_with(&fixture, scheduler);
     let request = GenerationRequest {
         prompt_token_ids: prompt.clone(),
         sampling: SamplingParams {
