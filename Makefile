@@ -17,7 +17,7 @@ help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{ printf "  make %-18s %s\n", $$1, $$2 }'
 
 .PHONY: tools
-tools: ## Provision the pinned Kubernetes binaries (kubelet, kube-proxy too), etcd, containerd, kwok, Prometheus, kubectl, helm, buildah, the demo model
+tools: ## Provision the pinned Kubernetes binaries (kubelet, kube-proxy too), etcd, containerd, kwok, Prometheus, kubectl, helm, buildah, the demo model, the OpenAI Python client
 	@bash $(TOOLS) all
 
 .PHONY: images

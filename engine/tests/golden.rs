@@ -9,6 +9,9 @@ mod engine_equivalence;
 #[path = "golden/logits.rs"]
 mod logits;
 
+#[path = "golden/logprobs.rs"]
+mod logprobs;
+
 #[path = "golden/demo_model.rs"]
 mod demo_model;
 

@@ -1,5 +1,6 @@
 //! `modelfleet-engine serve` over real sockets with the demo model: gRPC and the
-//! OpenAI-compatible HTTP API, health and drain, backpressure, metrics, bad input.
+//! OpenAI-compatible HTTP API (also through OpenAI's own Python client), health and drain,
+//! backpressure, metrics, bad input.
 
 // Only the demo model's location is used here; the golden tests use the rest.
 #[allow(dead_code)]
@@ -23,7 +24,15 @@ mod information;
 mod lifecycle;
 #[path = "serving/load.rs"]
 mod load;
+#[path = "serving/openai_client.rs"]
+mod openai_client;
+#[path = "serving/openai_fields.rs"]
+mod openai_fields;
 #[path = "serving/soak.rs"]
 mod soak;
 #[path = "serving/stalled_clients.rs"]
 mod stalled_clients;
+#[path = "serving/structured_output.rs"]
+mod structured_output;
+#[path = "serving/tools.rs"]
+mod tools;

@@ -44,6 +44,9 @@ pub struct SequenceChunk {
     /// Whether the logits of the chunk's last token are wanted (the chunk ends the prompt,
     /// or it is a decode step). Middle chunks of a long prompt only fill the cache.
     pub needs_logits: bool,
+    /// Whether the logits of every token of the chunk are wanted, not only the last one's
+    /// (a request that asked for its prompt's log-probabilities).
+    pub every_token_logits: bool,
 }
 
 /// Everything one forward pass executes.
@@ -52,8 +55,9 @@ pub struct ForwardBatch {
     pub chunks: Vec<SequenceChunk>,
 }
 
-/// Logits for the chunks with `needs_logits`, one row of `vocab_size` values each, in the
-/// order those chunks appear in the batch.
+/// Logits for the chunks with `needs_logits` (one row each, or one row per token with
+/// `every_token_logits`), `vocab_size` values a row, in the order those chunks appear in
+/// the batch.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Logits {
     pub vocab_size: usize,

@@ -98,8 +98,11 @@ impl StepMetadata {
             }
             step.query_start.push(step.token_ids.len() as u32);
             step.context_lens.push(end);
-            if chunk.needs_logits {
-                step.logits_rows.push(step.token_ids.len() as u32 - 1);
+            let end = step.token_ids.len() as u32;
+            if chunk.every_token_logits {
+                step.logits_rows.extend(step.query_start[i]..end);
+            } else if chunk.needs_logits {
+                step.logits_rows.push(end - 1);
             }
         }
         Ok(step)
@@ -141,6 +144,7 @@ mod tests {
             start_position: start,
             block_table: table.to_vec(),
             needs_logits,
+            every_token_logits: false,
         }
     }
 
@@ -180,6 +184,17 @@ mod tests {
         // Only the blocks the context reaches: 8 positions are 2 blocks of 4.
         assert_eq!(step.block_table(0), [0, 1]);
         assert_eq!(step.block_table(1), [4]);
+    }
+
+    #[test]
+    fn a_chunk_scoring_its_prompt_asks_for_the_logits_of_every_token() {
+        let mut scoring = chunk(&[1, 2, 3], 0, &[0], false);
+        scoring.every_token_logits = true;
+        let batch = ForwardBatch {
+            chunks: vec![chunk(&[9], 5, &[1, 2], true), scoring],
+        };
+        let step = StepMetadata::build(&batch, CACHE, 100).expect("valid");
+        assert_eq!(step.logits_rows, [0, 1, 2, 3]);
     }
 
     #[test]

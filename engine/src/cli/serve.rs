@@ -150,6 +150,7 @@ fn load(args: &ServeArgs, served_name: String) -> anyhow::Result<ServingModel> {
         tokenizer,
         chat_template,
         info,
+        grammars: Default::default(),
     })
 }
 

@@ -41,7 +41,8 @@ type OutputSink = UnboundedSender<Result<RequestOutput, EngineError>>;
 enum Command {
     Add {
         id: RequestId,
-        request: ValidatedRequest,
+        // Boxed: a request with a grammar is large, and the channel holds commands by value.
+        request: Box<ValidatedRequest>,
         outputs: OutputSink,
     },
     Abort(RequestId),
@@ -137,7 +138,7 @@ impl EngineHandle {
             .commands
             .send(Command::Add {
                 id,
-                request,
+                request: Box::new(request),
                 outputs,
             })
             .is_err()
@@ -208,7 +209,7 @@ impl OutputStream {
         item: Option<Result<RequestOutput, EngineError>>,
     ) -> Option<Result<RequestOutput, EngineError>> {
         match &item {
-            Some(Ok(output)) if output.finish_reason.is_none() => {}
+            Some(Ok(output)) if !output.last => {}
             _ => self.done = true,
         }
         item
@@ -302,7 +303,7 @@ fn apply(
             request,
             outputs,
         } => {
-            let added = engine.add(id, request);
+            let added = engine.add(id, *request);
             // Publish the scheduler's count before this request stops counting as pending,
             // so a reader never sees it in neither.
             *stats.lock().unwrap_or_else(PoisonError::into_inner) = engine.stats();
@@ -334,7 +335,7 @@ fn route(
 ) {
     for output in outputs {
         let id = output.request_id;
-        let finished = output.finish_reason.is_some();
+        let finished = output.last;
         let delivered = sinks
             .get(&id)
             .is_some_and(|sink| sink.send(Ok(output)).is_ok());

@@ -5,7 +5,13 @@
 //! known tokens, and turns those tokens into [`RequestOutput`]s (text deltas, finish
 //! reasons, usage). [`EngineHandle`] runs that loop on a thread of its own for servers:
 //! add a request, get a stream of its outputs; dropping the stream aborts the request.
+//!
+//! A request is one sequence per choice (`n`): the first is added as the request arrives,
+//! the others are forked from it when it samples its first token, sharing its prompt's
+//! KV blocks. A request that asked for its prompt's log-probabilities has the logits of
+//! every prompt token computed (see `Scheduler::add_scoring_prompt`).
 
+mod choices;
 mod error;
 mod fault;
 mod handle;
@@ -27,9 +33,10 @@ pub use validation::{InvalidRequest, RequestLimits, ValidatedRequest};
 
 use crate::backend::Backend;
 use crate::detokenizer::Decode;
-use crate::kv_cache::KvCacheManager;
-use crate::sampling::Sampler;
+use crate::kv_cache::{KvCacheManager, SequenceId};
+use crate::sampling::{Grammar, PositionLogprobs, SampledToken, Sampler, position_logprobs};
 use crate::scheduler::{Scheduler, SchedulerConfig, SchedulerStats, StepPlan};
+use choices::{Choices, ForkIds};
 
 /// How the engine batches; the KV cache's shape comes from the backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,9 +63,17 @@ pub struct ModelSpec {
     pub vocab_size: usize,
 }
 
-struct RequestState {
+/// One choice of a request: one sequence.
+struct SequenceState {
+    request: RequestId,
+    index: u32,
     sampler: Sampler,
     output: OutputText,
+    /// The prompt's log-probabilities as the scored prompt is computed, delivered with the
+    /// first output.
+    prompt_logprobs: Option<Vec<Option<PositionLogprobs>>>,
+    /// The grammar the output follows (structured output).
+    grammar: Option<Grammar>,
 }
 
 /// The synchronous engine core.
@@ -66,7 +81,9 @@ pub struct Engine {
     backend: Box<dyn Backend>,
     model: ModelSpec,
     scheduler: Scheduler,
-    requests: HashMap<RequestId, RequestState>,
+    sequences: HashMap<SequenceId, SequenceState>,
+    requests: HashMap<RequestId, Choices>,
+    fork_ids: ForkIds,
 }
 
 impl Engine {
@@ -81,18 +98,22 @@ impl Engine {
             backend,
             model,
             scheduler: Scheduler::new(config.scheduler, kv),
+            sequences: HashMap::new(),
             requests: HashMap::new(),
+            fork_ids: ForkIds::default(),
         }
     }
 
     /// What a request must fit: the vocabulary and the KV cache (this engine has no notion
     /// of a context length beyond what its cache holds; servers narrow `max_model_len`).
     pub fn limits(&self) -> RequestLimits {
-        let kv_cache_tokens = self.scheduler.kv_cache().capacity_tokens();
+        let kv = self.scheduler.kv_cache();
+        let kv_cache_tokens = kv.capacity_tokens();
         RequestLimits {
             vocab_size: self.model.vocab_size,
             max_model_len: kv_cache_tokens,
             kv_cache_tokens,
+            block_size: kv.block_size(),
         }
     }
 
@@ -111,20 +132,47 @@ impl Engine {
         if self.requests.contains_key(&id) {
             return Err(EngineError::DuplicateRequest(id));
         }
-        let request = request.into_inner();
-        let sampler = Sampler::new(request.sampling);
+        let mut request = request.into_inner();
+        let grammar = request.sampling.grammar.take().map(|g| g.start());
+        let n = request.sampling.n;
+        let prompt_logprobs = request
+            .sampling
+            .prompt_logprobs
+            .map(|_| vec![None; request.prompt_token_ids.len()]);
         let output = OutputText::new(&request.prompt_token_ids, request.stop.clone());
-        self.scheduler
-            .add(id, request.prompt_token_ids, request.stop.max_tokens)?;
-        self.requests.insert(id, RequestState { sampler, output });
+        let sampler = Sampler::for_choice(request.sampling, 0);
+        let (prompt, max_tokens) = (request.prompt_token_ids, request.stop.max_tokens);
+        if prompt_logprobs.is_some() {
+            self.scheduler.add_scoring_prompt(id, prompt, max_tokens)?;
+        } else {
+            self.scheduler.add(id, prompt, max_tokens)?;
+        }
+        self.sequences.insert(
+            id,
+            SequenceState {
+                request: id,
+                index: 0,
+                sampler,
+                output,
+                prompt_logprobs,
+                grammar,
+            },
+        );
+        self.requests.insert(id, Choices::new(id, n));
         Ok(())
     }
 
     /// Cancels a request and frees its KV blocks at once. Returns whether it existed.
     pub fn abort(&mut self, id: RequestId) -> Result<bool, EngineError> {
-        let existed = self.requests.remove(&id).is_some();
-        self.scheduler.remove(id)?;
-        Ok(existed)
+        let Some(choices) = self.requests.remove(&id) else {
+            self.scheduler.remove(id)?;
+            return Ok(false);
+        };
+        for &sequence in choices.live() {
+            self.sequences.remove(&sequence);
+            self.scheduler.remove(sequence)?;
+        }
+        Ok(true)
     }
 
     pub fn has_unfinished(&self) -> bool {
@@ -155,8 +203,24 @@ impl Engine {
             }
         };
         let tokens: Vec<(RequestId, u32)> = sampled.iter().map(|(id, s)| (*id, s.token)).collect();
+        // Forks made this step are not in the scheduler yet, so it skips their tokens.
         self.scheduler.complete_step(&plan, &tokens)?;
+        self.add_forks(&sampled)?;
         self.finish_outputs(sampled)
+    }
+
+    /// Adds to the scheduler the choices forked this step (sampled from their parent's
+    /// logits, in [`Self::sample`]).
+    fn add_forks(&mut self, sampled: &[(SequenceId, SampledToken)]) -> Result<(), EngineError> {
+        for (id, token) in sampled {
+            let Some(state) = self.sequences.get(id) else {
+                continue;
+            };
+            if state.index > 0 && self.scheduler.sequence(*id).is_none() {
+                self.scheduler.fork(state.request, *id, token.token)?;
+            }
+        }
+        Ok(())
     }
 
     /// When every sampling sequence's next token can be picked where the logits are, the
@@ -168,17 +232,24 @@ impl Engine {
     ) -> Option<(Vec<RequestId>, Vec<crate::backend::kernels::TokenPick>)> {
         let ids: Vec<RequestId> = plan.sampling_sequences().collect();
         let all = !ids.is_empty()
+            && plan.batch.chunks.iter().all(|c| !c.every_token_logits)
             && ids.iter().all(|id| {
-                self.requests
-                    .get(id)
-                    .is_some_and(|s| s.sampler.can_pick_on_device())
+                self.sequences.get(id).is_some_and(|s| {
+                    s.sampler.can_pick_on_device()
+                        && s.grammar.is_none()
+                        // A request still to fork samples its choices from one row on the host.
+                        && self
+                            .requests
+                            .get(&s.request)
+                            .is_some_and(|c| !c.forks_pending())
+                })
             });
         if !all {
             return None;
         }
         let mut picks = Vec::with_capacity(ids.len());
         for id in &ids {
-            picks.push(self.requests.get_mut(id)?.sampler.device_pick());
+            picks.push(self.sequences.get_mut(id)?.sampler.device_pick());
         }
         Some((ids, picks))
     }
@@ -187,7 +258,7 @@ impl Engine {
         &mut self,
         ids: Vec<RequestId>,
         tokens: Vec<u32>,
-    ) -> Result<Vec<(RequestId, crate::sampling::SampledToken)>, EngineError> {
+    ) -> Result<Vec<(SequenceId, SampledToken)>, EngineError> {
         if tokens.len() != ids.len() {
             return Err(EngineError::LogitsMismatch {
                 expected: ids.len(),
@@ -197,13 +268,13 @@ impl Engine {
         let mut sampled = Vec::with_capacity(ids.len());
         for (id, token) in ids.into_iter().zip(tokens) {
             let state = self
-                .requests
+                .sequences
                 .get_mut(&id)
                 .ok_or(EngineError::UnknownRequest(id))?;
             state.sampler.record(token);
             sampled.push((
                 id,
-                crate::sampling::SampledToken {
+                SampledToken {
                     token,
                     logprobs: None,
                 },
@@ -212,45 +283,120 @@ impl Engine {
         Ok(sampled)
     }
 
-    /// Picks a token for every sampling sequence from its row of logits.
+    /// Picks a token for every sampling sequence from its row of logits, records the
+    /// prompt log-probabilities of scored prompts, and forks the further choices of
+    /// requests whose first choice samples its first token (each choice drawing from the
+    /// same row with a sampler of its own).
     fn sample(
         &mut self,
         plan: &StepPlan,
         logits: &crate::backend::Logits,
-    ) -> Result<Vec<(RequestId, crate::sampling::SampledToken)>, EngineError> {
-        let ids: Vec<RequestId> = plan.sampling_sequences().collect();
-        if logits.num_rows() != ids.len() {
+    ) -> Result<Vec<(SequenceId, SampledToken)>, EngineError> {
+        let expected: usize = plan
+            .batch
+            .chunks
+            .iter()
+            .map(|c| match (c.every_token_logits, c.needs_logits) {
+                (true, _) => c.token_ids.len(),
+                (false, true) => 1,
+                (false, false) => 0,
+            })
+            .sum();
+        if logits.num_rows() != expected {
             return Err(EngineError::LogitsMismatch {
-                expected: ids.len(),
+                expected,
                 got: logits.num_rows(),
             });
         }
-        let mut sampled = Vec::with_capacity(ids.len());
-        for (row, id) in ids.into_iter().enumerate() {
+        let mut sampled = Vec::new();
+        let mut row = 0;
+        for (chunk, scheduled) in plan.batch.chunks.iter().zip(&plan.scheduled) {
+            let id = scheduled.sequence;
             let (Some(seq), Some(state)) =
-                (self.scheduler.sequence(id), self.requests.get_mut(&id))
+                (self.scheduler.sequence(id), self.sequences.get_mut(&id))
             else {
-                // Requests and sequences are added and removed together.
+                // Sequences of the engine and of the scheduler are added and removed together.
                 return Err(EngineError::UnknownRequest(id));
             };
-            let token = state.sampler.sample(
-                logits.row(row),
-                seq.prompt_token_ids(),
-                seq.output_token_ids(),
-            );
+            if chunk.every_token_logits {
+                let prompt = seq.prompt_token_ids();
+                if let Some(collected) = state.prompt_logprobs.as_mut() {
+                    let top = state.sampler.params().prompt_logprobs.unwrap_or(0);
+                    for offset in 0..chunk.token_ids.len() {
+                        // The logits at one position score the prompt's next token.
+                        let next = chunk.start_position + offset + 1;
+                        if let (Some(&token), Some(slot)) =
+                            (prompt.get(next), collected.get_mut(next))
+                        {
+                            *slot = Some(position_logprobs(logits.row(row + offset), token, top));
+                        }
+                    }
+                }
+                // Every row but the last; that one samples if the chunk ends the prompt.
+                row += chunk.token_ids.len() - 1;
+            }
+            if !chunk.needs_logits {
+                if chunk.every_token_logits {
+                    row += 1;
+                }
+                continue;
+            }
+            let masked = state
+                .grammar
+                .as_mut()
+                .map(|g| g.masked(logits.row(row), &self.model.eos_token_ids));
+            let values = masked.as_deref().unwrap_or(logits.row(row));
+            row += 1;
+            let token =
+                state
+                    .sampler
+                    .sample(values, seq.prompt_token_ids(), seq.output_token_ids());
+            let forks = match self.requests.get_mut(&state.request) {
+                Some(choices) if state.index == 0 => choices.take_forks(&mut self.fork_ids),
+                _ => Vec::new(),
+            };
+            let (params, output) = (state.sampler.params().clone(), state.output.clone());
+            // Forks continue from the grammar's state before the parent's own token.
+            let fork_grammars: Vec<Option<Grammar>> = forks
+                .iter()
+                .map(|_| state.grammar.as_mut().map(Grammar::fork))
+                .collect();
+            if let Some(grammar) = state.grammar.as_mut() {
+                grammar.advance(token.token);
+            }
             sampled.push((id, token));
+            for ((index, child), mut grammar) in forks.into_iter().zip(fork_grammars) {
+                let mut sampler = Sampler::for_choice(params.clone(), index);
+                let token = sampler.sample(values, seq.prompt_token_ids(), &[]);
+                if let Some(grammar) = grammar.as_mut() {
+                    grammar.advance(token.token);
+                }
+                self.sequences.insert(
+                    child,
+                    SequenceState {
+                        request: id,
+                        index,
+                        sampler,
+                        output: output.clone(),
+                        prompt_logprobs: None,
+                        grammar,
+                    },
+                );
+                sampled.push((child, token));
+            }
         }
         Ok(sampled)
     }
 
-    /// Detokenises the new tokens, applies stop conditions and retires finished requests.
+    /// Detokenises the new tokens, applies stop conditions and retires finished choices
+    /// (and requests, with their last choice).
     fn finish_outputs(
         &mut self,
-        sampled: Vec<(RequestId, crate::sampling::SampledToken)>,
+        sampled: Vec<(SequenceId, SampledToken)>,
     ) -> Result<Vec<RequestOutput>, EngineError> {
         let mut outputs = Vec::with_capacity(sampled.len());
         for (id, token) in sampled {
-            let Some(state) = self.requests.get_mut(&id) else {
+            let Some(state) = self.sequences.get_mut(&id) else {
                 continue;
             };
             let outcome = state.output.push(
@@ -266,17 +412,30 @@ impl Engine {
                     completion_tokens: seq.output_token_ids().len(),
                     cached_prompt_tokens: seq.num_cached_prompt_tokens(),
                 });
+            let (request, index) = (state.request, state.index);
+            let prompt_logprobs = state.prompt_logprobs.take();
+            let mut last = false;
             if outcome.finish.is_some() {
-                self.requests.remove(&id);
+                self.sequences.remove(&id);
                 self.scheduler.remove(id)?;
+                last = self
+                    .requests
+                    .get_mut(&request)
+                    .is_none_or(|choices| choices.finish(id));
+                if last {
+                    self.requests.remove(&request);
+                }
             }
             outputs.push(RequestOutput {
-                request_id: id,
+                request_id: request,
+                index,
                 token_id: token.token,
                 text: outcome.text,
                 logprobs: token.logprobs,
+                prompt_logprobs,
                 finish_reason: outcome.finish,
                 usage,
+                last,
             });
         }
         Ok(outputs)

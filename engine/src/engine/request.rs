@@ -1,6 +1,6 @@
 //! What goes into the engine (a request) and what comes out of it (outputs).
 
-use crate::sampling::{SamplingParams, TokenLogprob};
+use crate::sampling::{PositionLogprobs, SamplingParams};
 
 /// Engine-wide identity of a request; the scheduler uses it as the sequence id.
 pub type RequestId = u64;
@@ -77,17 +77,25 @@ pub struct Usage {
     pub cached_prompt_tokens: usize,
 }
 
-/// What one step produced for one request.
+/// What one step produced for one choice of a request.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RequestOutput {
     pub request_id: RequestId,
+    /// Which of the request's `n` choices this is, from 0.
+    pub index: u32,
     /// The token generated this step.
     pub token_id: u32,
     /// Text that became final this step (may be empty while a character or a possible
     /// stop string is incomplete).
     pub text: String,
-    pub logprobs: Option<(TokenLogprob, Vec<TokenLogprob>)>,
-    /// Set on the request's last output.
+    pub logprobs: Option<PositionLogprobs>,
+    /// On the request's first output, when it asked for them: one entry per prompt token,
+    /// `None` for the first (nothing precedes it).
+    pub prompt_logprobs: Option<Vec<Option<PositionLogprobs>>>,
+    /// Set on the choice's last output.
     pub finish_reason: Option<FinishReason>,
+    /// This choice's token counts (the prompt is counted once per request, not per choice).
     pub usage: Usage,
+    /// The request's last output: every choice has finished.
+    pub last: bool,
 }

@@ -3,6 +3,7 @@
 //! scheduler accept, so nothing below this module re-checks a request or words its own
 //! message for the same mistake. Each refusal names the request field it is about.
 
+use crate::kv_cache::blocks_for_tokens;
 use crate::sampling::SamplingError;
 
 use super::request::{GenerationRequest, MAX_STOP_STRINGS};
@@ -16,6 +17,8 @@ pub struct RequestLimits {
     pub max_model_len: usize,
     /// Tokens the whole KV cache holds: a request must fit alone or it could never finish.
     pub kv_cache_tokens: usize,
+    /// Tokens a KV block holds: the choices of one request share the prompt's full blocks.
+    pub block_size: usize,
 }
 
 /// A request that passed [`RequestLimits::validate`]. Its fields can only be read: the
@@ -81,6 +84,20 @@ pub enum InvalidRequest {
         kv_cache_tokens: usize,
         room: usize,
     },
+    #[error(
+        "{n} choices of up to {max_tokens} tokens after a prompt of {prompt} tokens need \
+         {blocks} KV blocks of {block_size} tokens (the prompt's full blocks shared), more \
+         than this engine's KV cache holds ({kv_cache_tokens} tokens); ask for fewer \
+         choices or fewer tokens"
+    )]
+    ChoicesBeyondKvCache {
+        n: usize,
+        prompt: usize,
+        max_tokens: usize,
+        blocks: usize,
+        block_size: usize,
+        kv_cache_tokens: usize,
+    },
     #[error("at most {MAX_STOP_STRINGS} stop strings are allowed, got {0}")]
     TooManyStopStrings(usize),
     #[error("stop strings must not be empty")]
@@ -100,6 +117,7 @@ impl InvalidRequest {
             Self::ZeroMaxTokens | Self::BeyondContext { .. } | Self::BeyondKvCache { .. } => {
                 "max_tokens"
             }
+            Self::ChoicesBeyondKvCache { .. } => "n",
             Self::TooManyStopStrings(_) | Self::EmptyStopString => "stop",
             Self::Sampling(error) => error.param(),
         }
@@ -164,6 +182,18 @@ impl RequestLimits {
                 room,
             });
         }
+        request.sampling.validate()?;
+        let blocks = self.blocks_for_choices(prompt, max_tokens, request.sampling.n);
+        if blocks * self.block_size.max(1) > self.kv_cache_tokens {
+            return Err(InvalidRequest::ChoicesBeyondKvCache {
+                n: request.sampling.n,
+                prompt,
+                max_tokens,
+                blocks,
+                block_size: self.block_size,
+                kv_cache_tokens: self.kv_cache_tokens,
+            });
+        }
         let stop = &request.stop.stop;
         if stop.len() > MAX_STOP_STRINGS {
             return Err(InvalidRequest::TooManyStopStrings(stop.len()));
@@ -171,8 +201,17 @@ impl RequestLimits {
         if stop.iter().any(String::is_empty) {
             return Err(InvalidRequest::EmptyStopString);
         }
-        request.sampling.validate()?;
         Ok(ValidatedRequest { request })
+    }
+
+    /// KV blocks `n` choices of up to `max_tokens` tokens each need at their longest: the
+    /// first choice's, plus for each further one everything past the prompt's full blocks
+    /// (which the choices share; its partial last block is copied on the first write).
+    fn blocks_for_choices(&self, prompt: usize, max_tokens: usize, n: usize) -> usize {
+        let block_size = self.block_size.max(1);
+        let one = blocks_for_tokens(prompt.saturating_add(max_tokens), block_size);
+        let shared = prompt / block_size;
+        one.saturating_add(n.saturating_sub(1).saturating_mul(one - shared.min(one)))
     }
 }
 
@@ -187,6 +226,7 @@ mod tests {
             vocab_size: 100,
             max_model_len: 32,
             kv_cache_tokens: 64,
+            block_size: 4,
         }
     }
 
@@ -242,6 +282,19 @@ mod tests {
         assert_eq!(refusal(small, request(16, 1)).param(), "prompt");
         assert_eq!(small.room_after(10), 6);
         assert_eq!(small.room_after(20), 0);
+    }
+
+    #[test]
+    fn the_kv_budget_counts_every_choice_beyond_the_shared_prompt_blocks() {
+        // 10 prompt tokens (2 full blocks shared, 1 partial) + 6: 4 blocks for one choice,
+        // 2 more for each further one. 64 tokens are 16 blocks: 7 choices fit, 8 do not.
+        let mut r = request(10, 6);
+        r.sampling.n = 7;
+        assert!(limits().validate(r.clone()).is_ok());
+        r.sampling.n = 8;
+        let error = refusal(limits(), r);
+        assert_eq!(error.param(), "n");
+        assert!(error.to_string().contains("need 18 KV blocks"), "{error}");
     }
 
     #[test]

@@ -102,6 +102,14 @@ impl Tokenizer {
         self.inner.token_to_id(token)
     }
 
+    /// The tokenizer as `tokenizer.json` spells it (for libraries that read that format:
+    /// structured output's token trie).
+    pub fn to_json(&self) -> Result<String, ModelError> {
+        self.inner
+            .to_string(false)
+            .map_err(|e| ModelError::Encode(e.to_string()))
+    }
+
     /// The token's text as the vocabulary spells it (chat templates use this for
     /// `bos_token` and `eos_token`).
     pub fn id_to_token(&self, id: u32) -> Option<String> {

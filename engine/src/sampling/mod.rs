@@ -5,9 +5,13 @@
 //! output) and applies the same pipeline every step: penalties, then temperature, top-k,
 //! top-p and min-p, then a draw. The filters are pure functions in [`logits`].
 
+mod grammar;
 pub mod logits;
+mod logprobs;
 mod params;
 mod sampler;
 
-pub use params::{MAX_LOGPROBS, SamplingError, SamplingParams};
-pub use sampler::{SampledToken, Sampler, TokenLogprob};
+pub use grammar::{CompiledGrammar, Grammar};
+pub use logprobs::{PositionLogprobs, TokenLogprob, position_logprobs};
+pub use params::{MAX_CHOICES, MAX_LOGPROBS, SamplingError, SamplingParams};
+pub use sampler::{SampledToken, Sampler};

@@ -1,7 +1,12 @@
 //! Sampling parameters and their validation at the edge.
 
+use super::CompiledGrammar;
+
 /// Most alternatives a request may ask log-probabilities for.
 pub const MAX_LOGPROBS: usize = 20;
+
+/// Most choices (`n`) one request may ask for.
+pub const MAX_CHOICES: usize = 16;
 
 /// How a request picks each token. Defaults are greedy decoding with no penalties.
 #[derive(Debug, Clone, PartialEq)]
@@ -24,6 +29,13 @@ pub struct SamplingParams {
     pub seed: Option<u64>,
     /// Also report log-probabilities of the chosen token and this many top alternatives.
     pub logprobs: Option<usize>,
+    /// Also report the log-probability of every prompt token after the first, given the
+    /// tokens before it, and this many top alternatives at each position.
+    pub prompt_logprobs: Option<usize>,
+    /// Independent choices to generate from the one prompt (they share its KV blocks).
+    pub n: usize,
+    /// A grammar the output must follow (structured output), compiled at the edge.
+    pub grammar: Option<CompiledGrammar>,
 }
 
 impl Default for SamplingParams {
@@ -38,6 +50,9 @@ impl Default for SamplingParams {
             presence_penalty: 0.0,
             seed: None,
             logprobs: None,
+            prompt_logprobs: None,
+            n: 1,
+            grammar: None,
         }
     }
 }
@@ -59,6 +74,10 @@ pub enum SamplingError {
     PresencePenalty(f32),
     #[error("logprobs may ask for at most {MAX_LOGPROBS} alternatives, got {0}")]
     Logprobs(usize),
+    #[error("prompt logprobs may ask for at most {MAX_LOGPROBS} alternatives, got {0}")]
+    PromptLogprobs(usize),
+    #[error("n must be between 1 and {MAX_CHOICES}, got {0}")]
+    Choices(usize),
 }
 
 impl SamplingError {
@@ -71,7 +90,8 @@ impl SamplingError {
             Self::RepetitionPenalty(_) => "repetition_penalty",
             Self::FrequencyPenalty(_) => "frequency_penalty",
             Self::PresencePenalty(_) => "presence_penalty",
-            Self::Logprobs(_) => "logprobs",
+            Self::Logprobs(_) | Self::PromptLogprobs(_) => "logprobs",
+            Self::Choices(_) => "n",
         }
     }
 }
@@ -104,10 +124,16 @@ impl SamplingParams {
         if !(-2.0..=2.0).contains(&self.presence_penalty) {
             return Err(SamplingError::PresencePenalty(self.presence_penalty));
         }
-        match self.logprobs {
-            Some(n) if n > MAX_LOGPROBS => Err(SamplingError::Logprobs(n)),
-            _ => Ok(()),
+        if let Some(n) = self.logprobs.filter(|&n| n > MAX_LOGPROBS) {
+            return Err(SamplingError::Logprobs(n));
         }
+        if let Some(n) = self.prompt_logprobs.filter(|&n| n > MAX_LOGPROBS) {
+            return Err(SamplingError::PromptLogprobs(n));
+        }
+        if !(1..=MAX_CHOICES).contains(&self.n) {
+            return Err(SamplingError::Choices(self.n));
+        }
+        Ok(())
     }
 
     pub fn is_greedy(&self) -> bool {
@@ -184,6 +210,27 @@ mod tests {
                     ..base.clone()
                 },
                 SamplingError::Logprobs(21),
+            ),
+            (
+                SamplingParams {
+                    prompt_logprobs: Some(21),
+                    ..base.clone()
+                },
+                SamplingError::PromptLogprobs(21),
+            ),
+            (
+                SamplingParams {
+                    n: 0,
+                    ..base.clone()
+                },
+                SamplingError::Choices(0),
+            ),
+            (
+                SamplingParams {
+                    n: MAX_CHOICES + 1,
+                    ..base.clone()
+                },
+                SamplingError::Choices(MAX_CHOICES + 1),
             ),
         ];
         for (params, error) in cases {

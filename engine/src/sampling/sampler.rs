@@ -6,19 +6,11 @@ use std::hash::{BuildHasher, RandomState};
 use rand_chacha::ChaCha8Rng;
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 
-use super::SamplingParams;
 use super::logits::{
     apply_frequency_presence, apply_repetition_penalty, argmax, candidate_distribution, draw,
-    log_softmax, top_n,
 };
+use super::{PositionLogprobs, SamplingParams, position_logprobs};
 use crate::backend::kernels::TokenPick;
-
-/// Log-probability of one token.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct TokenLogprob {
-    pub token: u32,
-    pub logprob: f32,
-}
 
 /// The token picked for one step, with log-probabilities when the request asked for them.
 #[derive(Debug, Clone, PartialEq)]
@@ -26,7 +18,7 @@ pub struct SampledToken {
     pub token: u32,
     /// The chosen token's log-probability (after penalties, before temperature and
     /// filtering, as OpenAI reports it) and the top alternatives, most likely first.
-    pub logprobs: Option<(TokenLogprob, Vec<TokenLogprob>)>,
+    pub logprobs: Option<PositionLogprobs>,
 }
 
 /// Picks tokens for one request. Everything random comes from the request's own ChaCha
@@ -52,6 +44,14 @@ impl Sampler {
         }
     }
 
+    /// The sampler of choice `index` of a request that asked for several: a seeded request's
+    /// choices each draw from a stream of their own, derived from the seed, so they differ
+    /// from one another and still repeat run to run.
+    pub fn for_choice(params: SamplingParams, index: u32) -> Self {
+        let seed = params.seed.map(|s| s.wrapping_add(u64::from(index)));
+        Sampler::new(SamplingParams { seed, ..params })
+    }
+
     pub fn params(&self) -> &SamplingParams {
         &self.params
     }
@@ -64,6 +64,8 @@ impl Sampler {
             && p.frequency_penalty == 0.0
             && p.presence_penalty == 0.0
             && p.logprobs.is_none()
+            && p.prompt_logprobs.is_none()
+            && p.grammar.is_none()
     }
 
     /// The device's pick of the next token, as [`Self::sample`] would make it: a sampled
@@ -122,18 +124,7 @@ impl Sampler {
             draw(&candidates, uniform(&mut self.rng)).unwrap_or_else(|| argmax(logits))
         };
 
-        let logprobs = p.logprobs.map(|n| {
-            let lp = log_softmax(logits);
-            let chosen = TokenLogprob {
-                token,
-                logprob: lp.get(token as usize).copied().unwrap_or(f32::NEG_INFINITY),
-            };
-            let top = top_n(&lp, n)
-                .into_iter()
-                .map(|(token, logprob)| TokenLogprob { token, logprob })
-                .collect();
-            (chosen, top)
-        });
+        let logprobs = p.logprobs.map(|n| position_logprobs(logits, token, n));
         *self.output_counts.entry(token).or_insert(0) += 1;
         SampledToken { token, logprobs }
     }
@@ -147,6 +138,7 @@ fn uniform(rng: &mut ChaCha8Rng) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sampling::logits::top_n;
 
     /// A fixed, fairly flat distribution over 50 tokens.
     fn row() -> Vec<f32> {
@@ -263,7 +255,7 @@ mod tests {
             ..Default::default()
         });
         let sampled = sampler.sample(&row(), &[], &[]);
-        let (chosen, top) = sampled.logprobs.expect("asked for");
+        let PositionLogprobs { chosen, top } = sampled.logprobs.expect("asked for");
         assert_eq!(chosen.token, sampled.token);
         assert_eq!(top.len(), 3);
         assert_eq!(top[0], chosen);

@@ -19,7 +19,7 @@ pub use plan::{ScheduledChunk, StepPlan};
 pub use sequence::Sequence;
 
 use crate::backend::{ForwardBatch, SequenceChunk};
-use crate::kv_cache::{KvCacheError, KvCacheManager, SequenceId, blocks_for_tokens};
+use crate::kv_cache::{KvCacheError, KvCacheManager, PrefixHit, SequenceId, blocks_for_tokens};
 
 /// Limits of one step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,6 +115,39 @@ impl Scheduler {
         Ok(())
     }
 
+    /// Like [`Self::add`], for a sequence whose prompt is scored: its prompt chunks ask for
+    /// the logits of every token, and it skips the prefix cache (cached tokens would have
+    /// none).
+    pub fn add_scoring_prompt(
+        &mut self,
+        id: SequenceId,
+        prompt: Vec<u32>,
+        max_new_tokens: usize,
+    ) -> Result<(), SchedulerError> {
+        self.add(id, prompt, max_new_tokens)?;
+        self.sequence_mut(id)?.set_scores_prompt();
+        Ok(())
+    }
+
+    /// Adds `child`, a further choice of `parent`'s prompt, once the parent has sampled its
+    /// first token: it shares the parent's KV blocks (the first write into a shared block
+    /// copies it) and starts from `first_token` instead of the parent's.
+    pub fn fork(
+        &mut self,
+        parent: SequenceId,
+        child: SequenceId,
+        first_token: u32,
+    ) -> Result<(), SchedulerError> {
+        if self.sequences.contains_key(&child) {
+            return Err(SchedulerError::Duplicate(child));
+        }
+        let forked = self.sequence_ref(parent)?.forked(child, first_token);
+        self.kv.fork(parent, child)?;
+        self.sequences.insert(child, forked);
+        self.running.push(child);
+        Ok(())
+    }
+
     pub fn sequence(&self, id: SequenceId) -> Option<&Sequence> {
         self.sequences.get(&id)
     }
@@ -176,7 +209,11 @@ impl Scheduler {
                     break;
                 };
                 let seq = self.sequence_ref(id)?;
-                let hit = self.kv.find_prefix(seq.token_ids());
+                let hit = if seq.scores_prompt() {
+                    PrefixHit::default()
+                } else {
+                    self.kv.find_prefix(seq.token_ids())
+                };
                 let n = (seq.len() - hit.num_tokens).min(budget);
                 let Some(allocation) = self.kv.admit(id, &hit, hit.num_tokens + n)? else {
                     break;
@@ -205,6 +242,7 @@ impl Scheduler {
                 start_position: start,
                 block_table: table.to_vec(),
                 needs_logits: samples,
+                every_token_logits: seq.scores_prompt(),
             });
             plan.scheduled.push(ScheduledChunk {
                 sequence: id,

@@ -12,6 +12,9 @@ pub struct Sequence {
     num_computed_tokens: usize,
     /// Prompt tokens served from the prefix cache at first admission.
     num_cached_prompt_tokens: Option<usize>,
+    /// The logits of every prompt token are wanted (prompt log-probabilities), until the
+    /// prompt has been computed once.
+    scores_prompt: bool,
 }
 
 impl Sequence {
@@ -22,7 +25,29 @@ impl Sequence {
             token_ids: prompt,
             num_computed_tokens: 0,
             num_cached_prompt_tokens: None,
+            scores_prompt: false,
         }
+    }
+
+    /// A further choice of the same prompt: everything the parent has, except that
+    /// `first_token` takes the place of the parent's own latest output token.
+    pub(super) fn forked(&self, id: SequenceId, first_token: u32) -> Sequence {
+        let mut child = self.clone();
+        child.id = id;
+        child.scores_prompt = false;
+        if child.token_ids.len() > child.num_prompt_tokens {
+            child.token_ids.pop();
+        }
+        child.token_ids.push(first_token);
+        child
+    }
+
+    pub fn scores_prompt(&self) -> bool {
+        self.scores_prompt
+    }
+
+    pub(super) fn set_scores_prompt(&mut self) {
+        self.scores_prompt = true;
     }
 
     pub fn id(&self) -> SequenceId {
@@ -70,6 +95,10 @@ impl Sequence {
 
     pub(super) fn mark_computed(&mut self, n: usize) {
         self.num_computed_tokens = (self.num_computed_tokens + n).min(self.token_ids.len());
+        if self.num_computed_tokens >= self.num_prompt_tokens {
+            // Recomputing after a preemption does not report the prompt again.
+            self.scores_prompt = false;
+        }
     }
 
     pub(super) fn push_token(&mut self, token: u32) {

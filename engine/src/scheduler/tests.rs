@@ -325,3 +325,65 @@ fn tight_cache_workload_preempts_and_still_finishes_correctly() {
     assert!(preempted > 0, "8 blocks cannot hold 6 growing sequences");
     simulate(&prompts, 8, 64, 6);
 }
+
+#[test]
+fn a_fork_shares_the_prompt_blocks_and_copies_the_partial_one_on_its_first_write() {
+    let mut s = scheduler(16, 64, 8);
+    // 6 tokens: one full block of 4 and a partial one.
+    s.add(1, prompt(0, 6), 4).expect("fits");
+    step(&mut s);
+    let used = s.kv_cache().pool().num_used();
+    let parent_token = *s
+        .sequence(1)
+        .expect("live")
+        .token_ids()
+        .last()
+        .expect("sampled");
+    s.fork(1, 2, 999).expect("parent is live");
+    assert_eq!(
+        s.kv_cache().pool().num_used(),
+        used,
+        "a fork allocates nothing"
+    );
+    let child = s.sequence(2).expect("forked");
+    assert_eq!(child.prompt_token_ids(), prompt(0, 6));
+    assert_eq!(child.output_token_ids(), [999]);
+    assert_eq!(
+        s.sequence(1).expect("live").output_token_ids(),
+        [parent_token]
+    );
+    assert_eq!(s.fork(1, 2, 5), Err(SchedulerError::Duplicate(2)));
+
+    let plan = step(&mut s);
+    // Both decode one token into their own copy of the partial block; the full block stays
+    // shared.
+    assert_eq!(plan.scheduled.len(), 2);
+    assert_eq!(plan.copies.len(), 1);
+    let tables: Vec<&[u32]> = plan
+        .batch
+        .chunks
+        .iter()
+        .map(|c| &c.block_table[..])
+        .collect();
+    assert_eq!(tables[0][0], tables[1][0]);
+    assert_ne!(tables[0][1], tables[1][1]);
+    assert_eq!(s.kv_cache().pool().num_used(), used + 1);
+    s.remove(1).expect("live");
+    s.remove(2).expect("live");
+    assert_eq!(s.kv_cache().pool().num_used(), 0);
+}
+
+#[test]
+fn a_scored_prompt_skips_the_prefix_cache_and_asks_for_every_tokens_logits() {
+    let mut s = scheduler(16, 64, 8);
+    s.add(1, prompt(0, 9), 2).expect("fits");
+    step(&mut s);
+    s.add_scoring_prompt(2, prompt(0, 9), 2).expect("fits");
+    let plan = step(&mut s);
+    let scored = &plan.batch.chunks[1];
+    assert_eq!((scored.start_position, scored.token_ids.len()), (0, 9));
+    assert!(scored.every_token_logits && scored.needs_logits);
+    // Decoding asks for the last token's logits only.
+    let plan = step(&mut s);
+    assert!(plan.batch.chunks.iter().all(|c| !c.every_token_logits));
+}

@@ -2,20 +2,32 @@
 //! `tokenizer_config.json` or the GGUF metadata), as `transformers`' `apply_chat_template`
 //! renders it: the same environment (blocks trimmed, loop controls), the same helpers
 //! (`raise_exception`, `strftime_now`) and the same variables (`messages`, `bos_token`,
-//! `eos_token`, `add_generation_prompt`, and no `tools` or `documents`).
+//! `eos_token`, `add_generation_prompt`, `tools` when the request offers some, and no
+//! `documents`).
 
 use minijinja::{Environment, Error, ErrorKind, Value, context};
 use serde::Serialize;
 
 use super::error::ApiError;
+use super::tools::ToolSyntax;
 
 const TEMPLATE_NAME: &str = "chat";
 
-/// One message of a conversation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// One message of a conversation. Fields a message lacks are left out, not `none`, as
+/// templates test for them with `is defined` and `in`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct ChatMessage {
     pub role: String,
     pub content: String,
+    /// An assistant's calls, as templates print them: `{id, type, function: {name,
+    /// arguments}}` with the arguments as an object.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<serde_json::Value>>,
+    /// A tool's answer: the call it answers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 /// The local date and time `strftime_now` formats (templates print today's date in the
@@ -30,6 +42,7 @@ pub struct ChatTemplate {
     env: Environment<'static>,
     bos_token: String,
     eos_token: String,
+    tool_syntax: Option<ToolSyntax>,
 }
 
 impl ChatTemplate {
@@ -56,6 +69,8 @@ impl ChatTemplate {
         env.add_function("raise_exception", |message: String| -> Result<(), Error> {
             Err(Error::new(ErrorKind::InvalidOperation, message))
         });
+        // ... and transformers' `tojson`, which writes JSON as Python's json.dumps does.
+        env.add_filter("tojson", python_tojson);
         env.add_function(
             "strftime_now",
             move |format: String| -> Result<String, Error> {
@@ -69,16 +84,33 @@ impl ChatTemplate {
                 Ok(clock().format_with_items(items.into_iter()).to_string())
             },
         );
+        let tool_syntax = ToolSyntax::of_template(&source);
         env.add_template_owned(TEMPLATE_NAME, source)?;
         Ok(ChatTemplate {
             env,
             bos_token,
             eos_token,
+            tool_syntax,
         })
+    }
+
+    /// How this template has its model write tool calls, if it does.
+    pub fn tool_syntax(&self) -> Option<ToolSyntax> {
+        self.tool_syntax
     }
 
     /// The prompt for `messages`, ending with the assistant's turn opened.
     pub fn render(&self, messages: &[ChatMessage]) -> Result<String, ApiError> {
+        self.render_with_tools(messages, None)
+    }
+
+    /// As [`render`](Self::render), offering `tools` (OpenAI's `tools` list) to the model in
+    /// its template's own syntax.
+    pub fn render_with_tools(
+        &self,
+        messages: &[ChatMessage],
+        tools: Option<&serde_json::Value>,
+    ) -> Result<String, ApiError> {
         let template = self
             .env
             .get_template(TEMPLATE_NAME)
@@ -90,7 +122,7 @@ impl ChatTemplate {
                 bos_token => &self.bos_token,
                 eos_token => &self.eos_token,
                 // Passed as none, not left undefined: templates test `tools is not none`.
-                tools => Value::from(()),
+                tools => tools.map_or(Value::from(()), Value::from_serialize),
                 documents => Value::from(()),
             })
             .map_err(|e| {
@@ -99,6 +131,75 @@ impl ChatTemplate {
                     "messages",
                 )
             })
+    }
+}
+
+/// `tojson` as transformers defines it for templates: Python's `json.dumps` with
+/// `ensure_ascii=False` (`", "` and `": "` between items, or `indent` spaces per level, and
+/// no HTML escaping, unlike Jinja's own). Keys come out sorted: the engine's JSON values
+/// keep no insertion order.
+fn python_tojson(value: &Value, kwargs: minijinja::value::Kwargs) -> Result<Value, Error> {
+    let indent: Option<usize> = kwargs.get("indent")?;
+    for ignored in ["ensure_ascii", "sort_keys", "separators"] {
+        let _: Option<Value> = kwargs.get(ignored)?;
+    }
+    kwargs.assert_all_used()?;
+    let json = serde_json::to_value(value)
+        .map_err(|e| Error::new(ErrorKind::InvalidOperation, format!("tojson: {e}")))?;
+    let mut out = Vec::new();
+    let written = match indent {
+        Some(width) => {
+            let spaces = " ".repeat(width);
+            let formatter = serde_json::ser::PrettyFormatter::with_indent(spaces.as_bytes());
+            serde::Serialize::serialize(
+                &json,
+                &mut serde_json::Serializer::with_formatter(&mut out, formatter),
+            )
+        }
+        None => serde::Serialize::serialize(
+            &json,
+            &mut serde_json::Serializer::with_formatter(&mut out, PythonSeparators),
+        ),
+    };
+    written.map_err(|e| Error::new(ErrorKind::InvalidOperation, format!("tojson: {e}")))?;
+    Ok(Value::from_safe_string(
+        String::from_utf8_lossy(&out).into_owned(),
+    ))
+}
+
+/// Python's default separators: `", "` and `": "`.
+struct PythonSeparators;
+
+impl serde_json::ser::Formatter for PythonSeparators {
+    fn begin_array_value<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        if first {
+            Ok(())
+        } else {
+            writer.write_all(b", ")
+        }
+    }
+
+    fn begin_object_key<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        if first {
+            Ok(())
+        } else {
+            writer.write_all(b", ")
+        }
+    }
+
+    fn begin_object_value<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+    ) -> std::io::Result<()> {
+        writer.write_all(b": ")
     }
 }
 
@@ -112,6 +213,7 @@ mod tests {
         ChatMessage {
             role: "user".into(),
             content: text.into(),
+            ..Default::default()
         }
     }
 
@@ -122,6 +224,24 @@ mod tests {
         assert_eq!(
             template.render(&[user(" Hi ")]).expect("renders"),
             "<|im_start|>system\nYou are helpful.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+        );
+    }
+
+    #[test]
+    fn tojson_writes_json_as_python_does() {
+        let source = "{{ x | tojson }}|{{ x | tojson(indent=2) }}";
+        let template =
+            ChatTemplate::new(source.into(), String::new(), String::new()).expect("parses");
+        let env = &template.env;
+        let rendered = env
+            .render_str(
+                source,
+                context! { x => serde_json::json!({"b": [1, 2], "a": "it's é"}) },
+            )
+            .expect("renders");
+        assert_eq!(
+            rendered,
+            "{\"a\": \"it's é\", \"b\": [1, 2]}|{\n  \"a\": \"it's é\",\n  \"b\": [\n    1,\n    2\n  ]\n}"
         );
     }
 
@@ -145,6 +265,7 @@ mod tests {
             .render(&[ChatMessage {
                 role: "assistant".into(),
                 content: "hi".into(),
+                ..Default::default()
             }])
             .expect_err("refused");
         assert!(

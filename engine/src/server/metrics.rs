@@ -13,14 +13,16 @@ use prometheus::{
 };
 
 use modelfleet_contract::metrics::{
-    GENERATION_TOKENS, INTER_TOKEN_LATENCY, KV_CACHE_USAGE_RATIO, MODEL_NAME, OUTCOME, PREEMPTIONS,
-    PROMPT_TOKENS, QUEUE_DEPTH, REQUEST_DURATION, REQUESTS, RUNNING_REQUESTS, SLOTS_IN_USE,
-    TIME_TO_FIRST_TOKEN, VLLM_FINISHED_REASON, VLLM_GENERATION_TOKENS, VLLM_INTER_TOKEN_LATENCY,
-    VLLM_KV_CACHE_USAGE, VLLM_PREEMPTIONS, VLLM_PROMPT_TOKENS, VLLM_REQUEST_LATENCY,
-    VLLM_REQUEST_SUCCESS, VLLM_REQUESTS_RUNNING, VLLM_REQUESTS_WAITING, VLLM_TIME_TO_FIRST_TOKEN,
+    FEATURE, GENERATION_TOKENS, INTER_TOKEN_LATENCY, KV_CACHE_USAGE_RATIO, MODEL_NAME, OUTCOME,
+    PREEMPTIONS, PROMPT_TOKENS, QUEUE_DEPTH, REQUEST_DURATION, REQUEST_FEATURES, REQUESTS,
+    RUNNING_REQUESTS, SLOTS_IN_USE, TIME_TO_FIRST_TOKEN, VLLM_FINISHED_REASON,
+    VLLM_GENERATION_TOKENS, VLLM_INTER_TOKEN_LATENCY, VLLM_KV_CACHE_USAGE, VLLM_PREEMPTIONS,
+    VLLM_PROMPT_TOKENS, VLLM_REQUEST_LATENCY, VLLM_REQUEST_SUCCESS, VLLM_REQUESTS_RUNNING,
+    VLLM_REQUESTS_WAITING, VLLM_TIME_TO_FIRST_TOKEN,
 };
 
 use crate::engine::FinishReason;
+use crate::sampling::SamplingParams;
 use crate::scheduler::SchedulerStats;
 
 const TTFT_BUCKETS: &[f64] = &[
@@ -86,6 +88,15 @@ impl Outcome {
     }
 }
 
+/// The optional features a request may ask for, as the `feature` label of
+/// `modelfleet_engine_request_features_total`.
+const FEATURES: [&str; 4] = [
+    "logprobs",
+    "prompt_logprobs",
+    "parallel_sampling",
+    "structured_output",
+];
+
 /// A measurement recorded under both names.
 struct Twin<T> {
     own: T,
@@ -105,6 +116,7 @@ pub struct Metrics {
     preemptions: Twin<IntCounter>,
     slots_in_use: IntGauge,
     requests: IntCounterVec,
+    features: IntCounterVec,
     vllm_request_success: IntCounterVec,
 }
 
@@ -147,6 +159,19 @@ impl Metrics {
         for outcome in Outcome::ALL {
             // Every outcome is exported from the start, so rates work before the first one.
             requests.with_label_values(&[outcome.as_str()]);
+        }
+        let features = register(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    REQUEST_FEATURES,
+                    "Requests admitted that asked for an optional OpenAI API feature",
+                ),
+                &[FEATURE],
+            )?,
+        )?;
+        for feature in FEATURES {
+            features.with_label_values(&[feature]);
         }
         let vllm_request_success = register(
             &registry,
@@ -197,6 +222,7 @@ impl Metrics {
                 "Requests holding a slot (at most max_num_seqs + max_queued_requests)",
             )?,
             requests,
+            features,
             vllm_request_success,
             registry,
         })
@@ -231,6 +257,21 @@ impl Metrics {
         self.prompt_tokens.vllm.inc_by(tokens);
     }
 
+    /// Counts the optional features an admitted request asked for.
+    pub fn observe_features(&self, sampling: &SamplingParams) {
+        let [logprobs, prompt_logprobs, parallel, structured] = FEATURES;
+        for (feature, used) in [
+            (logprobs, sampling.logprobs.is_some()),
+            (prompt_logprobs, sampling.prompt_logprobs.is_some()),
+            (parallel, sampling.n > 1),
+            (structured, sampling.grammar.is_some()),
+        ] {
+            if used {
+                self.features.with_label_values(&[feature]).inc();
+            }
+        }
+    }
+
     pub fn observe_first_token(&self, seconds: f64) {
         self.time_to_first_token.own.observe(seconds);
         self.time_to_first_token.vllm.observe(seconds);
@@ -245,7 +286,7 @@ impl Metrics {
         self.observe_generated_token();
     }
 
-    fn observe_generated_token(&self) {
+    pub fn observe_generated_token(&self) {
         self.generation_tokens.own.inc();
         self.generation_tokens.vllm.inc();
     }

@@ -14,6 +14,7 @@ pub mod auth;
 pub mod chat_template;
 pub mod error;
 pub mod generation;
+pub mod grammar;
 pub mod grpc;
 pub mod http;
 mod listener;
@@ -21,6 +22,7 @@ pub mod metrics;
 pub mod model;
 pub mod relay;
 pub mod state;
+pub mod tools;
 pub mod validate;
 
 use std::future::Future;
@@ -253,7 +255,7 @@ async fn warm_up(model: &ServingModel) -> Result<(), ServeError> {
         .map_err(|e| ServeError::WarmUp(e.to_string()))?;
     while let Some(output) = outputs.next().await {
         let output = output.map_err(|e| ServeError::WarmUp(e.to_string()))?;
-        if output.finish_reason.is_some() {
+        if output.last {
             return Ok(());
         }
     }

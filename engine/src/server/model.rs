@@ -6,6 +6,8 @@ use crate::model::Tokenizer;
 
 use super::chat_template::ChatTemplate;
 use super::error::ApiError;
+use super::grammar::{GrammarCompiler, Vocabulary};
+use crate::sampling::CompiledGrammar;
 
 /// What `ModelInfo` and `/v1/models` report, and what validation checks requests against.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,6 +43,7 @@ impl ModelInfo {
             vocab_size: self.vocab_size,
             max_model_len: self.max_model_len,
             kv_cache_tokens: self.kv_cache_tokens(),
+            block_size: self.block_size,
         }
     }
 }
@@ -51,6 +54,7 @@ pub struct ServingModel {
     pub tokenizer: Tokenizer,
     pub chat_template: Option<ChatTemplate>,
     pub info: ModelInfo,
+    pub grammars: GrammarCompiler,
 }
 
 impl ServingModel {
@@ -59,6 +63,24 @@ impl ServingModel {
         self.tokenizer.encode_prompt(text).map_err(|e| {
             ApiError::invalid(format!("the prompt cannot be tokenised: {e}"), "prompt")
         })
+    }
+
+    /// Compiles a structured-output grammar; a grammar the library cannot compile is an
+    /// invalid `param`.
+    pub fn compile_grammar(
+        &self,
+        grammar: llguidance::api::TopLevelGrammar,
+        source: String,
+        param: &'static str,
+    ) -> Result<CompiledGrammar, ApiError> {
+        let vocabulary = Vocabulary {
+            tokenizer: &self.tokenizer,
+            vocab_size: self.info.vocab_size,
+            eos_token_ids: &self.info.eos_token_ids,
+        };
+        self.grammars
+            .compile(vocabulary, grammar, source)
+            .map_err(|e| ApiError::invalid(format!("`{param}` cannot be compiled: {e}"), param))
     }
 
     /// The ids of a rendered chat template, which writes the special tokens it wants itself.

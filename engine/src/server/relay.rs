@@ -73,7 +73,7 @@ impl<T: Send> ClientWriter<T> {
                 return RelayEnd::Finished;
             };
             let last = match &next {
-                Ok(delta) => delta.finish_reason.is_some(),
+                Ok(delta) => delta.last,
                 Err(_) => true,
             };
             let items = frame(next.as_ref());

@@ -151,6 +151,11 @@ impl ServingState {
         self.model.get().map(|model| &**model)
     }
 
+    /// A handle on the loaded model that a response may keep (to render tokens as text).
+    pub fn shared_model(&self) -> Option<Arc<ServingModel>> {
+        self.model.get().cloned()
+    }
+
     /// Admits a generation request: a slot first, then `prepare` turns it into parameters
     /// against the loaded model (it tokenises, applies the chat template) off the runtime,
     /// then it is validated and queued. Every refusal is counted by outcome.
@@ -164,6 +169,8 @@ impl ServingState {
             let params = self.off_runtime(&admission.model, prepare).await?;
             let request = validate(&admission.model.info, params)?;
             let prompt_tokens = request.prompt_len();
+            let prompt_token_ids = request.request().prompt_token_ids.clone();
+            self.metrics.observe_features(&request.request().sampling);
             let outputs = admission
                 .model
                 .engine
@@ -175,6 +182,7 @@ impl ServingState {
                 Arc::clone(&self.metrics),
                 arrived,
                 admission.slot,
+                prompt_token_ids,
             ))
         };
         admitted.await.map_err(|error| self.refuse(error))

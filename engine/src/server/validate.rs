@@ -26,6 +26,16 @@ pub struct GenerateParams {
 /// The engine request for `params`, or the first thing wrong with them.
 pub fn validate(info: &ModelInfo, params: GenerateParams) -> Result<ValidatedRequest, ApiError> {
     check_model(info, params.model.as_deref())?;
+    if params.sampling.n > info.max_num_seqs {
+        // The choices run side by side; more than the batch holds could never all run.
+        return Err(ApiError::invalid(
+            format!(
+                "n is {}, more than the {} sequences this engine runs at once (max_num_seqs)",
+                params.sampling.n, info.max_num_seqs
+            ),
+            "n",
+        ));
+    }
     let limits = info.limits();
     // Unset: whatever fits beside the prompt (at least 1, so a prompt that leaves no room is
     // refused for its length rather than for max_tokens).
@@ -134,6 +144,15 @@ mod tests {
             param_of(validate(&info(), p).expect_err("bad top_p")),
             Some("top_p")
         );
+    }
+
+    #[test]
+    fn more_choices_than_the_batch_holds_are_refused_by_name() {
+        let mut p = params(3, Some(2));
+        p.sampling.n = 3;
+        let error = validate(&info(), p).expect_err("max_num_seqs is 2");
+        assert!(error.to_string().contains("max_num_seqs"), "{error}");
+        assert_eq!(param_of(error), Some("n"));
     }
 
     #[test]

@@ -112,6 +112,7 @@ fn chunk(tokens: usize, start: usize, table: &[u32]) -> SequenceChunk {
         start_position: start,
         block_table: table.to_vec(),
         needs_logits: true,
+        every_token_logits: false,
     }
 }
 

@@ -71,6 +71,7 @@ fn chunk(tokens: &[u32], start: usize, table: &[u32]) -> SequenceChunk {
         start_position: start,
         block_table: table.to_vec(),
         needs_logits: true,
+        every_token_logits: false,
     }
 }
 

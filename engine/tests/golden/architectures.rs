@@ -130,6 +130,7 @@ fn a_mixtral_batch_routed_to_different_experts_equals_each_sequence_alone() {
                 start_position: 0,
                 block_table: table.clone(),
                 needs_logits: true,
+                every_token_logits: false,
             })
             .collect(),
     };

@@ -241,6 +241,7 @@ fn logits_of_every_position(
                     start_position: position,
                     block_table: table.clone(),
                     needs_logits: true,
+                    every_token_logits: false,
                 }],
             };
             rows.push(backend.forward(&batch).expect("forward").values);

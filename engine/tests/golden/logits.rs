@@ -67,6 +67,7 @@ pub(crate) fn chunk(tokens: &[u32], start: usize, table: &[u32]) -> ForwardBatch
             start_position: start,
             block_table: table.to_vec(),
             needs_logits: true,
+            every_token_logits: false,
         }],
     }
 }
@@ -162,12 +163,14 @@ fn two_sequences_in_one_batch_get_their_own_logits() {
                 start_position: 0,
                 block_table: vec![0, 1, 2],
                 needs_logits: true,
+                every_token_logits: false,
             },
             SequenceChunk {
                 token_ids: ids[..7].to_vec(),
                 start_position: 0,
                 block_table: vec![5, 4],
                 needs_logits: true,
+                every_token_logits: false,
             },
         ],
     };

@@ -84,6 +84,7 @@ fn chunk(tokens: &[u32], start: usize) -> ForwardBatch {
             start_position: start,
             block_table: SCATTERED_TABLE.to_vec(),
             needs_logits: true,
+            every_token_logits: false,
         }],
     }
 }

@@ -252,8 +252,7 @@ async fn soak_mixed_clients_leave_no_blocks_slots_or_memory_behind() {
                     n => {
                         let body = match n {
                             2 => "{not json".to_string(),
-                            3 => json!({"prompt": "x", "response_format": {"type": "json_object"}})
-                                .to_string(),
+                            3 => json!({"prompt": "x", "logit_bias": {"42": 100}}).to_string(),
                             _ => json!({"prompt": "x", "temperature": "hot"}).to_string(),
                         };
                         match http_client()

@@ -300,12 +300,14 @@ mod tests {
                     start_position: 3,
                     block_table: vec![7, 2, 9, 0, 4, 11],
                     needs_logits: true,
+                    every_token_logits: false,
                 },
                 SequenceChunk {
                     token_ids: vec![1],
                     start_position: 9,
                     block_table: vec![5, 1, 8],
                     needs_logits: true,
+                    every_token_logits: false,
                 },
             ],
         };
@@ -467,6 +469,7 @@ mod tests {
                 start_position: 16,
                 block_table: vec![7, 2, 9, 0, 4],
                 needs_logits: true,
+                every_token_logits: false,
             }],
         };
         let alone = StepMetadata::build(&alone, CACHE, 10).expect("valid");

@@ -104,6 +104,7 @@ mod tests {
                     .map(|b| b + 4 * i as u32)
                     .collect(),
                 needs_logits: true,
+                every_token_logits: false,
             })
             .collect();
         let shape = KvCacheShape {
@@ -142,6 +143,7 @@ mod tests {
                 start_position: 0,
                 block_table: vec![0],
                 needs_logits: true,
+                every_token_logits: false,
             }],
         };
         let meta = StepMetadata::build(&prefill, shape, 10).expect("valid");
@@ -152,6 +154,7 @@ mod tests {
                 start_position: 0,
                 block_table: vec![0],
                 needs_logits: false,
+                every_token_logits: false,
             }],
         };
         let meta = StepMetadata::build(&middle, shape, 10).expect("valid");

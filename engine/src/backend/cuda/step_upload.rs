@@ -190,6 +190,7 @@ mod tests {
             start_position: start,
             block_table: table.to_vec(),
             needs_logits: true,
+            every_token_logits: false,
         }
     }
 

@@ -39,6 +39,13 @@ const SHARED: &[&str] = &[
     "stream_options",
     "max_tokens",
     "user",
+    // Structured output (`structured.rs`).
+    "response_format",
+    "guided_json",
+    "guided_regex",
+    "guided_grammar",
+    "guided_choice",
+    "structured_outputs",
 ];
 
 const COMPLETIONS: &[&str] = &["prompt", "echo", "best_of", "suffix", "logprobs"];
@@ -48,6 +55,10 @@ const CHAT_COMPLETIONS: &[&str] = &[
     "max_completion_tokens",
     "logprobs",
     "top_logprobs",
+    // Tool calling (`server/tools`).
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
 ];
 
 /// Whether a value of an unsupported field asks for nothing.
@@ -56,7 +67,6 @@ type AsksNothing = fn(&Value) -> bool;
 /// Fields of OpenAI's API the engine cannot honour, each with the values that ask for
 /// nothing and so may pass.
 const UNSUPPORTED: &[(&str, AsksNothing)] = &[
-    ("response_format", |v| v["type"] == "text"),
     ("tools", is_empty),
     ("tool_choice", |v| v == "none"),
     ("parallel_tool_calls", |_| false),
@@ -139,14 +149,14 @@ mod tests {
 
     #[test]
     fn unsupported_fields_are_refused_by_name_on_both_endpoints() {
+        for (body, param) in [
+            (json!({"tools": [{"type": "function"}]}), "tools"),
+            (json!({"tool_choice": "auto"}), "tool_choice"),
+        ] {
+            assert_eq!(refused_param(body, Endpoint::Completions), Some(param));
+        }
         for endpoint in [Endpoint::Completions, Endpoint::ChatCompletions] {
             for (body, param) in [
-                (
-                    json!({"response_format": {"type": "json_object"}}),
-                    "response_format",
-                ),
-                (json!({"tools": [{"type": "function"}]}), "tools"),
-                (json!({"tool_choice": "auto"}), "tool_choice"),
                 (json!({"logit_bias": {"50256": -100}}), "logit_bias"),
                 (json!({"store": true}), "store"),
             ] {

@@ -4,8 +4,10 @@ mod chat;
 mod completions;
 mod error;
 mod fields;
+mod logprobs;
 mod openai;
 mod sse;
+mod structured;
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -152,6 +154,33 @@ impl ResponseHeader {
             created: unix_now(),
             model: state.served_name().to_string(),
         }
+    }
+}
+
+/// Renders tokens as text for log-probabilities: each token decoded alone.
+#[derive(Clone)]
+struct TokenTexts(Option<Arc<ServingModel>>);
+
+impl TokenTexts {
+    fn new(state: &ServingState) -> Self {
+        TokenTexts(state.shared_model())
+    }
+
+    fn text(&self, token: u32) -> String {
+        use crate::detokenizer::Decode as _;
+        self.0
+            .as_ref()
+            .and_then(|model| model.tokenizer.decode(&[token]).ok())
+            .unwrap_or_default()
+    }
+
+    /// The prompt's text as the tokenizer decodes it (special tokens included).
+    fn decode(&self, tokens: &[u32]) -> String {
+        use crate::detokenizer::Decode as _;
+        self.0
+            .as_ref()
+            .and_then(|model| model.tokenizer.decode(tokens).ok())
+            .unwrap_or_default()
     }
 }
 

@@ -4,11 +4,14 @@
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use super::logprobs::{ChatLogprobs, CompletionLogprobs};
+use super::structured::{StructuredFields, compact};
 use crate::engine::{FinishReason, Usage};
 use crate::sampling::SamplingParams;
 use crate::server::chat_template::ChatMessage;
 use crate::server::error::ApiError;
 use crate::server::model::ServingModel;
+use crate::server::tools::{self, ToolCall, ToolChoice, ToolDef, ToolMode};
 use crate::server::validate::GenerateParams;
 
 /// OpenAI's default for `/v1/completions` when `max_tokens` is absent.
@@ -38,6 +41,8 @@ pub struct SamplingFields {
     #[serde(default)]
     pub stream: bool,
     pub stream_options: Option<StreamOptions>,
+    #[serde(flatten)]
+    pub structured: StructuredFields,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -61,7 +66,8 @@ pub struct CompletionRequest {
     pub echo: bool,
     pub best_of: Option<u32>,
     pub suffix: Option<String>,
-    pub logprobs: Option<u32>,
+    /// Report log-probabilities, with this many alternatives per token.
+    pub logprobs: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -80,6 +86,14 @@ pub struct ChatCompletionRequest {
     pub max_completion_tokens: Option<usize>,
     #[serde(default)]
     pub logprobs: bool,
+    /// Alternatives per token, with `logprobs`.
+    pub top_logprobs: Option<usize>,
+    #[serde(default)]
+    pub tools: Vec<ToolDef>,
+    pub tool_choice: Option<ToolChoice>,
+    /// Calls the model writes are all returned; a forced call is one.
+    #[allow(dead_code)]
+    pub parallel_tool_calls: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -87,6 +101,11 @@ pub struct ChatMessageInput {
     pub role: String,
     #[serde(default)]
     pub content: Option<ContentInput>,
+    /// An assistant's earlier calls.
+    pub tool_calls: Option<Vec<serde_json::Value>>,
+    /// A `tool` message's answer to this call.
+    pub tool_call_id: Option<String>,
+    pub name: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -107,20 +126,21 @@ pub struct ContentPart {
 impl CompletionRequest {
     pub fn into_params(
         self,
-        sampling: SamplingFields,
+        mut sampling: SamplingFields,
         model: &ServingModel,
     ) -> Result<GenerateParams, ApiError> {
-        if self.echo {
-            return Err(unsupported("echo", "echo is not supported"));
-        }
-        if self.best_of.is_some_and(|n| n != 1) {
-            return Err(unsupported("best_of", "best_of must be 1"));
+        let n = sampling.n.unwrap_or(1);
+        if self.best_of.is_some_and(|best_of| best_of != n) {
+            return Err(unsupported(
+                "best_of",
+                "best_of must equal n: every choice generated is returned",
+            ));
         }
         if self.suffix.is_some() {
-            return Err(unsupported("suffix", "suffix is not supported"));
-        }
-        if self.logprobs.is_some() {
-            return Err(unsupported("logprobs", "logprobs is not supported yet"));
+            return Err(unsupported(
+                "suffix",
+                "`suffix` is not supported by this engine; remove it from the request",
+            ));
         }
         let prompt_token_ids = match self.prompt {
             PromptInput::Text(text) => model.tokenize(&text)?,
@@ -135,21 +155,31 @@ impl CompletionRequest {
                 }
             },
         };
-        sampling.into_params(
+        let structured = std::mem::take(&mut sampling.structured);
+        let mut params = sampling.into_params(
             prompt_token_ids,
             Some(self.max_tokens.unwrap_or(COMPLETIONS_DEFAULT_MAX_TOKENS)),
-        )
+        )?;
+        params.sampling.grammar = structured.compile(model)?;
+        params.sampling.logprobs = self.logprobs;
+        // Echoing the prompt with log-probabilities scores the prompt too: what evaluation
+        // harnesses use for log-likelihoods.
+        params.sampling.prompt_logprobs = self.logprobs.filter(|_| self.echo);
+        Ok(params)
     }
 }
 
 impl ChatCompletionRequest {
     pub fn into_params(
         self,
-        sampling: SamplingFields,
+        mut sampling: SamplingFields,
         model: &ServingModel,
     ) -> Result<GenerateParams, ApiError> {
-        if self.logprobs {
-            return Err(unsupported("logprobs", "logprobs is not supported yet"));
+        if self.top_logprobs.is_some() && !self.logprobs {
+            return Err(unsupported(
+                "top_logprobs",
+                "top_logprobs needs logprobs set to true",
+            ));
         }
         if self.messages.is_empty() {
             return Err(unsupported("messages", "messages must not be empty"));
@@ -165,12 +195,39 @@ impl ChatCompletionRequest {
             .into_iter()
             .map(ChatMessageInput::into_message)
             .collect::<Result<Vec<_>, _>>()?;
-        let prompt = template.render(&messages)?;
+        let mode = tools::mode(
+            &self.tools,
+            self.tool_choice.as_ref(),
+            template.tool_syntax(),
+        )?;
+        let offered = serde_json::to_value(&self.tools)
+            .map_err(|e| ApiError::Internal(format!("tools: {e}")))?;
+        let prompt = match mode {
+            ToolMode::Off => template.render(&messages)?,
+            _ => template.render_with_tools(&messages, Some(&offered))?,
+        };
         let prompt_token_ids = model.tokenize_rendered(&prompt)?;
-        sampling.into_params(
+        let structured = std::mem::take(&mut sampling.structured);
+        let mut params = sampling.into_params(
             prompt_token_ids,
             self.max_completion_tokens.or(self.max_tokens),
-        )
+        )?;
+        params.sampling.logprobs = self.logprobs.then_some(self.top_logprobs.unwrap_or(0));
+        params.sampling.grammar = structured.compile(model)?;
+        if let ToolMode::Forced { schema } = mode {
+            if params.sampling.grammar.is_some() {
+                return Err(unsupported(
+                    "tool_choice",
+                    "a forced tool call and an output structure cannot be asked for together",
+                ));
+            }
+            // The call is written as JSON, whatever the family's own syntax: it is forced.
+            let source = format!("tool_choice: {schema}");
+            let grammar = llguidance::api::TopLevelGrammar::from_json_schema(compact(schema));
+            params.sampling.grammar =
+                Some(model.compile_grammar(grammar, source, "tool_choice")?);
+        }
+        Ok(params)
     }
 }
 
@@ -195,9 +252,16 @@ impl ChatMessageInput {
                 text
             }
         };
+        let tool_calls = self
+            .tool_calls
+            .map(|calls| tools::calls_for_template(&calls))
+            .transpose()?;
         Ok(ChatMessage {
             role: self.role,
             content,
+            tool_calls,
+            tool_call_id: self.tool_call_id,
+            name: self.name,
         })
     }
 }
@@ -208,9 +272,6 @@ impl SamplingFields {
         prompt_token_ids: Vec<u32>,
         max_tokens: Option<usize>,
     ) -> Result<GenerateParams, ApiError> {
-        if self.n.is_some_and(|n| n != 1) {
-            return Err(unsupported("n", "n must be 1"));
-        }
         // OpenAI samples at temperature 1 unless told otherwise.
         let defaults = SamplingParams {
             temperature: 1.0,
@@ -236,6 +297,12 @@ impl SamplingFields {
                 presence_penalty: self.presence_penalty.unwrap_or(defaults.presence_penalty),
                 seed: self.seed,
                 logprobs: None,
+                prompt_logprobs: None,
+                // Out of range (0, or beyond the engine's most) is refused by validation.
+                n: self
+                    .n
+                    .map_or(1, |n| usize::try_from(n).unwrap_or(usize::MAX)),
+                grammar: None,
             },
             max_tokens,
             stop: match self.stop {
@@ -294,7 +361,7 @@ pub fn finish_reason(reason: Option<&FinishReason>) -> Option<&'static str> {
 pub struct CompletionChoice {
     pub index: u32,
     pub text: String,
-    pub logprobs: Option<()>,
+    pub logprobs: Option<CompletionLogprobs>,
     pub finish_reason: Option<&'static str>,
 }
 
@@ -312,14 +379,17 @@ pub struct CompletionResponse {
 #[derive(Debug, Serialize)]
 pub struct AssistantMessage {
     pub role: &'static str,
-    pub content: String,
+    /// `null` when the answer is only tool calls.
+    pub content: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
 }
 
 #[derive(Debug, Serialize)]
 pub struct ChatChoice {
     pub index: u32,
     pub message: AssistantMessage,
-    pub logprobs: Option<()>,
+    pub logprobs: Option<ChatLogprobs>,
     pub finish_reason: Option<&'static str>,
 }
 
@@ -339,13 +409,23 @@ pub struct ChatDelta {
     pub role: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub content: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCallDelta>,
+}
+
+/// A call in a streamed chunk: OpenAI's shape, with its position among the choice's calls.
+#[derive(Debug, Serialize)]
+pub struct ToolCallDelta {
+    pub index: u32,
+    #[serde(flatten)]
+    pub call: ToolCall,
 }
 
 #[derive(Debug, Serialize)]
 pub struct ChatChunkChoice {
     pub index: u32,
     pub delta: ChatDelta,
-    pub logprobs: Option<()>,
+    pub logprobs: Option<ChatLogprobs>,
     pub finish_reason: Option<&'static str>,
 }
 

@@ -11,7 +11,7 @@ use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::engine::Usage;
-use crate::server::generation::{Delta, Generation};
+use crate::server::generation::{Delta, Generation, total_usage};
 use crate::server::relay::{ClientWriter, RelayEnd};
 
 /// How one endpoint shapes its chunks.
@@ -46,12 +46,17 @@ pub fn stream(
         {
             return;
         }
-        let mut usage = Usage::default();
+        // Each choice's latest counts; the request's usage adds them up.
+        let mut usage: Vec<Usage> = Vec::new();
         let mut failed = false;
         let end = writer
             .relay(generation, |next| match next {
                 Ok(delta) => {
-                    usage = delta.usage;
+                    let index = delta.index as usize;
+                    if usage.len() <= index {
+                        usage.resize(index + 1, Usage::default());
+                    }
+                    usage[index] = delta.usage;
                     shape.delta(delta).into_iter().collect()
                 }
                 Err(error) => {
@@ -63,7 +68,11 @@ pub fn stream(
         if end != RelayEnd::Finished || failed {
             return;
         }
-        for event in shape.closing(usage).into_iter().chain([done()]) {
+        for event in shape
+            .closing(total_usage(&usage))
+            .into_iter()
+            .chain([done()])
+        {
             if writer.write(event).await.is_err() {
                 return;
             }
