@@ -29,15 +29,25 @@ pub fn compilers_dir() -> PathBuf {
     cache.join(format!("cuda-compilers-{version}"))
 }
 
+/// Loads the provisioned NVRTC, when there is one (CI), before anything asks whether the
+/// CUDA libraries are present: the engine remembers the first answer, so whichever test runs
+/// first, every one goes through here before its first check.
+fn preload_provisioned_nvrtc() {
+    static LOADED: OnceLock<()> = OnceLock::new();
+    LOADED.get_or_init(|| {
+        let lib = compilers_dir().join("lib");
+        if lib.is_dir() && std::env::var_os("MODELFLEET_CUDA_SYSTEM_NVRTC").is_none() {
+            driver::preload_libraries(&lib).expect("loading the provisioned NVRTC");
+        }
+    });
+}
+
 /// NVRTC is loaded: from the provisioned directory when it is there (CI), else from the
 /// loader's search path (a GPU machine's own CUDA).
 pub fn nvrtc_ready() {
     static READY: OnceLock<()> = OnceLock::new();
     READY.get_or_init(|| {
-        let lib = compilers_dir().join("lib");
-        if lib.is_dir() && std::env::var_os("MODELFLEET_CUDA_SYSTEM_NVRTC").is_none() {
-            driver::preload_libraries(&lib).expect("loading the provisioned NVRTC");
-        }
+        preload_provisioned_nvrtc();
         if let Err(e) = driver::check_nvrtc() {
             panic!(
                 "{e}; `make tools` provisions it in {} (scripts/tools.sh cuda-compilers)",
@@ -52,6 +62,7 @@ pub fn nvrtc_ready() {
 pub fn gpu_available(test: &str) -> bool {
     static STATUS: OnceLock<Result<(), String>> = OnceLock::new();
     let status = STATUS.get_or_init(|| {
+        preload_provisioned_nvrtc();
         driver::check_libraries().map_err(|e| e.to_string())?;
         let count = cudarc::driver::CudaContext::device_count().map_err(|e| e.to_string())?;
         if count < 1 {
