@@ -798,7 +798,7 @@ async fn write_status(
 
 /// Now, in whole seconds: metav1.Time has whole seconds on the wire, so a status read back
 /// compares equal to the one computed.
-fn now() -> Time {
+pub(crate) fn now() -> Time {
     Time(Timestamp::from_second(Timestamp::now().as_second()).unwrap_or(Timestamp::UNIX_EPOCH))
 }
 

@@ -92,10 +92,13 @@ pub fn build_deployment(
     let mut metadata = owned_metadata(md)?;
     // Which template the pods run, readable from a metadata-only cache: a canary rollout
     // compares it with the spec's.
-    metadata
-        .labels
-        .get_or_insert_default()
-        .insert(TEMPLATE_HASH_LABEL.to_string(), template_hash(&template));
+    metadata.labels.get_or_insert_default().insert(
+        TEMPLATE_HASH_LABEL.to_string(),
+        template_hash(&template).map_err(|source| Error::Serialize {
+            what: "the pod template",
+            source,
+        })?,
+    );
     Ok(Deployment {
         metadata,
         spec: Some(DeploymentSpec {

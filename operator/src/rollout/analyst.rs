@@ -8,7 +8,6 @@ use std::time::Duration;
 use futures::StreamExt;
 use futures::channel::mpsc::UnboundedSender;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::runtime::reflector::{ObjectRef, Store};
 use tokio::time::MissedTickBehavior;
@@ -100,7 +99,7 @@ pub async fn analyse(
     rollout: &RolloutStatus,
     since: Time,
 ) -> Analysis {
-    let now = Timestamp::from_second(Timestamp::now().as_second()).unwrap_or(Timestamp::UNIX_EPOCH);
+    let Time(now) = crate::controller::now();
     let window = Duration::try_from(now.duration_since(since.0)).unwrap_or(Duration::ZERO);
     let namespace = md.namespace().unwrap_or_default();
     let name = md.name_any();

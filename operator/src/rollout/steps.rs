@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use super::plan::{CanaryPlan, split};
+use super::plan::{CanaryPlan, Split, split};
 use crate::api::{AnalysisStatus, AnalysisVerdict, MissingMetrics, RolloutPhase, RolloutStatus};
 
 /// The desired pod template, as the spec asks it now.
@@ -137,8 +137,6 @@ pub fn decide(inputs: &Inputs<'_>) -> Decision {
             && status.phase == RolloutPhase::Promoting
         {
             status.phase = RolloutPhase::Promoted;
-            status.canary_replicas = 0;
-            status.stable_replicas = total;
             status.message = format!("revision {} runs on every replica", status.revision);
         }
         return decision;
@@ -221,11 +219,7 @@ fn step(inputs: &Inputs<'_>, plan: &CanaryPlan, mut status: RolloutStatus) -> De
     }
     let wanted = split(total, current.share);
     let canary_ready = observed.canary.as_ref().map_or(0, |c| c.ready);
-    // The stable side shrinks only as canary replicas become ready: capacity never dips.
-    let stable_replicas = wanted
-        .stable
-        .max(total - canary_ready.min(wanted.canary))
-        .min(total);
+    let stable_replicas = stable_side(total, wanted, canary_ready);
 
     let Some(since) = status.observing_since.clone() else {
         if canary_ready >= wanted.canary {
@@ -299,10 +293,7 @@ fn step(inputs: &Inputs<'_>, plan: &CanaryPlan, mut status: RolloutStatus) -> De
             let next = plan
                 .step(status.step)
                 .map_or(wanted, |s| split(total, s.share));
-            let stable = next
-                .stable
-                .max(total - canary_ready.min(next.canary))
-                .min(total);
+            let stable = stable_side(total, next, canary_ready);
             stepping(status, stable, next.canary, None)
         }
         Some(a) if a.missing && plan.bounds.missing_metrics == MissingMetrics::Rollback => {
@@ -343,6 +334,15 @@ fn step(inputs: &Inputs<'_>, plan: &CanaryPlan, mut status: RolloutStatus) -> De
             Some(Duration::from_secs(1)),
         ),
     }
+}
+
+/// The stable side's replicas while the canary moves to `wanted`: it shrinks only as canary
+/// replicas become ready, so capacity never dips.
+fn stable_side(total: i32, wanted: Split, canary_ready: i32) -> i32 {
+    wanted
+        .stable
+        .max(total - canary_ready.min(wanted.canary))
+        .min(total)
 }
 
 fn stepping(

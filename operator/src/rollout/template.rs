@@ -10,13 +10,13 @@ pub const TEMPLATE_HASH_LABEL: &str = "modelfleet.dev/template-hash";
 /// Ten hex digits of the SHA-256 of the template's JSON. Serialising the typed template is
 /// deterministic (fields in declaration order, maps sorted), so one spec always hashes the
 /// same, in this process and the next.
-pub fn template_hash(template: &PodTemplateSpec) -> String {
-    let json = serde_json::to_vec(template).unwrap_or_default();
-    Sha256::digest(&json)
+pub fn template_hash(template: &PodTemplateSpec) -> Result<String, serde_json::Error> {
+    let json = serde_json::to_vec(template)?;
+    Ok(Sha256::digest(&json)
         .iter()
         .take(5)
         .map(|byte| format!("{byte:02x}"))
-        .collect()
+        .collect())
 }
 
 #[cfg(test)]
@@ -36,14 +36,14 @@ mod tests {
     #[test]
     fn one_spec_hashes_the_same_and_a_new_revision_differently() {
         let md = minimal("chat");
-        let hash = template_hash(&template(&md));
+        let hash = template_hash(&template(&md)).expect("hashes");
         assert_eq!(hash.len(), 10);
         assert!(hash.chars().all(|c| c.is_ascii_hexdigit()));
-        assert_eq!(hash, template_hash(&template(&md)));
+        assert_eq!(hash, template_hash(&template(&md)).expect("hashes"));
 
         let mut newer = md.clone();
         newer.spec.model.revision = "another".into();
-        assert_ne!(hash, template_hash(&template(&newer)));
+        assert_ne!(hash, template_hash(&template(&newer)).expect("hashes"));
         // The replica count is not part of the template.
         assert_eq!(
             hash,
@@ -54,6 +54,7 @@ mod tests {
                     .expect("spec")
                     .template
             )
+            .expect("hashes")
         );
     }
 }
